@@ -1,0 +1,228 @@
+"""Tokenizer -> GGUF vocabulary metadata that llama.cpp tokenizes identically.
+
+Two tokenizer families are covered, as Hugging Face ships them in tokenizer.json:
+- byte-level BPE (GPT-2, Llama 3, Qwen2, SmolLM...): llama.cpp model "gpt2" with merges
+  and a pre-tokenizer name (`tokenizer.ggml.pre`) chosen from the pre-tokenizer's
+  structure; an unknown one is refused rather than guessed.
+- SentencePiece style (Llama 2, Mistral, Phi-3): metaspace BPE with byte fallback, or
+  Unigram; llama.cpp model "llama", which merges by score, so BPE merge ranks become
+  scores. A `tokenizer.model` is used instead when present and sentencepiece is installed.
+Special tokens, add_bos/eos and the chat template come from gguf-py's SpecialVocab.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sgedge.errors import UnsupportedModelError
+
+# Byte-level BPE pre-tokenizers llama.cpp knows, keyed on the regex that
+# tokenizer.json's Split pre-tokenizer carries.
+_SPLIT_REGEX_TO_PRE = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen35",
+}
+KNOWN_PRE = ("gpt-2", "smollm", *sorted(set(_SPLIT_REGEX_TO_PRE.values())))
+
+# llama.cpp token types (gguf.TokenType values).
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
+
+
+@dataclass(frozen=True)
+class Vocab:
+    model: str  # "gpt2" or "llama"
+    pre: str
+    tokens: list[bytes]
+    scores: list[float] | None
+    types: list[int]
+    merges: list[str]
+    add_space_prefix: bool = False
+
+
+def _byte_level_pre(pre_tok: dict[str, Any] | None) -> str | None:
+    """Name of the llama.cpp pre-tokenizer equivalent to tokenizer.json's, or None."""
+    if pre_tok is None:
+        return None
+    kind = pre_tok.get("type")
+    if kind == "ByteLevel" and pre_tok.get("use_regex", True):
+        return "gpt-2"
+    if kind != "Sequence":
+        return None
+    parts = pre_tok.get("pretokenizers", [])
+    kinds = [p.get("type") for p in parts]
+    if kinds == ["Digits", "ByteLevel"] and parts[0].get("individual_digits") and parts[1].get("use_regex", True):
+        return "smollm"
+    if kinds == ["Split", "ByteLevel"] and not parts[1].get("use_regex", True):
+        split = parts[0]
+        if split.get("behavior") == "Isolated" and not split.get("invert"):
+            return _SPLIT_REGEX_TO_PRE.get(split.get("pattern", {}).get("Regex", ""))
+    return None
+
+
+def _added_tokens(tj: dict[str, Any]) -> dict[int, tuple[str, bool]]:
+    return {int(t["id"]): (t["content"], bool(t.get("special"))) for t in tj.get("added_tokens", [])}
+
+
+def _fill(n: int) -> tuple[list[bytes], list[int]]:
+    return [f"[PAD{i}]".encode() for i in range(n)], [_UNUSED] * n
+
+
+def _gpt2_vocab(tj: dict[str, Any], n_vocab: int, pre: str) -> Vocab:
+    model = tj["model"]
+    added = _added_tokens(tj)
+    size = max(n_vocab, len(model["vocab"]), max(added, default=-1) + 1)
+    tokens, types = _fill(size)
+    for text, i in model["vocab"].items():
+        tokens[i], types[i] = text.encode(), _NORMAL
+    for i, (text, special) in added.items():
+        tokens[i], types[i] = text.encode(), _CONTROL if special else _USER_DEFINED
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    if not merges:
+        raise UnsupportedModelError("tokenizer.json has a BPE model without merges; llama.cpp needs them")
+    return Vocab("gpt2", pre, tokens, None, types, merges)
+
+
+def _spm_from_bpe(tj: dict[str, Any], n_vocab: int) -> Vocab:
+    model = tj["model"]
+    added = _added_tokens(tj)
+    size = max(n_vocab, len(model["vocab"]), max(added, default=-1) + 1)
+    tokens, types = _fill(size)
+    scores = [-10000.0] * size
+    vocab: dict[str, int] = model["vocab"]
+    for text, i in vocab.items():
+        tokens[i], types[i], scores[i] = text.encode(), _NORMAL, 0.0
+        if len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
+            types[i] = _BYTE
+    # llama.cpp's SentencePiece tokenizer merges the bigram whose result scores
+    # highest, HF BPE the merge of lowest rank: score = -(rank + 1) makes them agree.
+    for rank, m in enumerate(model.get("merges", [])):
+        left, right = m.split(" ", 1) if isinstance(m, str) else m
+        i = vocab.get(left + right)
+        if i is not None and scores[i] == 0.0:
+            scores[i] = -float(rank + 1)
+    unk = model.get("unk_token")
+    if unk in vocab:
+        types[vocab[unk]] = _UNKNOWN
+    for i, (text, special) in added.items():
+        tokens[i], scores[i] = text.encode(), 0.0
+        types[i] = _UNKNOWN if text == unk else (_CONTROL if special else _USER_DEFINED)
+    return Vocab("llama", "default", tokens, scores, types, [], _adds_space_prefix(tj))
+
+
+def _spm_from_unigram(tj: dict[str, Any], n_vocab: int) -> Vocab:
+    model = tj["model"]
+    pieces = model["vocab"]
+    added = _added_tokens(tj)
+    size = max(n_vocab, len(pieces), max(added, default=-1) + 1)
+    tokens, types = _fill(size)
+    scores = [-10000.0] * size
+    for i, (text, score) in enumerate(pieces):
+        tokens[i], scores[i], types[i] = text.encode(), float(score), _NORMAL
+        if len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
+            types[i] = _BYTE
+    if model.get("unk_id") is not None:
+        types[int(model["unk_id"])] = _UNKNOWN
+    for i, (text, special) in added.items():
+        tokens[i] = text.encode()
+        if types[i] != _UNKNOWN:
+            types[i] = _CONTROL if special else _USER_DEFINED
+    return Vocab("llama", "default", tokens, scores, types, [], _adds_space_prefix(tj))
+
+
+def _spm_from_model_file(path: Path, n_vocab: int) -> Vocab:
+    from sentencepiece import SentencePieceProcessor
+
+    sp = SentencePieceProcessor()
+    sp.LoadFromFile(str(path))
+    size = max(n_vocab, sp.vocab_size())
+    tokens, types = _fill(size)
+    scores = [-10000.0] * size
+    for i in range(sp.vocab_size()):
+        tokens[i], scores[i] = sp.IdToPiece(i).encode(), sp.GetScore(i)
+        types[i] = (
+            _UNKNOWN if sp.IsUnknown(i) else _CONTROL if sp.IsControl(i)
+            else _UNUSED if sp.IsUnused(i) else _BYTE if sp.IsByte(i) else _NORMAL
+        )
+    tj_path = path.parent / "tokenizer.json"
+    if tj_path.is_file():
+        for i, (text, special) in _added_tokens(json.loads(tj_path.read_text("utf-8"))).items():
+            if i < size and tokens[i] != text.encode():
+                tokens[i], scores[i] = text.encode(), -1000.0
+                types[i] = _CONTROL if special else _USER_DEFINED
+    return Vocab("llama", "default", tokens, scores, types, [], True)
+
+
+def _adds_space_prefix(tj: dict[str, Any]) -> bool:
+    """Whether a SentencePiece-style tokenizer.json prepends '▁' to the text."""
+    def walk(node: Any) -> list[dict[str, Any]]:
+        if not isinstance(node, dict):
+            return []
+        inner = node.get("normalizers") or node.get("pretokenizers") or []
+        return [node] + [n for child in inner for n in walk(child)]
+
+    for node in walk(tj.get("normalizer")) + walk(tj.get("pre_tokenizer")):
+        if node.get("type") == "Prepend":
+            return True
+        if node.get("type") == "Metaspace" and node.get("prepend_scheme", "always") != "never":
+            return True
+    return False
+
+
+def read_vocab(model_dir: Path, n_vocab: int, pre_override: str | None = None) -> Vocab:
+    """Build the GGUF vocabulary of the tokenizer in `model_dir` (config vocab size `n_vocab`)."""
+    tj_path = model_dir / "tokenizer.json"
+    if (model_dir / "tokenizer.model").is_file():
+        try:
+            import sentencepiece  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            return _spm_from_model_file(model_dir / "tokenizer.model", n_vocab)
+    if not tj_path.is_file():
+        raise UnsupportedModelError(
+            f"{model_dir} has no tokenizer.json (or tokenizer.model); save the tokenizer with "
+            "AutoTokenizer.save_pretrained() next to the model"
+        )
+    tj = json.loads(tj_path.read_text("utf-8"))
+    model = tj.get("model", {})
+    kind = model.get("type")
+    if kind == "Unigram":
+        return _spm_from_unigram(tj, n_vocab)
+    if kind != "BPE":
+        raise UnsupportedModelError(f"tokenizer model type {kind!r} is not supported (BPE and Unigram are)")
+    if model.get("byte_fallback"):
+        return _spm_from_bpe(tj, n_vocab)
+    normalizer = tj.get("normalizer")
+    if normalizer is not None and normalizer.get("type") != "NFC":
+        raise UnsupportedModelError(
+            f"byte-level BPE tokenizer with a {normalizer.get('type')} normalizer is not supported by llama.cpp"
+        )
+    pre = pre_override or _byte_level_pre(tj.get("pre_tokenizer"))
+    if pre is None:
+        raise UnsupportedModelError(
+            "the tokenizer's pre-tokenizer is not one llama.cpp is known to reproduce; if you know the "
+            f"matching llama.cpp name, pass --pre-tokenizer NAME (sgedge recognises: {', '.join(KNOWN_PRE)})"
+        )
+    return _gpt2_vocab(tj, n_vocab, pre)
+
+
+def add_vocab(writer: Any, model_dir: Path, vocab: Vocab) -> None:
+    """Write `vocab` plus special tokens and chat template to a gguf.GGUFWriter."""
+    import gguf
+
+    writer.add_tokenizer_model(vocab.model)
+    writer.add_tokenizer_pre(vocab.pre)
+    writer.add_token_list(vocab.tokens)
+    if vocab.scores is not None:
+        writer.add_token_scores(vocab.scores)
+    writer.add_token_types(vocab.types)
+    if vocab.merges:
+        writer.add_token_merges(vocab.merges)
+    if vocab.model == "llama":
+        writer.add_add_space_prefix(vocab.add_space_prefix)
+    special = gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=len(vocab.tokens))
+    special.add_to_gguf(writer, quiet=True)

@@ -1,0 +1,102 @@
+"""A Hugging Face model directory as the exporters see it: config, family, weights."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sgedge.binding import _read_header, _safetensors_files, base_fingerprint
+from sgedge.errors import InputError, UnsupportedModelError
+from sgedge.families import Family, family_for_config
+
+
+@dataclass
+class HFModel:
+    path: Path
+    config: dict[str, Any]
+    family: Family
+    _index: dict[str, Path] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, path: str | Path) -> HFModel:
+        path = Path(path)
+        if not path.is_dir():
+            raise InputError(f"model directory {path} does not exist")
+        cfg_path = path / "config.json"
+        if not cfg_path.is_file():
+            raise InputError(f"{path} has no config.json; is it a Hugging Face model directory?")
+        config = json.loads(cfg_path.read_text("utf-8"))
+        # Multimodal wrappers keep the language model's settings under text_config.
+        if "text_config" in config and "hidden_size" not in config:
+            config = {**config["text_config"], "architectures": config.get("architectures")}
+        return cls(path, config, family_for_config(config))
+
+    def hparam(self, *keys: str, default: Any = None) -> Any:
+        for key in keys:
+            if self.config.get(key) is not None:
+                return self.config[key]
+        if default is not None:
+            return default
+        raise UnsupportedModelError(f"config.json lacks {' / '.join(keys)}")
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.hparam("num_hidden_layers"))
+
+    @property
+    def n_head(self) -> int:
+        return int(self.hparam("num_attention_heads"))
+
+    @property
+    def n_head_kv(self) -> int:
+        return int(self.hparam("num_key_value_heads", default=self.n_head))
+
+    @property
+    def head_dim(self) -> int:
+        return int(self.hparam("head_dim", default=int(self.hparam("hidden_size")) // self.n_head))
+
+    @property
+    def rope_parameters(self) -> dict[str, Any]:
+        params = dict(self.config.get("rope_scaling") or {})
+        params.update(self.config.get("rope_parameters") or {})
+        return params
+
+    @cached_property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Tensor name -> shape, read from the safetensors headers alone (no weights loaded)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for file in _safetensors_files(self.path):
+            header, _ = _read_header(file)
+            for name, info in header.items():
+                if name != "__metadata__":
+                    shapes[name] = tuple(info["shape"])
+                    self._index[name] = file
+        return shapes
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return base_fingerprint(self.path)
+
+    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield (name, float32 array) one tensor at a time, in file order."""
+        from safetensors import safe_open
+
+        _ = self.shapes
+        for file in _safetensors_files(self.path):
+            with safe_open(file, framework="pt") as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name).float().numpy()
+
+
+def permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Reorder the rows of a q/k projection (or its LoRA B) from HF's rotate-half
+    rope layout to llama.cpp's interleaved one."""
+    if w.shape[0] % (2 * n_head):
+        raise UnsupportedModelError(f"cannot permute {w.shape[0]} rows into {n_head} rope heads")
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

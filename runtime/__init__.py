@@ -1,0 +1,1 @@
+"""sgedge.runtime: run exported bases with safety adapters. Never imports torch."""

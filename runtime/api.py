@@ -1,0 +1,208 @@
+"""The public Python API: `Runtime`.
+
+    from sgedge import Runtime
+    with Runtime.open("base.gguf", adapters=["safety.gguf"]) as rt:
+        print(rt.generate("How do I bake bread?").text)
+
+A runtime loads the base once and keeps its adapters resident; each call may pick a
+different subset of them with a scale each (`adapters=[("safety", 1.0)]`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sgedge.runtime.chat import render_chat
+from sgedge.runtime.types import ActiveAdapter, GenerationResult, Sampling, Timings
+
+from sgedge.errors import InputError
+
+AdapterSpec = str | Path | tuple[str | Path, float]
+
+
+def parse_adapter_arg(spec: str) -> tuple[str, float]:
+    """'PATH[:SCALE]' -> (path, scale). The scale is split off only when it is a number."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return spec, 1.0
+
+
+def detect_backend(path: Path) -> str:
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return "gguf"
+    if path.is_file():
+        with open(path, "rb") as f:
+            if f.read(4) == b"GGUF":
+                return "gguf"
+    if path.is_dir() and (path / "genai_config.json").is_file():
+        return "onnx"
+    if not path.exists():
+        raise InputError(f"model {path} does not exist")
+    raise InputError(f"cannot tell the backend of {path}: expected a .gguf file or an ONNX model folder")
+
+
+@dataclass
+class _Adapter:
+    name: str
+    path: Path
+    scale: float
+
+
+class Runtime:
+    """A loaded base model with resident adapters. Library code raises, never exits."""
+
+    def __init__(self, backend: Any, active: Sequence[tuple[str, float]], load_s: float) -> None:
+        self._backend = backend
+        self._default = tuple(active)
+        self.load_s = load_s
+
+    @classmethod
+    def open(
+        cls,
+        model: str | Path,
+        *,
+        adapters: Sequence[AdapterSpec] = (),
+        backend: str | None = None,
+        device: str = "auto",
+        gpu_layers: int | None = None,
+        threads: int | None = None,
+        n_ctx: int = 4096,
+        allow_unbound_adapters: bool = False,
+        exact: bool = False,
+    ) -> Runtime:
+        """Load `model` (a .gguf base) and every adapter in `adapters` (path or (path, scale)).
+
+        All adapters are checked against the base before any is used; the ones given
+        here are active by default. `exact=True` trades speed for numerics (f32 KV
+        cache, no flash attention), for checks against transformers. Raises SgedgeError subclasses with clear messages.
+        """
+        t0 = time.perf_counter()
+        model = Path(model)
+        kind = backend or detect_backend(model)
+        if kind != "gguf":
+            raise InputError(f"backend {kind!r} is not available yet; use a .gguf model")
+        from sgedge.runtime.llama_backend import LlamaBackend
+
+        specs = [(Path(a[0]), float(a[1])) if isinstance(a, tuple) else (Path(a), 1.0) for a in adapters]
+        for p, _ in specs:
+            if not p.is_file():
+                raise InputError(f"adapter {p} does not exist")
+        be = LlamaBackend(model, n_ctx=n_ctx, threads=threads, device=device, gpu_layers=gpu_layers,
+                          exact=exact)
+        try:
+            active = []
+            for p, scale in specs:
+                name = p.stem
+                i = 2
+                while name in be.adapters:
+                    name, i = f"{p.stem}-{i}", i + 1
+                be.load_adapter(p, name, allow_unbound=allow_unbound_adapters)
+                active.append((name, scale))
+        except BaseException:
+            be.close()
+            raise
+        return cls(be, active, time.perf_counter() - t0)
+
+    # -- introspection ------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @property
+    def adapters(self) -> dict[str, Path]:
+        """Resident adapters: name -> file."""
+        return {n: a.path for n, a in self._backend.adapters.items()}
+
+    @property
+    def active(self) -> list[ActiveAdapter]:
+        return [ActiveAdapter(n, s) for n, s in self._default]
+
+    def load_adapter(self, path: str | Path, name: str | None = None) -> str:
+        return self._backend.load_adapter(Path(path), name)
+
+    # -- prompts --------------------------------------------------------------------
+    def encode_prompt(self, prompt: str | Sequence[Mapping[str, str]], *, raw: bool = False) -> list[int]:
+        be = self._backend
+        if raw:
+            if not isinstance(prompt, str):
+                raise InputError("raw prompts are plain strings")
+            return be.tokenize(prompt, add_special=True)
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        template = be.chat_template()
+        if template is None:
+            raise InputError("this model has no chat template; run with raw=True (--raw) for plain completion")
+        text = render_chat(template, messages, bos_token=be.bos_text(), eos_token=be.eos_text())
+        # Templates write their own BOS; tokenize like transformers' apply_chat_template.
+        return be.tokenize(text, add_special=False)
+
+    def _resolve(self, adapters: Sequence[tuple[str, float]] | None) -> tuple[tuple[str, float], ...]:
+        return self._default if adapters is None else tuple((n, float(s)) for n, s in adapters)
+
+    # -- generation -------------------------------------------------------------------
+    def generate(
+        self,
+        prompt: str | Sequence[Mapping[str, str]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int = 0,
+        raw: bool = False,
+        adapters: Sequence[tuple[str, float]] | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> GenerationResult:
+        """Generate a reply. `adapters=None` uses the runtime's active set; `[]` runs the
+        bare base. `on_text` receives each text piece as it is produced (streaming)."""
+        sampling = Sampling(max_tokens, temperature, top_p, top_k, seed)
+        active = self._resolve(adapters)
+        self._backend.set_active(active)
+        ids = self.encode_prompt(prompt, raw=raw)
+        timings = Timings(load_s=self.load_s)
+        tokens: list[int] = []
+        parts: list[str] = []
+        for tok, text in self._backend.generate(ids, sampling, timings):
+            if tok >= 0:
+                tokens.append(tok)
+            parts.append(text)
+            if on_text is not None and text:
+                on_text(text)
+        finish = "length" if len(tokens) >= max_tokens else "stop"
+        return GenerationResult("".join(parts), tokens, ids, [ActiveAdapter(n, s) for n, s in active],
+                                self.backend, finish, timings)
+
+    def stream(self, prompt: str | Sequence[Mapping[str, str]], **kwargs: Any) -> Iterator[str]:
+        """Yield text pieces as they are generated (same arguments as `generate`)."""
+        raw = kwargs.pop("raw", False)
+        adapters = kwargs.pop("adapters", None)
+        sampling = Sampling(**kwargs)
+        self._backend.set_active(self._resolve(adapters))
+        ids = self.encode_prompt(prompt, raw=raw)
+        for _, text in self._backend.generate(ids, sampling, Timings()):
+            if text:
+                yield text
+
+    def chat(self, messages: Sequence[Mapping[str, str]], **kwargs: Any) -> GenerationResult:
+        return self.generate(messages, **kwargs)
+
+    def logits(self, tokens: Sequence[int], *, adapters: Sequence[tuple[str, float]] | None = None):
+        """Teacher-forced logits for `tokens` (numpy array, one row per token)."""
+        self._backend.set_active(self._resolve(adapters))
+        return self._backend.logits(tokens)
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,73 @@
+"""Plain result types shared by the backends and the public API."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int = 256
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from sgedge.errors import InputError
+
+        if self.max_tokens < 1:
+            raise InputError(f"max_tokens must be at least 1 (got {self.max_tokens})")
+        if self.temperature < 0:
+            raise InputError(f"temperature must be >= 0 (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"top_p must be in (0, 1] (got {self.top_p})")
+        if self.top_k < 0:
+            raise InputError(f"top_k must be >= 0 (got {self.top_k})")
+
+
+@dataclass(frozen=True)
+class ActiveAdapter:
+    name: str
+    scale: float
+
+
+@dataclass
+class Timings:
+    load_s: float = 0.0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "load_s": round(self.load_s, 6),
+            "prefill_s": round(self.prefill_s, 6),
+            "decode_s": round(self.decode_s, 6),
+            "prefill_tok_s": round(self.prompt_tokens / self.prefill_s, 3) if self.prefill_s else 0.0,
+            "decode_tok_s": round(self.generated_tokens / self.decode_s, 3) if self.decode_s else 0.0,
+        }
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    tokens: list[int]
+    prompt_tokens: list[int]
+    adapters: list[ActiveAdapter]
+    backend: str
+    finish_reason: str
+    timings: Timings = field(default_factory=Timings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "tokens": self.tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "adapters": [asdict(a) for a in self.adapters],
+            "backend": self.backend,
+            "finish_reason": self.finish_reason,
+            "timings": self.timings.as_dict(),
+        }

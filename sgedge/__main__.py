@@ -1,0 +1,3 @@
+from sgedge.cli import entry
+
+entry()

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny random models of every family, exported once per session."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
+
+
+@dataclass(frozen=True)
+class Tiny:
+    family: str
+    hf: Path  # Hugging Face model dir
+    lora1: Path  # PEFT dir, rank 8, all projections
+    lora2: Path  # PEFT dir, rank 4, another seed
+    gguf: Path  # f32 base
+    a1: Path  # adapter GGUFs
+    a2: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tiny]:
+    return {}
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Tiny]):
+    """`tiny(family)` -> Tiny, built and exported on first use."""
+    from sgedge.exporters.gguf_adapter import export_adapter_gguf
+    from sgedge.exporters.gguf_base import export_base_gguf
+    from sgedge.exporters.synthetic import build_lora, build_model
+
+    def get(family: str) -> Tiny:
+        if family not in tiny_models:
+            root = tmp_path_factory.mktemp(family)
+            hf = build_model(family, root / "hf", seed=hash(family) % 1000)
+            lora1 = build_lora(hf, root / "lora1", r=8, alpha=16, seed=11)
+            lora2 = build_lora(hf, root / "lora2", r=4, alpha=4, seed=22)
+            gguf = export_base_gguf(hf, root / "base-f32.gguf", dtype="f32").path
+            a1 = export_adapter_gguf(lora1, root / "a1.gguf").path
+            a2 = export_adapter_gguf(lora2, root / "a2.gguf").path
+            tiny_models[family] = Tiny(family, hf, lora1, lora2, gguf, a1, a2)
+        return tiny_models[family]
+
+    return get
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())

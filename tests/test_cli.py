@@ -1,0 +1,87 @@
+"""`sgedge` CLI: a table of invocations, their exit codes and what they print."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sgedge.runtime.api import parse_adapter_arg
+
+from sgedge.cli import main
+
+
+@pytest.fixture(scope="module")
+def paths(tiny, tmp_path_factory):
+    t = tiny("llama")
+    return {"model": str(t.gguf), "a1": str(t.a1), "a2": str(t.a2), "hf": str(t.hf), "lora": str(t.lora1),
+            "qwen_a": str(tiny("qwen2").a1), "out": str(tmp_path_factory.mktemp("cli"))}
+
+
+CASES = [
+    # (argv template, exit code, text expected on stdout, text expected on stderr)
+    ("run --model {model} --raw --max-tokens 5 Hello", 0, "", None),
+    ("run --model {model} --adapter {a1}:0.5 --adapter {a2} --raw --max-tokens 4 --json Hello", 0, '"scale": 0.5', None),
+    ("run --model {model} --raw --temperature 0.8 --top-p 0.9 --top-k 20 --seed 3 --max-tokens 4 --json Hi", 0, '"tokens"', None),
+    ("run --model {out}/missing.gguf Hi", 1, "", "missing.gguf does not exist"),
+    ("run --model {model} --adapter {qwen_a} Hi", 1, "", "does not belong to base"),
+    ("run --model {model} --adapter {out}/nope.gguf Hi", 1, "", "adapter {out}/nope.gguf does not exist"),
+    ("run --model {model} --temperature -1 Hi", 1, "", "temperature must be >= 0"),
+    ("run --model {model} --max-tokens 0 Hi", 1, "", "max_tokens must be at least 1"),
+    ("run --model {model} --max-tokens 100000 --raw Hi", 1, "", "do not fit the context"),
+    ("run --model {model}", 2, "", "the following arguments are required: prompt"),
+    ("export base {hf} -o {out}/b.gguf --dtype f32 -q", 0, "wrote {out}/b.gguf (llama, f32", None),
+    ("export adapter {lora} -o {out}/a.gguf --base {hf} -q", 0, "rank 8, alpha 16", None),
+    ("export adapter {out} -o {out}/x.gguf --base {hf}", 1, "", "has no adapter_config.json"),
+    ("export base {out} -o {out}/x.gguf", 1, "", "has no config.json"),
+    ("export base {hf} -o {out}/x.gguf --dtype q3", 2, "", "invalid choice: 'q3'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "code", "stdout", "stderr"), CASES, ids=[c[0][:48] for c in CASES])
+def test_cli_table(paths, capsys, argv, code, stdout, stderr):
+    rc = main(argv.format(**paths).split())
+    out, err = capsys.readouterr()
+    assert rc == code, err
+    assert stdout.format(**paths) in out
+    if stderr is None:
+        assert err == "", "successful runs keep stderr clean"
+    else:
+        assert stderr.format(**paths) in err
+        assert err.count("\n") <= 3 if code == 1 else True
+
+
+def test_run_json_fields(paths, capsys):
+    assert main(["run", "--model", paths["model"], "--adapter", paths["a1"], "--json", "--max-tokens", "6",
+                 "How do I bake bread?"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert {"text", "tokens", "prompt_tokens", "adapters", "backend", "timings"} <= set(obj)
+    assert obj["adapters"] == [{"name": "a1", "scale": 1.0}]
+    assert obj["backend"] == "llama.cpp"
+    assert {"load_s", "prefill_tok_s", "decode_tok_s"} <= set(obj["timings"])
+    assert 0 < len(obj["tokens"]) <= 6 and len(obj["prompt_tokens"]) > 5
+
+
+def test_run_streams_the_same_text_as_json(paths, capsys):
+    argv = ["run", "--model", paths["model"], "--raw", "--max-tokens", "12", "Hello world"]
+    assert main(argv) == 0
+    streamed = capsys.readouterr().out
+    assert main([*argv, "--json"]) == 0
+    assert streamed == json.loads(capsys.readouterr().out)["text"] + "\n"
+
+
+def test_device_gpu_without_gpu_build(paths, capsys):
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama-cpp-python has a GPU backend")
+    assert main(["run", "--model", paths["model"], "--device", "gpu", "Hi"]) == 1
+    assert "built without a GPU backend" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [("a.gguf", ("a.gguf", 1.0)), ("a.gguf:0.5", ("a.gguf", 0.5)), ("C:\\x\\a.gguf", ("C:\\x\\a.gguf", 1.0)),
+     ("C:\\x\\a.gguf:2", ("C:\\x\\a.gguf", 2.0)), ("dir:name/a.gguf", ("dir:name/a.gguf", 1.0))],
+)
+def test_parse_adapter_arg(spec, expected):
+    assert parse_adapter_arg(spec) == expected

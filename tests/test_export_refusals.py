@@ -1,0 +1,137 @@
+"""Every adapter/base the exporters refuse: a clear message, and nothing left on disk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from sgedge.exporters.gguf_adapter import export_adapter_gguf
+from sgedge.exporters.gguf_base import export_base_gguf
+from sgedge.exporters.synthetic import build_lora, build_model
+
+from sgedge.errors import AdapterError, InputError, UnsupportedModelError
+
+
+def _edit_config(peft_dir: Path, **changes) -> None:
+    p = peft_dir / "adapter_config.json"
+    cfg = json.loads(p.read_text())
+    cfg.update(changes)
+    p.write_text(json.dumps(cfg))
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _assert_nothing_written(out: Path) -> None:
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if ".partial" in p.name or p.name.startswith(".sgedge")]
+
+
+def test_pickled_adapter_refused_unless_allowed(tiny, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    t = tiny("llama")
+    d = _copy(t.lora1, tmp_path / "pickled")
+    state = load_file(d / "adapter_model.safetensors")
+    (d / "adapter_model.safetensors").unlink()
+    torch.save(state, d / "adapter_model.bin")
+    out = tmp_path / "out" / "a.gguf"
+    out.parent.mkdir()
+    with pytest.raises(AdapterError, match=r"pickle.*--allow-pickle"):
+        export_adapter_gguf(d, out, base=t.hf)
+    _assert_nothing_written(out)
+    assert export_adapter_gguf(d, out, base=t.hf, allow_pickle=True).n_modules == 14
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"use_dora": True}, r"DoRA"),
+        ({"modules_to_save": ["lm_head"]}, r"modules_to_save"),
+        ({"peft_type": "IA3"}, r"not LoRA"),
+        ({"bias": "all"}, r"biases"),
+    ],
+)
+def test_unsupported_peft_features_refused(tiny, tmp_path, change, message):
+    t = tiny("llama")
+    d = _copy(t.lora1, tmp_path / "ad")
+    _edit_config(d, **change)
+    out = tmp_path / "a.gguf"
+    with pytest.raises(AdapterError, match=message):
+        export_adapter_gguf(d, out, base=t.hf)
+    _assert_nothing_written(out)
+
+
+def test_embedding_adapter_refused(tiny, tmp_path):
+    t = tiny("llama")
+    with pytest.warns(UserWarning, match="save_embedding_layers"):
+        d = build_lora(t.hf, tmp_path / "emb", targets=["embed_tokens", "q_proj"])
+    with pytest.raises(AdapterError, match=r"embed_tokens"):
+        export_adapter_gguf(d, tmp_path / "a.gguf", base=t.hf)
+
+
+def test_lm_head_target_refused(tiny, tmp_path):
+    t = tiny("llama")
+    with pytest.warns(UserWarning, match="save_embedding_layers"):
+        d = build_lora(t.hf, tmp_path / "head", targets=["lm_head", "q_proj"])
+    with pytest.raises(AdapterError, match=r"whole-layer weights .* LoRA-only: .*lm_head"):
+        export_adapter_gguf(d, tmp_path / "a.gguf", base=t.hf)
+
+
+def test_adapter_for_other_shapes_refused(tiny, tmp_path):
+    t = tiny("llama")
+    other = build_model("llama", tmp_path / "wide", shape={"hidden_size": 32, "num_attention_heads": 2,
+                                                          "num_key_value_heads": 1})
+    d = build_lora(other, tmp_path / "wide_lora")
+    out = tmp_path / "a.gguf"
+    with pytest.raises(AdapterError, match=r"does not fit base .*LoRA maps 32 -> 32 features but the base layer is 64"):
+        export_adapter_gguf(d, out, base=t.hf)
+    _assert_nothing_written(out)
+
+
+def test_adapter_for_other_family_refused(tiny, tmp_path):
+    t = tiny("llama")
+    with pytest.raises(AdapterError, match=r"'qkv_proj' is not a linear layer sgedge adapts in llama"):
+        export_adapter_gguf(tiny("phi3").lora1, tmp_path / "a.gguf", base=t.hf)
+
+
+def test_adapter_without_base_refused(tiny, tmp_path):
+    d = _copy(tiny("llama").lora1, tmp_path / "ad")
+    _edit_config(d, base_model_name_or_path="some-org/some-model")
+    with pytest.raises(InputError, match=r"pass --base MODEL_DIR"):
+        export_adapter_gguf(d, tmp_path / "a.gguf")
+
+
+def test_unknown_architecture_refused(tiny, tmp_path):
+    d = _copy(tiny("llama").hf, tmp_path / "gpt2ish")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["architectures"] = ["GPT2LMHeadModel"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "b.gguf"
+    with pytest.raises(UnsupportedModelError, match=r"unsupported architecture GPT2LMHeadModel; sgedge supports: .*LlamaForCausalLM"):
+        export_base_gguf(d, out, dtype="f32")
+    _assert_nothing_written(out)
+
+
+def test_unknown_pre_tokenizer_refused(tiny, tmp_path):
+    d = _copy(tiny("qwen2").hf, tmp_path / "odd")
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\p{L}+|\s+"
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+    out = tmp_path / "b.gguf"
+    with pytest.raises(UnsupportedModelError, match=r"pre-tokenizer .*--pre-tokenizer NAME"):
+        export_base_gguf(d, out, dtype="f32")
+    _assert_nothing_written(out)
+
+
+def test_adapter_can_bind_to_exported_gguf_base(tiny, tmp_path):
+    t = tiny("qwen3")
+    a = export_adapter_gguf(t.lora1, tmp_path / "a.gguf", base=t.gguf)
+    b = export_adapter_gguf(t.lora1, tmp_path / "b.gguf", base=t.hf)
+    assert a.fingerprint == b.fingerprint
+    assert (tmp_path / "a.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()

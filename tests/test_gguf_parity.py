@@ -1,0 +1,73 @@
+"""GGUF exports run by sgedge reproduce transformers + PEFT, for every family.
+
+Tolerances (logit units; these tiny random models have logits of magnitude about 3):
+| check                          | runtime setting                         | bound        |
+| teacher-forced logits, f32     | exact=True (f32 KV cache, no flash-attn) | max diff 1e-4 (measured 3e-6) |
+| greedy tokens, f32             | defaults (f16 KV cache, flash-attn auto) | every token the reference argmax, or a near-tie within 2e-2 (defaults move logits by up to ~9e-3) |
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import FAMILIES
+from reference import assert_greedy_matches, hf_logits, hf_model
+from sgedge.runtime.api import Runtime
+
+EXACT_TOL = 1e-4
+GREEDY_TIE = 2e-2
+CASES = {
+    "none": [],
+    "one": [("a1", 1.0)],
+    "half": [("a1", 0.5)],
+    "stacked": [("a1", 1.0), ("a2", 0.5)],
+}
+PROMPT = "Safety adapters keep the base model frozen. Hello world 42!"
+
+
+def _peft(t, case):
+    paths = {"a1": t.lora1, "a2": t.lora2}
+    return [(paths[n], s) for n, s in CASES[case]]
+
+
+@pytest.fixture(scope="module")
+def runtimes(tiny):
+    opened = {}
+
+    def get(family):
+        if family not in opened:
+            t = tiny(family)
+            rt = Runtime.open(t.gguf, adapters=[t.a1, t.a2], n_ctx=512)
+            exact = Runtime.open(t.gguf, adapters=[t.a1, t.a2], n_ctx=512, exact=True)
+            opened[family] = (t, rt, exact)
+        return opened[family]
+
+    yield get
+    for _, rt, exact in opened.values():
+        rt.close()
+        exact.close()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_tokens_match_peft(runtimes, family, case):
+    t, rt, _ = runtimes(family)
+    res = rt.generate(PROMPT, raw=True, max_tokens=24, adapters=CASES[case])
+    ref = hf_model(t.hf, _peft(t, case))
+    exact = assert_greedy_matches(ref, res.prompt_tokens, res.tokens, GREEDY_TIE)
+    assert exact >= len(res.tokens) - 1, f"only {exact}/{len(res.tokens)} exact argmax matches"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_teacher_forced_logits_match_peft(runtimes, family, case):
+    t, _, rt = runtimes(family)
+    ids = rt.encode_prompt(PROMPT + " The quick brown fox jumps over the lazy dog.", raw=True)
+    ours = rt.logits(ids, adapters=CASES[case])
+    ref = hf_logits(hf_model(t.hf, _peft(t, case)), ids)
+    diff = float(np.abs(ours - ref).max())
+    assert diff < EXACT_TOL, f"max |logit diff| {diff:.2e}"
+    if case != "none":
+        # The adapter must really change the output (guards against a no-op path).
+        base = rt.logits(ids, adapters=[])
+        assert float(np.abs(base - ours).max()) > 1000 * EXACT_TOL

@@ -1,0 +1,26 @@
+"""The runtime never imports torch: proven in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_runtime_generation_does_not_import_torch(tiny):
+    t = tiny("qwen2")
+    code = f"""
+import json, sys
+import sgedge, sgedge.runtime
+from sgedge import Runtime
+from sgedge.cli import main
+with Runtime.open({str(t.gguf)!r}, adapters=[{str(t.a1)!r}]) as rt:
+    r = rt.generate("Hello", raw=True, max_tokens=4)
+rc = main(["run", "--model", {str(t.gguf)!r}, "--adapter", {str(t.a2)!r} + ":0.5", "--raw", "--max-tokens", "3", "--json", "Hi"])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "peft"))
+print(json.dumps({{"tokens": len(r.tokens), "rc": rc, "heavy": heavy}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["tokens"] > 0 and report["rc"] == 0
+    assert report["heavy"] == []
