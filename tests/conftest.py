@@ -21,6 +21,12 @@ class Tiny:
     a1: Path  # adapter GGUFs
     a2: Path
 
+    @property
+    def family_modules(self) -> tuple[str, ...]:
+        from sgedge.families import FAMILIES as REGISTRY
+
+        return next(f for f in REGISTRY if f.name == self.family).lora_modules
+
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tiny]:

@@ -71,3 +71,37 @@ def test_teacher_forced_logits_match_peft(runtimes, family, case):
         # The adapter must really change the output (guards against a no-op path).
         base = rt.logits(ids, adapters=[])
         assert float(np.abs(base - ours).max()) > 1000 * EXACT_TOL
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "phi3"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"use_rslora": True},
+        {"rank_pattern": {"k_proj": 4, "down_proj": 2, "qkv_proj": 4}, "alpha_pattern": {"o_proj": 64, "down_proj": 3}},
+        {"targets": ["q_proj", "v_proj"]},
+    ],
+    ids=["rslora", "rank-alpha-patterns", "q-v-only"],
+)
+def test_peft_scaling_options_match(tiny, tmp_path, family, options):
+    from sgedge.exporters.gguf_adapter import export_adapter_gguf
+    from sgedge.exporters.synthetic import build_lora
+
+    t = tiny(family)
+    options = dict(options)
+    targets = options.pop("targets", None)
+    if targets and family == "phi3":
+        targets = ["qkv_proj"]
+    modules = set(t.family_modules)
+    for key in ("rank_pattern", "alpha_pattern"):
+        if key in options:
+            options[key] = {k: v for k, v in options[key].items() if k in modules}
+    lora = build_lora(t.hf, tmp_path / "lora", r=8, alpha=16, targets=targets, seed=5, **options)
+    adapter = export_adapter_gguf(lora, tmp_path / "a.gguf").path
+    with Runtime.open(t.gguf, adapters=[adapter], n_ctx=512, exact=True) as rt:
+        ids = rt.encode_prompt(PROMPT, raw=True)
+        ours = rt.logits(ids)
+        base = rt.logits(ids, adapters=[])
+    ref = hf_logits(hf_model(t.hf, [(lora, 1.0)]), ids)
+    assert float(np.abs(ours - ref).max()) < EXACT_TOL
+    assert float(np.abs(ours - base).max()) > 1000 * EXACT_TOL
