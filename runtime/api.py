@@ -159,10 +159,11 @@ class Runtime:
         raw: bool = False,
         adapters: Sequence[tuple[str, float]] | None = None,
         on_text: Callable[[str], None] | None = None,
+        ignore_eos: bool = False,
     ) -> GenerationResult:
         """Generate a reply. `adapters=None` uses the runtime's active set; `[]` runs the
         bare base. `on_text` receives each text piece as it is produced (streaming)."""
-        sampling = Sampling(max_tokens, temperature, top_p, top_k, seed)
+        sampling = Sampling(max_tokens, temperature, top_p, top_k, seed, ignore_eos)
         active = self._resolve(adapters)
         self._backend.set_active(active)
         ids = self.encode_prompt(prompt, raw=raw)

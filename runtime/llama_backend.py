@@ -300,7 +300,7 @@ class LlamaBackend:
             n = 0
             while n < sampling.max_tokens:
                 tok = llama.llama_sampler_sample(chain, self._ctx, -1)
-                if llama.llama_vocab_is_eog(self._vocab, tok):
+                if not sampling.ignore_eos and llama.llama_vocab_is_eog(self._vocab, tok):
                     break
                 n += 1
                 # SentencePiece pieces start with a space; like HF decode, drop it once.

@@ -13,6 +13,7 @@ class Sampling:
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
     seed: int = 0
+    ignore_eos: bool = False  # benchmarks: always produce max_tokens
 
     def __post_init__(self) -> None:
         from sgedge.errors import InputError

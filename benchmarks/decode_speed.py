@@ -1,0 +1,153 @@
+"""Decode speed of sgedge against the engines a user would otherwise run, in one process.
+
+Builds a random-weight model in SmolLM2-135M's shape (or Qwen2.5-0.5B's with
+--shape qwen2.5-0.5b), exports it to GGUF (q8_0 by default) with a rank-16 adapter
+on all 7 projections, then measures decode tokens/s of:
+  plain llama-cpp-python without / with the adapter (Llama(lora_path=...)),
+  sgedge without / with the adapter (same llama.cpp, low-level API),
+  transformers + PEFT f32 without / with the adapter (--transformers).
+Decode rate = (N - 1) / (T(N tokens) - T(1 token)): the same outside measure for every
+engine, so prefill and first-sample costs cancel. Engines are interleaved over
+--repeats rounds and the median is reported. Usage:
+    python benchmarks/decode_speed.py [--shape smollm2-135m|qwen2.5-0.5b] [--dtype q8_0] [--transformers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+SHAPES = {
+    "smollm2-135m": ("llama", "smollm", {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                                         "num_attention_heads": 9, "num_key_value_heads": 3,
+                                         "tie_word_embeddings": True, "max_position_embeddings": 8192},
+                     49152),
+    "qwen2.5-0.5b": ("qwen2", "qwen2", {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                                        "num_attention_heads": 14, "num_key_value_heads": 2,
+                                        "tie_word_embeddings": True, "max_position_embeddings": 32768},
+                     151936),
+}
+PROMPT = "The quick brown fox jumps over the lazy dog. Safety adapters keep the base model frozen."
+
+
+def build(work: Path, shape: str, dtype: str, rank: int) -> dict[str, Path]:
+    from sgedge.exporters.gguf_adapter import export_adapter_gguf
+    from sgedge.exporters.gguf_base import export_base_gguf
+    from sgedge.exporters.synthetic import build_lora, build_model
+
+    family, tok_style, cfg, vocab = SHAPES[shape]
+    hf = build_model(family, work / "hf", shape=cfg, tokenizer_style=tok_style, vocab_size=vocab, init_std=0.02)
+    lora = build_lora(hf, work / "lora", r=rank, alpha=2 * rank, std=0.02)
+    return {
+        "hf": hf,
+        "lora": lora,
+        "base": export_base_gguf(hf, work / f"base-{dtype}.gguf", dtype=dtype).path,
+        "adapter": export_adapter_gguf(lora, work / "adapter.gguf", base=hf, dtype="f16").path,
+    }
+
+
+def decode_rate(run: Callable[[int], None], n: int) -> float:
+    t0 = time.perf_counter()
+    run(1)
+    t1 = time.perf_counter()
+    run(n)
+    t2 = time.perf_counter()
+    return (n - 1) / ((t2 - t1) - (t1 - t0))
+
+
+def engines(paths: dict[str, Path], threads: int, with_transformers: bool) -> dict[str, Callable[[int], None]]:
+    from llama_cpp import Llama
+
+    from sgedge.runtime.api import Runtime
+
+    out: dict[str, Callable[[int], None]] = {}
+
+    def plain(llm: Llama) -> Callable[[int], None]:
+        ids = llm.tokenize(PROMPT.encode(), add_bos=True)
+
+        def run(n: int) -> None:
+            got = 0
+            for _ in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+                got += 1
+                if got == n:
+                    break
+        return run
+
+    out["llama-cpp-python"] = plain(Llama(str(paths["base"]), n_ctx=512, n_threads=threads,
+                                          n_threads_batch=threads, verbose=False))
+    out["llama-cpp-python + adapter"] = plain(Llama(str(paths["base"]), lora_path=str(paths["adapter"]), n_ctx=512,
+                                                    n_threads=threads, n_threads_batch=threads, verbose=False))
+    rt = Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads)
+    out["sgedge"] = lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, adapters=[], ignore_eos=True)
+    out["sgedge + adapter"] = lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True)
+    if with_transformers:
+        import peft
+        import torch
+        import transformers
+
+        torch.set_num_threads(threads)
+        tok = transformers.AutoTokenizer.from_pretrained(paths["hf"])
+        ids = tok(PROMPT, return_tensors="pt").input_ids
+        base = transformers.AutoModelForCausalLM.from_pretrained(paths["hf"], dtype=torch.float32).eval()
+
+        def hf(model) -> Callable[[int], None]:
+            def run(n: int) -> None:
+                with torch.no_grad():
+                    model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+            return run
+
+        out["transformers f32"] = hf(base)
+        peft_model = peft.PeftModel.from_pretrained(
+            transformers.AutoModelForCausalLM.from_pretrained(paths["hf"], dtype=torch.float32), str(paths["lora"])
+        ).eval()
+        out["transformers + PEFT f32"] = hf(peft_model)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    from sgedge.runtime.llama_lib import physical_cores
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", choices=sorted(SHAPES), default="smollm2-135m")
+    p.add_argument("--dtype", default="q8_0", choices=["f32", "f16", "q8_0", "q4_k_m"])
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=physical_cores())
+    p.add_argument("--transformers", action="store_true", help="add transformers (+ PEFT) f32 rows")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = build(Path(tmp), args.shape, args.dtype, args.rank)
+        runs = engines(paths, args.threads, args.transformers)
+        for run in runs.values():  # warm-up: page in weights, build graphs
+            run(4)
+        samples: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(args.repeats):
+            for name, run in runs.items():
+                samples[name].append(decode_rate(run, args.tokens))
+    rates = {k: statistics.median(v) for k, v in samples.items()}
+    print(f"{args.shape}, {args.dtype} base, rank-{args.rank} adapter on all 7 projections, "
+          f"{args.threads} threads, decode tok/s over {args.tokens} tokens (median of {args.repeats})")
+    for name, rate in rates.items():
+        print(f"  {name:28s} {rate:8.1f}")
+    pairs = [("sgedge", "llama-cpp-python"), ("sgedge + adapter", "llama-cpp-python + adapter")]
+    for ours, theirs in pairs:
+        print(f"  ratio {ours} / {theirs}: {rates[ours] / rates[theirs]:.3f}")
+    print(f"  adapter cost in llama.cpp: {rates['llama-cpp-python + adapter'] / rates['llama-cpp-python']:.3f}x")
+    if "transformers + PEFT f32" in rates:
+        print(f"  ratio sgedge + adapter / transformers + PEFT f32: "
+              f"{rates['sgedge + adapter'] / rates['transformers + PEFT f32']:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rates": rates}, indent=2))
+    return rates
+
+
+if __name__ == "__main__":
+    main()
