@@ -62,7 +62,6 @@ def decode_rate(run: Callable[[int], None], n: int) -> float:
 
 def engines(paths: dict[str, Path], threads: int, with_transformers: bool) -> dict[str, Callable[[int], None]]:
     from llama_cpp import Llama
-
     from sgedge.runtime.api import Runtime
 
     out: dict[str, Callable[[int], None]] = {}
