@@ -6,7 +6,7 @@ Two tokenizer families are covered, as Hugging Face ships them in tokenizer.json
   structure; an unknown one is refused rather than guessed.
 - SentencePiece style (Llama 2, Mistral, Phi-3): metaspace BPE with byte fallback, or
   Unigram; llama.cpp model "llama", which merges by score, so BPE merge ranks become
-  scores. A `tokenizer.model` is used instead when present and sentencepiece is installed.
+  scores. (Models that ship tokenizer.model ship tokenizer.json too; it is the one read.)
 Special tokens, add_bos/eos and the chat template come from gguf-py's SpecialVocab.
 """
 
@@ -133,29 +133,6 @@ def _spm_from_unigram(tj: dict[str, Any], n_vocab: int) -> Vocab:
     return Vocab("llama", "default", tokens, scores, types, [], _adds_space_prefix(tj))
 
 
-def _spm_from_model_file(path: Path, n_vocab: int) -> Vocab:
-    from sentencepiece import SentencePieceProcessor
-
-    sp = SentencePieceProcessor()
-    sp.LoadFromFile(str(path))
-    size = max(n_vocab, sp.vocab_size())
-    tokens, types = _fill(size)
-    scores = [-10000.0] * size
-    for i in range(sp.vocab_size()):
-        tokens[i], scores[i] = sp.IdToPiece(i).encode(), sp.GetScore(i)
-        types[i] = (
-            _UNKNOWN if sp.IsUnknown(i) else _CONTROL if sp.IsControl(i)
-            else _UNUSED if sp.IsUnused(i) else _BYTE if sp.IsByte(i) else _NORMAL
-        )
-    tj_path = path.parent / "tokenizer.json"
-    if tj_path.is_file():
-        for i, (text, special) in _added_tokens(json.loads(tj_path.read_text("utf-8"))).items():
-            if i < size and tokens[i] != text.encode():
-                tokens[i], scores[i] = text.encode(), -1000.0
-                types[i] = _CONTROL if special else _USER_DEFINED
-    return Vocab("llama", "default", tokens, scores, types, [], True)
-
-
 def _adds_space_prefix(tj: dict[str, Any]) -> bool:
     """Whether a SentencePiece-style tokenizer.json prepends '▁' to the text."""
     def walk(node: Any) -> list[dict[str, Any]]:
@@ -175,17 +152,10 @@ def _adds_space_prefix(tj: dict[str, Any]) -> bool:
 def read_vocab(model_dir: Path, n_vocab: int, pre_override: str | None = None) -> Vocab:
     """Build the GGUF vocabulary of the tokenizer in `model_dir` (config vocab size `n_vocab`)."""
     tj_path = model_dir / "tokenizer.json"
-    if (model_dir / "tokenizer.model").is_file():
-        try:
-            import sentencepiece  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            return _spm_from_model_file(model_dir / "tokenizer.model", n_vocab)
     if not tj_path.is_file():
         raise UnsupportedModelError(
-            f"{model_dir} has no tokenizer.json (or tokenizer.model); save the tokenizer with "
-            "AutoTokenizer.save_pretrained() next to the model"
+            f"{model_dir} has no tokenizer.json; save the fast tokenizer with "
+            "AutoTokenizer.from_pretrained(...).save_pretrained() next to the model"
         )
     tj = json.loads(tj_path.read_text("utf-8"))
     model = tj.get("model", {})
