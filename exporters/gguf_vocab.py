@@ -4,9 +4,8 @@ Two tokenizer families are covered, as Hugging Face ships them in tokenizer.json
 - byte-level BPE (GPT-2, Llama 3, Qwen2, SmolLM...): llama.cpp model "gpt2" with merges
   and a pre-tokenizer name (`tokenizer.ggml.pre`) chosen from the pre-tokenizer's
   structure; an unknown one is refused rather than guessed.
-- SentencePiece style (Llama 2, Mistral, Phi-3): metaspace BPE with byte fallback, or
-  Unigram; llama.cpp model "llama", which merges by score, so BPE merge ranks become
-  scores. (Models that ship tokenizer.model ship tokenizer.json too; it is the one read.)
+- SentencePiece style (Llama 2, Mistral, Phi-3): metaspace BPE with byte fallback;
+  llama.cpp model "llama", which merges by score, so BPE merge ranks become scores. (Models that ship tokenizer.model ship tokenizer.json too; it is the one read.)
 Special tokens, add_bos/eos and the chat template come from gguf-py's SpecialVocab.
 """
 
@@ -113,26 +112,6 @@ def _spm_from_bpe(tj: dict[str, Any], n_vocab: int) -> Vocab:
     return Vocab("llama", "default", tokens, scores, types, [], _adds_space_prefix(tj))
 
 
-def _spm_from_unigram(tj: dict[str, Any], n_vocab: int) -> Vocab:
-    model = tj["model"]
-    pieces = model["vocab"]
-    added = _added_tokens(tj)
-    size = max(n_vocab, len(pieces), max(added, default=-1) + 1)
-    tokens, types = _fill(size)
-    scores = [-10000.0] * size
-    for i, (text, score) in enumerate(pieces):
-        tokens[i], scores[i], types[i] = text.encode(), float(score), _NORMAL
-        if len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
-            types[i] = _BYTE
-    if model.get("unk_id") is not None:
-        types[int(model["unk_id"])] = _UNKNOWN
-    for i, (text, special) in added.items():
-        tokens[i] = text.encode()
-        if types[i] != _UNKNOWN:
-            types[i] = _CONTROL if special else _USER_DEFINED
-    return Vocab("llama", "default", tokens, scores, types, [], _adds_space_prefix(tj))
-
-
 def _adds_space_prefix(tj: dict[str, Any]) -> bool:
     """Whether a SentencePiece-style tokenizer.json prepends '▁' to the text."""
     def walk(node: Any) -> list[dict[str, Any]]:
@@ -160,10 +139,11 @@ def read_vocab(model_dir: Path, n_vocab: int, pre_override: str | None = None) -
     tj = json.loads(tj_path.read_text("utf-8"))
     model = tj.get("model", {})
     kind = model.get("type")
-    if kind == "Unigram":
-        return _spm_from_unigram(tj, n_vocab)
     if kind != "BPE":
-        raise UnsupportedModelError(f"tokenizer model type {kind!r} is not supported (BPE and Unigram are)")
+        raise UnsupportedModelError(
+            f"tokenizer model type {kind!r} is not supported; sgedge exports BPE tokenizers "
+            "(byte-level, or SentencePiece-style with byte fallback)"
+        )
     if model.get("byte_fallback"):
         return _spm_from_bpe(tj, n_vocab)
     normalizer = tj.get("normalizer")

@@ -135,3 +135,14 @@ def test_adapter_can_bind_to_exported_gguf_base(tiny, tmp_path):
     b = export_adapter_gguf(t.lora1, tmp_path / "b.gguf", base=t.hf)
     assert a.fingerprint == b.fingerprint
     assert (tmp_path / "a.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()
+
+
+def test_unigram_tokenizer_refused(tiny, tmp_path):
+    d = _copy(tiny("mistral").hf, tmp_path / "uni")
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tj["model"] = {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0.0], ["a", -1.0]]}
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+    out = tmp_path / "b.gguf"
+    with pytest.raises(UnsupportedModelError, match=r"tokenizer model type 'Unigram' is not supported"):
+        export_base_gguf(d, out, dtype="f32")
+    _assert_nothing_written(out)
