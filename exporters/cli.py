@@ -35,11 +35,29 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+_DTYPE_ALIASES = {"gguf": {"fp32": "f32", "fp16": "f16"}, "onnx": {"f32": "fp32", "f16": "fp16"}}
+
+
 def export_base(args: argparse.Namespace) -> int:
+    dtype = _DTYPE_ALIASES[args.format].get(args.dtype, args.dtype)
+    if args.format == "onnx":
+        from sgedge.exporters.onnx_base import export_base_onnx
+
+        targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()] if args.lora_targets else None
+        with _progress("export base", args.quiet) as progress:
+            o = export_base_onnx(args.model_dir, args.output, dtype=dtype or "fp32", lora_targets=targets,
+                                 progress=progress)
+        print(f"wrote {o.path}/ ({o.family}, {o.dtype}, {o.n_slots} LoRA slots, {_mb(o.size_bytes)})")
+        print(f"base fingerprint {o.fingerprint}")
+        return 0
     from sgedge.exporters.gguf_base import export_base_gguf
 
+    if args.lora_targets:
+        from sgedge.errors import InputError
+
+        raise InputError("--lora-targets applies to --format onnx (a GGUF base takes adapters on any layer)")
     with _progress("export base", args.quiet) as progress:
-        r = export_base_gguf(args.model_dir, args.output, dtype=args.dtype, pre_tokenizer=args.pre_tokenizer,
+        r = export_base_gguf(args.model_dir, args.output, dtype=dtype or "f16", pre_tokenizer=args.pre_tokenizer,
                              progress=progress, threads=args.threads)
     print(f"wrote {r.path} ({r.family}, {r.dtype}, {r.n_tensors} tensors, {_mb(r.size_bytes)})")
     print(f"base fingerprint {r.fingerprint}")
@@ -47,6 +65,13 @@ def export_base(args: argparse.Namespace) -> int:
 
 
 def export_adapter(args: argparse.Namespace) -> int:
+    if args.format == "onnx":
+        from sgedge.exporters.onnx_adapter import export_adapter_onnx
+
+        o = export_adapter_onnx(args.peft_dir, args.output, base=args.base, allow_pickle=args.allow_pickle)
+        print(f"wrote {o.path} ({o.family} LoRA, rank {o.rank}, {o.n_slots} slots; {_mb(o.size_bytes)})")
+        print(f"bound to base {o.fingerprint}")
+        return 0
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
 
     with _progress("export adapter", args.quiet) as progress:

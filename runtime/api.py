@@ -22,6 +22,7 @@ from sgedge.runtime.types import ActiveAdapter, GenerationResult, Sampling, Timi
 from sgedge.errors import InputError
 
 AdapterSpec = str | Path | tuple[str | Path, float]
+BACKENDS = ("gguf", "onnx")
 
 
 def parse_adapter_arg(spec: str) -> tuple[str, float]:
@@ -87,16 +88,26 @@ class Runtime:
         t0 = time.perf_counter()
         model = Path(model)
         kind = backend or detect_backend(model)
-        if kind != "gguf":
-            raise InputError(f"backend {kind!r} is not available yet; use a .gguf model")
-        from sgedge.runtime.llama_backend import LlamaBackend
-
+        if kind not in BACKENDS:
+            raise InputError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
         specs = [(Path(a[0]), float(a[1])) if isinstance(a, tuple) else (Path(a), 1.0) for a in adapters]
         for p, _ in specs:
             if not p.is_file():
                 raise InputError(f"adapter {p} does not exist")
-        be = LlamaBackend(model, n_ctx=n_ctx, threads=threads, device=device, gpu_layers=gpu_layers,
-                          exact=exact)
+        if kind == "gguf":
+            from sgedge.runtime.llama_backend import LlamaBackend
+
+            if device == "dml":
+                raise InputError("--device dml applies to ONNX models; llama.cpp takes cpu, gpu or auto")
+            device = "gpu" if device == "cuda" else device
+            be: Any = LlamaBackend(model, n_ctx=n_ctx, threads=threads, device=device, gpu_layers=gpu_layers,
+                                   exact=exact)
+        else:
+            from sgedge.runtime.onnx_backend import OnnxBackend
+
+            if not model.is_dir():
+                raise InputError(f"the onnx backend needs an ONNX model folder, {model} is not one")
+            be = OnnxBackend(model, device=device, threads=threads)
         try:
             active = []
             for p, scale in specs:

@@ -30,6 +30,14 @@ class Family:
     permute_heads: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # Tensors llama.cpp does not use (HF keeps them as buffers or duplicates).
     skip_tensors: tuple[str, ...] = ("rotary_emb.inv_freq",)
+    # Fused projections the ONNX Runtime GenAI builder splits into separate MatMuls (and
+    # LoRA slots); a fused LoRA's B is split by rows to match, A is shared.
+    onnx_splits: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def onnx_slot_modules(self) -> tuple[str, ...]:
+        """HF leaf names of the ONNX LoRA slots (fused projections split)."""
+        return tuple(leaf for m in self.lora_modules for leaf in self.onnx_splits.get(m, (m,)))
 
 
 _LLAMA_PERMUTE = MappingProxyType({"q_proj": "num_attention_heads", "k_proj": "num_key_value_heads"})
@@ -40,8 +48,12 @@ FAMILIES: tuple[Family, ...] = (
     Family("qwen2", ("Qwen2ForCausalLM",), "qwen2", _ATTN + _MLP),
     Family("qwen3", ("Qwen3ForCausalLM",), "qwen3", _ATTN + _MLP),
     # Phi-3 keeps qkv and gate+up fused, and so does llama.cpp's phi3 graph: the
-    # fused LoRA maps one to one onto attn_qkv / ffn_up, no split needed.
-    Family("phi3", ("Phi3ForCausalLM",), "phi3", ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")),
+    # fused LoRA maps one to one onto attn_qkv / ffn_up, no split needed there. The ONNX
+# builder does split them (onnx_splits).
+    Family(
+        "phi3", ("Phi3ForCausalLM",), "phi3", ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
+        onnx_splits=MappingProxyType({"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}),
+    ),
 )
 
 _BY_ARCH = MappingProxyType({a: f for f in FAMILIES for a in f.hf_architectures})

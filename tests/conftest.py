@@ -55,5 +55,33 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Tiny])
     return get
 
 
+@dataclass(frozen=True)
+class TinyOnnx:
+    base: Path  # fp32 ONNX folder with LoRA slots on every projection
+    a1: Path  # .onnx_adapter files of Tiny.lora1 / lora2
+    a2: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny):
+    """`tiny_onnx(family)` -> TinyOnnx, exported on first use."""
+    from sgedge.exporters.onnx_adapter import export_adapter_onnx
+    from sgedge.exporters.onnx_base import export_base_onnx
+
+    cache: dict[str, TinyOnnx] = {}
+
+    def get(family: str) -> TinyOnnx:
+        if family not in cache:
+            t = tiny(family)
+            root = tmp_path_factory.mktemp(f"{family}-onnx")
+            base = export_base_onnx(t.hf, root / "base-fp32").path
+            a1 = export_adapter_onnx(t.lora1, root / "a1.onnx_adapter", base=base).path
+            a2 = export_adapter_onnx(t.lora2, root / "a2.onnx_adapter", base=base).path
+            cache[family] = TinyOnnx(base, a1, a2)
+        return cache[family]
+
+    return get
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())

@@ -33,7 +33,7 @@ CASES = [
     ("export adapter {lora} -o {out}/a.gguf --base {hf} -q", 0, "rank 8, alpha 16", None),
     ("export adapter {out} -o {out}/x.gguf --base {hf}", 1, "", "has no adapter_config.json"),
     ("export base {out} -o {out}/x.gguf", 1, "", "has no config.json"),
-    ("export base {hf} -o {out}/x.gguf --dtype q3", 2, "", "invalid choice: 'q3'"),
+    ("export base {hf} -o {out}/x.gguf --dtype q3", 1, "", "unknown GGUF dtype 'q3'"),
 ]
 
 

@@ -1,0 +1,162 @@
+"""Hugging Face base model -> ONNX Runtime GenAI model folder with LoRA slots.
+
+The ONNX Runtime GenAI builder emits LoRA MatMuls only when given an adapter, with the
+weights baked in. sgedge gives it a rank-1 placeholder adapter on the requested targets,
+then turns every LoRA weight initializer into a graph input whose default is an empty
+tensor ([in, 0] / [0, out]): with no adapter active the LoRA branch multiplies by
+nothing, and any `.onnx_adapter` with matching names overrides the inputs at run time.
+(optimum-onnx pins transformers < 4.58 and cannot export a PeftModel; the builder can.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sgedge.exporters.hf_model import HFModel
+
+import sgedge
+from sgedge.errors import BackendError, InputError
+
+ONNX_DTYPES = ("fp32", "fp16", "int4")
+BASE_META = "sgedge_base.json"
+SCHEMA_VERSION = 1
+_LORA_INIT = re.compile(r"^(?P<slot>.+)\.lora_(?P<ab>[AB])\.MatMul\.weight$")
+
+
+@dataclass(frozen=True)
+class OnnxBaseExport:
+    path: Path
+    family: str
+    dtype: str
+    fingerprint: str
+    n_slots: int
+    size_bytes: int
+
+
+def _slot_adapter(model: HFModel, targets: Sequence[str], out: Path) -> None:
+    from sgedge.exporters.synthetic import build_lora
+
+    build_lora(model.path, out, r=1, alpha=1, targets=list(targets), std=0.0)
+
+
+def _run_builder(model: HFModel, slot_dir: Path, out: Path, cache: Path, dtype: str,
+                 targets: Sequence[str]) -> None:
+    extra = [f"adapter_path={slot_dir}"]
+    if dtype == "int4":
+        # Quantize the base only: keep every LoRA MatMul float so adapters stay exact.
+        sections = {leaf: ("mlp" if leaf in ("gate_proj", "up_proj", "down_proj") else "attn")
+                    for leaf in model.family.onnx_slot_modules}
+        leaves = [leaf for t in targets for leaf in model.family.onnx_splits.get(t, (t,))]
+        names = [f"/model/layers.{i}/{sections[leaf]}/{leaf}/lora_{ab}/MatMul"
+                 for i in range(model.n_layers) for leaf in leaves for ab in "AB"]
+        extra.append("nodes_to_exclude=" + ",".join(names))
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(model.path), "-o", str(out),
+           "-p", dtype, "-e", "cpu", "-c", str(cache), "--extra_options", *extra]
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise BackendError(f"the ONNX Runtime GenAI builder failed on {model.path}: {tail}")
+
+
+def _open_slots(model_file: Path) -> dict[str, dict[str, int]]:
+    """Turn LoRA initializers into inputs with empty defaults, in place. Returns the slots."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(model_file), load_external_data=True)
+    g = m.graph
+    slots: dict[str, dict[str, int]] = {}
+    for init in g.initializer:
+        match = _LORA_INIT.match(init.name)
+        if match is None:
+            continue
+        arr = numpy_helper.to_array(init)
+        slot = slots.setdefault(match["slot"], {})
+        # Each input gets its own rank axis name: adapters may use any rank per slot.
+        rank_dim = f"{match['slot']}.rank"
+        if match["ab"] == "A":
+            slot["in"] = int(arr.shape[0])
+            empty, shape = np.zeros((arr.shape[0], 0), arr.dtype), [arr.shape[0], rank_dim]
+        else:
+            slot["out"] = int(arr.shape[1])
+            empty, shape = np.zeros((0, arr.shape[1]), arr.dtype), [rank_dim, arr.shape[1]]
+        slot["dtype"] = str(arr.dtype)
+        init.CopyFrom(numpy_helper.from_array(empty, init.name))
+        g.input.append(helper.make_tensor_value_info(init.name, init.data_type, shape))
+    data = model_file.with_name(model_file.name + ".data")
+    model_file.unlink()
+    if data.exists():
+        data.unlink()
+    onnx.save(m, str(model_file), save_as_external_data=True, location=data.name, size_threshold=1024)
+    return slots
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished export into place; an existing export is swapped out, not merged."""
+    old = None
+    if out.exists():
+        if not (out / BASE_META).is_file() and any(out.iterdir()):
+            raise InputError(f"{out} exists and is not an sgedge ONNX export; choose another -o")
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_base_onnx(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    dtype: str = "fp32",
+    lora_targets: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> OnnxBaseExport:
+    if dtype not in ONNX_DTYPES:
+        raise InputError(f"unknown ONNX dtype {dtype!r}; choose one of {', '.join(ONNX_DTYPES)}")
+    model = HFModel.open(model_dir)
+    fam = model.family
+    targets = list(lora_targets or fam.lora_modules)
+    bad = [t for t in targets if t not in fam.lora_modules]
+    if bad:
+        raise InputError(f"--lora-targets {', '.join(bad)} not in {fam.name}'s linear layers: {', '.join(fam.lora_modules)}")
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
+        work_p = Path(work)
+        _slot_adapter(model, targets, work_p / "slots")
+        if progress:
+            progress(1, 3)
+        built = work_p / "model"
+        _run_builder(model, work_p / "slots", built, work_p / "cache", dtype, targets)
+        if progress:
+            progress(2, 3)
+        slots = _open_slots(built / "model.onnx")
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "producer": f"sgedge {sgedge.__version__}",
+            "format": "onnx",
+            "family": fam.name,
+            "fingerprint": model.fingerprint,
+            "dtype": dtype,
+            "lora_targets": targets,
+            "slots": slots,
+        }
+        (built / BASE_META).write_text(json.dumps(meta, indent=2))
+        _replace_dir(built, out)
+        if progress:
+            progress(3, 3)
+    size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    return OnnxBaseExport(out, fam.name, dtype, model.fingerprint, len(slots), size)

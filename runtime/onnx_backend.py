@@ -1,0 +1,274 @@
+"""ONNX Runtime GenAI backend: base loaded once, `.onnx_adapter` files resident in
+`og.Adapters`, one active adapter per generation.
+
+ONNX Runtime can neither scale an adapter nor activate two at once, so sgedge composes
+what was asked for into one adapter: each scale folded into B, several adapters stacked
+along the rank axis (concatenate A's columns and B's rows, so x A B = sum_i s_i x A_i B_i).
+A composed adapter is made once per (adapters, scales) and kept loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sgedge.runtime.types import Sampling, Timings
+
+from sgedge.errors import AdapterMismatchError, BackendError, InputError
+
+DEVICES = ("auto", "cpu", "gpu", "cuda", "dml")
+BASE_META = "sgedge_base.json"  # written by sgedge.exporters.onnx_base
+_SLOT_SUFFIXES = (".lora_A.MatMul.weight", ".lora_B.MatMul.weight")
+
+
+def _og() -> Any:
+    try:
+        import onnxruntime_genai as og
+    except ImportError as e:  # pragma: no cover
+        raise BackendError("the ONNX backend needs onnxruntime-genai: pip install 'sgedge[runtime]'") from e
+    return og
+
+
+def fingerprint_tag(fingerprint: str) -> int:
+    """The base binding an .onnx_adapter stores in its int32 model_version field."""
+    return int(fingerprint.split(":", 1)[-1][:7], 16)
+
+
+def read_adapter_params(path: Path) -> tuple[int, dict[str, np.ndarray]]:
+    import onnxruntime as ort
+
+    try:
+        fmt = ort.AdapterFormat.read_adapter(str(path))
+    except Exception as e:
+        raise AdapterMismatchError(f"{path} is not an ONNX Runtime adapter file ({e})") from e
+    # Copy: the arrays view memory owned by `fmt`, which is freed with it.
+    params = {k: np.array(v.numpy(), copy=True) for k, v in fmt.get_parameters().items()}
+    return int(fmt.get_model_version()), params
+
+
+@dataclass
+class LoadedOnnxAdapter:
+    name: str
+    path: Path
+
+
+class OnnxBackend:
+    name = "onnxruntime-genai"
+
+    def __init__(self, model_dir: str | Path, *, device: str = "auto", threads: int | None = None) -> None:
+        og = self._og = _og()
+        self.path = Path(model_dir)
+        if not (self.path / "genai_config.json").is_file():
+            raise InputError(f"{self.path} is not an ONNX Runtime GenAI model folder (no genai_config.json)")
+        meta_file = self.path / BASE_META
+        self.meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        if device not in DEVICES:
+            raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+        provider = self._provider(device)
+        self.device = provider or "cpu"
+        try:
+            config = og.Config(str(self.path))
+            config.clear_providers()
+            if provider:
+                config.append_provider(provider)
+            if threads:
+                config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+            self._model = og.Model(config)
+            self._tokenizer = og.Tokenizer(self._model)
+            self._adapters_og = og.Adapters(self._model)
+        except Exception as e:
+            raise BackendError(f"onnxruntime-genai could not load {self.path} ({e})") from e
+        from tokenizers import Tokenizer
+
+        # HF's own tokenizer (tokenizers) for prompts: the ids transformers would give.
+        self._hf_tok = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        cfg = json.loads((self.path / "genai_config.json").read_text())["model"]
+        eos = cfg.get("eos_token_id", [])
+        self._eos = set(eos if isinstance(eos, list) else [eos])
+        self.n_ctx = int(cfg.get("context_length", 4096))
+        tok_cfg_file = self.path / "tokenizer_config.json"
+        self._tok_cfg = json.loads(tok_cfg_file.read_text()) if tok_cfg_file.is_file() else {}
+        self._adapters: dict[str, LoadedOnnxAdapter] = {}
+        self._composed: dict[tuple[tuple[str, float], ...], str] = {}
+        self._active_name: str | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="sgedge-onnx-")
+
+    def _provider(self, device: str) -> str | None:
+        og = self._og
+        cuda, dml = og.is_cuda_available(), og.is_dml_available()
+        if device == "cpu":
+            return None
+        if device == "cuda" or (device == "gpu" and cuda):
+            if not cuda:
+                raise BackendError("--device cuda: this onnxruntime-genai has no CUDA (install onnxruntime-genai-cuda)")
+            return "cuda"
+        if device == "dml" or device == "gpu":
+            if not dml:
+                raise BackendError(f"--device {device}: this onnxruntime-genai has no GPU provider "
+                                   "(install onnxruntime-genai-cuda or -directml, or use --device cpu)")
+            return "dml"
+        return "cuda" if cuda else "dml" if dml else None
+
+    # -- adapters ---------------------------------------------------------------------
+    @property
+    def adapters(self) -> dict[str, LoadedOnnxAdapter]:
+        return dict(self._adapters)
+
+    def check_adapter(self, path: Path, *, allow_unbound: bool = False) -> None:
+        version, params = read_adapter_params(path)
+        problems = []
+        base_fp = self.meta.get("fingerprint")
+        if base_fp is None and not allow_unbound:
+            problems.append("the base carries no sgedge fingerprint (export it with sgedge, or allow unbound adapters)")
+        elif base_fp is not None and version != fingerprint_tag(base_fp) and not allow_unbound:
+            problems.append(f"it was exported for another base (tag {version:#x}, this base is "
+                            f"{fingerprint_tag(base_fp):#x}, {base_fp[:19]}...)")
+        slots = self.meta.get("slots", {})
+        for name, arr in params.items():
+            slot = next((name[: -len(s)] for s in _SLOT_SUFFIXES if name.endswith(s)), None)
+            if slot is None or (slots and slot not in slots):
+                problems.append(f"the base has no LoRA input {name}")
+                continue
+            if slots:
+                want = slots[slot]["in"] if name.endswith("lora_A.MatMul.weight") else slots[slot]["out"]
+                got = arr.shape[0] if name.endswith("lora_A.MatMul.weight") else arr.shape[1]
+                if arr.ndim != 2 or got != want:
+                    problems.append(f"{name} has shape {list(arr.shape)}, the base slot needs {want} there")
+        if problems:
+            raise AdapterMismatchError(f"adapter {path} does not belong to base {self.path}: " + "; ".join(problems[:6]))
+
+    def load_adapter(self, path: str | Path, name: str | None = None, *, allow_unbound: bool = False) -> str:
+        path = Path(path)
+        self.check_adapter(path, allow_unbound=allow_unbound)
+        name = name or path.stem
+        if name in self._adapters:
+            raise InputError(f"an adapter named {name!r} is already loaded")
+        try:
+            self._adapters_og.load(str(path), name)
+        except Exception as e:
+            raise BackendError(f"onnxruntime-genai could not load adapter {path} ({e})") from e
+        self._adapters[name] = LoadedOnnxAdapter(name, path)
+        return name
+
+    def _compose(self, key: tuple[tuple[str, float], ...]) -> str:
+        from sgedge.runtime.onnx_adapter_io import write_adapter
+
+        parts: dict[str, list[np.ndarray]] = {}
+        version = 0
+        for name, scale in key:
+            version, params = read_adapter_params(self._adapters[name].path)
+            for pname, arr in params.items():
+                if pname.endswith("lora_B.MatMul.weight"):
+                    arr = arr * np.asarray(scale, dtype=arr.dtype)
+                parts.setdefault(pname, []).append(arr)
+        composed = {}
+        for pname, arrs in parts.items():
+            composed[pname] = np.concatenate(arrs, axis=1 if pname.endswith("lora_A.MatMul.weight") else 0)
+        # A slot used by only some adapters still pairs A and B of equal rank.
+        cname = "compose-" + hashlib.sha256(repr(key).encode()).hexdigest()[:12]
+        path = Path(self._tmp.name) / f"{cname}.onnx_adapter"
+        write_adapter(path, composed, version)
+        self._adapters_og.load(str(path), cname)
+        return cname
+
+    def set_active(self, active: Sequence[tuple[str, float]]) -> None:
+        key = tuple((n, float(s)) for n, s in active)
+        unknown = [n for n, _ in key if n not in self._adapters]
+        if unknown:
+            raise InputError(f"adapter(s) not loaded: {', '.join(unknown)} (loaded: {', '.join(self._adapters) or 'none'})")
+        if not key:
+            self._active_name = None
+        elif len(key) == 1 and key[0][1] == 1.0:
+            self._active_name = key[0][0]
+        else:
+            if key not in self._composed:
+                self._composed[key] = self._compose(key)
+            self._active_name = self._composed[key]
+
+    # -- text ---------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        return list(self._hf_tok.encode(text, add_special_tokens=add_special).ids)
+
+    def _special(self, key: str) -> str:
+        tok = self._tok_cfg.get(key)
+        return (tok.get("content", "") if isinstance(tok, dict) else tok) or ""
+
+    def bos_text(self) -> str:
+        return self._special("bos_token")
+
+    def eos_text(self) -> str:
+        return self._special("eos_token")
+
+    def chat_template(self) -> str | None:
+        jinja = self.path / "chat_template.jinja"
+        if jinja.is_file():
+            return jinja.read_text("utf-8")
+        return self._tok_cfg.get("chat_template")
+
+    # -- evaluation -----------------------------------------------------------------------
+    def _generator(self, max_length: int, sampling: Sampling | None = None) -> Any:
+        og = self._og
+        params = og.GeneratorParams(self._model)
+        opts: dict[str, Any] = {"max_length": max_length, "do_sample": False}
+        if sampling is not None:
+            if sampling.temperature > 0:
+                opts.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                            top_k=sampling.top_k or 0, random_seed=sampling.seed)
+            if sampling.ignore_eos:
+                opts["min_length"] = max_length
+        params.set_search_options(**opts)
+        gen = og.Generator(self._model, params)
+        if self._active_name is not None:
+            gen.set_active_adapter(self._adapters_og, self._active_name)
+        return gen
+
+    def _check_room(self, n: int) -> None:
+        if n > self.n_ctx:
+            raise InputError(f"{n} tokens do not fit the context of {self.n_ctx} tokens; shorten the prompt or max_tokens")
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        self._check_room(len(tokens) + 1)
+        gen = self._generator(len(tokens) + 1)
+        gen.append_tokens(list(tokens))
+        return np.asarray(gen.get_output("logits"), dtype=np.float32)[0]
+
+    def generate(self, prompt: Sequence[int], sampling: Sampling, timings: Timings) -> Iterator[tuple[int, str]]:
+        if not prompt:
+            raise InputError("the prompt is empty")
+        self._check_room(len(prompt) + sampling.max_tokens)
+        gen = self._generator(len(prompt) + sampling.max_tokens, sampling)
+        stream = self._tokenizer.create_stream()
+        t0 = time.perf_counter()
+        gen.append_tokens(list(prompt))
+        t1 = time.perf_counter()
+        timings.prefill_s, timings.prompt_tokens = t1 - t0, len(prompt)
+        n = 0
+        while n < sampling.max_tokens and not gen.is_done():
+            gen.generate_next_token()
+            tok = int(gen.get_next_tokens()[0])
+            if tok in self._eos and not sampling.ignore_eos:
+                break
+            n += 1
+            yield tok, stream.decode(tok)
+        timings.decode_s, timings.generated_tokens = time.perf_counter() - t1, n
+
+    def close(self) -> None:
+        self._adapters.clear()
+        self._composed.clear()
+        self._adapters_og = None
+        self._tokenizer = None
+        self._model = None
+        self._tmp.cleanup()
+
+    def __enter__(self) -> OnnxBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
