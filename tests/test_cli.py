@@ -11,10 +11,11 @@ from sgedge.cli import main
 
 
 @pytest.fixture(scope="module")
-def paths(tiny, tmp_path_factory):
-    t = tiny("llama")
+def paths(tiny, tiny_onnx, tmp_path_factory):
+    t, o = tiny("llama"), tiny_onnx("llama")
     return {"model": str(t.gguf), "a1": str(t.a1), "a2": str(t.a2), "hf": str(t.hf), "lora": str(t.lora1),
-            "qwen_a": str(tiny("qwen2").a1), "out": str(tmp_path_factory.mktemp("cli"))}
+            "qwen_a": str(tiny("qwen2").a1), "out": str(tmp_path_factory.mktemp("cli")),
+            "onnx": str(o.base), "oa1": str(o.a1), "oa2": str(o.a2)}
 
 
 CASES = [
@@ -34,6 +35,16 @@ CASES = [
     ("export adapter {out} -o {out}/x.gguf --base {hf}", 1, "", "has no adapter_config.json"),
     ("export base {out} -o {out}/x.gguf", 1, "", "has no config.json"),
     ("export base {hf} -o {out}/x.gguf --dtype q3", 1, "", "unknown GGUF dtype 'q3'"),
+    ("run --model {onnx} --adapter {oa1}:0.5 --adapter {oa2} --max-tokens 4 --json Hello", 0, '"backend": "onnxruntime-genai"', None),
+    ("run --model {onnx} --backend onnx --raw --max-tokens 4 Hello", 0, "", None),
+    ("run --model {onnx} --adapter {a1} Hi", 1, "", "is not an ONNX Runtime adapter file"),
+    ("run --model {model} --backend onnx Hi", 1, "", "needs an ONNX model folder"),
+    ("run --model {onnx} --device cuda Hi", 1, "", "has no CUDA"),
+    ("export base {hf} --format onnx -o {out}/onnx --dtype q8_0", 1, "", "unknown ONNX dtype 'q8_0'"),
+    ("export base {hf} --format onnx -o {out}/onnx --lora-targets q_proj,bogus", 1, "", "bogus not in llama"),
+    ("export adapter {lora} --format onnx -o {out}/a.onnx_adapter --base {onnx}", 0, "rank 8, 14 slots", None),
+    ("export adapter {lora} --format onnx -o {out}/a.onnx_adapter --base {hf}", 1, "", "not an ONNX base exported by sgedge"),
+    ("export base {hf} -o {out}/x.gguf --lora-targets q_proj", 1, "", "applies to --format onnx"),
 ]
 
 

@@ -1,0 +1,120 @@
+"""ONNX exports: adapters of other ranks and subsets of the slots, int4, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from reference import hf_logits, hf_model
+from sgedge.exporters.onnx_adapter import export_adapter_onnx
+from sgedge.exporters.onnx_base import export_base_onnx
+from sgedge.exporters.synthetic import CORPUS, build_lora, build_model
+from sgedge.runtime.api import Runtime
+
+from sgedge.errors import AdapterError, AdapterMismatchError, InputError
+
+PROMPT = "Safety adapters keep the base model frozen. Hello world 42!"
+
+
+def test_base_slots_are_inputs_with_empty_defaults(tiny_onnx):
+    o = tiny_onnx("llama")
+    m = onnx.load(str(o.base / "model.onnx"), load_external_data=False)
+    inputs = {i.name for i in m.graph.input}
+    lora = [i for i in m.graph.initializer if ".lora_" in i.name]
+    assert len(lora) == 2 * 7 * 2  # A and B, 7 projections, 2 layers
+    for init in lora:
+        assert init.name in inputs
+        assert 0 in list(init.dims), f"{init.name} default is not empty: {list(init.dims)}"
+
+
+@pytest.mark.parametrize(("r", "targets"), [(16, None), (2, ["q_proj", "v_proj"])], ids=["rank16", "q-v-only"])
+def test_other_ranks_and_slot_subsets(tiny, tiny_onnx, tmp_path, r, targets):
+    t, o = tiny("qwen2"), tiny_onnx("qwen2")
+    lora = build_lora(t.hf, tmp_path / "lora", r=r, alpha=r, targets=targets, seed=7)
+    path = export_adapter_onnx(lora, tmp_path / "x.onnx_adapter", base=o.base).path
+    with Runtime.open(o.base, adapters=[o.a1, path]) as rt:
+        ids = rt.encode_prompt(PROMPT, raw=True)
+        ours = rt.logits(ids, adapters=[("x", 1.0)])
+        assert float(np.abs(ours - hf_logits(hf_model(t.hf, [(lora, 1.0)]), ids)).max()) < 1e-4
+        both = rt.logits(ids, adapters=[("a1", 0.5), ("x", 1.0)])
+        ref = hf_logits(hf_model(t.hf, [(t.lora1, 0.5), (lora, 1.0)]), ids)
+        assert float(np.abs(both - ref).max()) < 1e-4
+
+
+def test_int4_base_stays_close_to_fp32(tmp_path):
+    """int4 quantizes base MatMuls only (LoRA slots stay float). Measure: relative logit
+    error ||L_int4 - L_fp32|| / ||L_fp32 - mean|| over a 200-token text, with and without
+    an adapter, on a 256-wide random model: bound 0.35 (as q4 GGUF), measured 0.25 (top-1
+    agreement 0.59; random models have tiny top-1 margins, see test_stock_and_quantized)."""
+    hf = build_model("qwen2", tmp_path / "hf", shape={"hidden_size": 256, "intermediate_size": 512,
+                                                       "num_attention_heads": 4, "num_key_value_heads": 2},
+                     init_std=0.05)
+    lora = build_lora(hf, tmp_path / "lora", r=16, alpha=32, std=0.05)
+    fp32 = export_base_onnx(hf, tmp_path / "fp32").path
+    int4 = export_base_onnx(hf, tmp_path / "int4", dtype="int4").path
+    slots = json.loads((int4 / "sgedge_base.json").read_text())["slots"]
+    assert {s["dtype"] for s in slots.values()} == {"float32"}
+    graph = onnx.load(str(int4 / "model.onnx"), load_external_data=False).graph
+    assert any(n.op_type == "MatMulNBits" for n in graph.node)
+    assert not any(n.op_type == "MatMulNBits" and "lora" in n.name for n in graph.node)
+    a32 = export_adapter_onnx(lora, tmp_path / "a32.onnx_adapter", base=fp32).path
+    a4 = export_adapter_onnx(lora, tmp_path / "a4.onnx_adapter", base=int4).path
+    with Runtime.open(fp32, adapters=[a32]) as ref, Runtime.open(int4, adapters=[a4]) as q:
+        ids = ref.encode_prompt(" ".join(CORPUS), raw=True)[:200]
+        for adapters in ([], None):
+            r, x = ref.logits(ids, adapters=adapters), q.logits(ids, adapters=adapters)
+            err = float(np.linalg.norm(x - r) / np.linalg.norm(r - r.mean(-1, keepdims=True)))
+            assert err <= 0.35, f"int4 relative logit error {err:.3f}"
+
+
+def test_adapter_of_other_base_refused(tiny, tiny_onnx, tmp_path):
+    twin = build_model("llama", tmp_path / "twin", seed=999)
+    lora = build_lora(twin, tmp_path / "lora")
+    twin_base = export_base_onnx(twin, tmp_path / "twin-onnx").path
+    other = export_adapter_onnx(lora, tmp_path / "o.onnx_adapter", base=twin_base).path
+    with pytest.raises(AdapterMismatchError, match=r"exported for another base"):
+        Runtime.open(tiny_onnx("llama").base, adapters=[other])
+
+
+def test_adapter_of_other_family_refused_at_run_time(tiny_onnx):
+    with pytest.raises(AdapterMismatchError, match=r"does not belong to base"):
+        Runtime.open(tiny_onnx("llama").base, adapters=[tiny_onnx("phi3").a1])
+
+
+def test_adapter_shape_mismatch_refused_at_export(tiny_onnx, tmp_path):
+    other = build_model("llama", tmp_path / "narrow", shape={"hidden_size": 32, "num_attention_heads": 2,
+                                                            "num_key_value_heads": 1})
+    lora = build_lora(other, tmp_path / "lora")
+    out = tmp_path / "x.onnx_adapter"
+    with pytest.raises(AdapterError, match=r"LoRA maps 32 -> 32 features but the base slot is 64 -> 64"):
+        export_adapter_onnx(lora, out, base=tiny_onnx("llama").base)
+    assert not out.exists()
+
+
+def test_target_without_slot_refused(tiny, tmp_path):
+    t = tiny("qwen3")
+    base = export_base_onnx(t.hf, tmp_path / "qv", lora_targets=["q_proj", "v_proj"]).path
+    with pytest.raises(AdapterError, match=r"no LoRA slot model.layers.0.attn.k_proj .*--lora-targets including k_proj"):
+        export_adapter_onnx(t.lora1, tmp_path / "x.onnx_adapter", base=base)
+    ok = build_lora(t.hf, tmp_path / "qv_lora", targets=["q_proj", "v_proj"])
+    export_adapter_onnx(ok, tmp_path / "ok.onnx_adapter", base=base)
+
+
+@pytest.mark.parametrize(("change", "message"), [({"use_dora": True}, "DoRA"), ({"modules_to_save": ["lm_head"]}, "modules_to_save")])
+def test_peft_refusals_apply_to_onnx(tiny, tiny_onnx, tmp_path, change, message):
+    d = shutil.copytree(tiny("llama").lora1, tmp_path / "ad")
+    cfg = json.loads((d / "adapter_config.json").read_text())
+    cfg.update(change)
+    (d / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(AdapterError, match=message):
+        export_adapter_onnx(d, tmp_path / "x.onnx_adapter", base=tiny_onnx("llama").base)
+
+
+def test_onnx_adapter_needs_an_sgedge_onnx_base(tiny, tmp_path):
+    with pytest.raises(InputError, match=r"not an ONNX base exported by sgedge"):
+        export_adapter_onnx(tiny("llama").lora1, tmp_path / "x.onnx_adapter", base=tiny("llama").hf)
+    with pytest.raises(InputError, match=r"needs --base"):
+        export_adapter_onnx(tiny("llama").lora1, tmp_path / "x.onnx_adapter", base=None)
