@@ -5,7 +5,10 @@ Builds a random-weight model in SmolLM2-135M's shape (or Qwen2.5-0.5B's with
 on all 7 projections, then measures decode tokens/s of:
   plain llama-cpp-python without / with the adapter (Llama(lora_path=...)),
   sgedge without / with the adapter (same llama.cpp, low-level API),
-  transformers + PEFT f32 without / with the adapter (--transformers).
+  transformers + PEFT f32 without / with the adapter (--transformers),
+  with --onnx, for fp32 and int4: plain onnxruntime-genai on a builder export without
+  LoRA and on one with the adapter baked in, against sgedge's slotted export without
+  an adapter and with the .onnx_adapter active.
 Decode rate = (N - 1) / (T(N tokens) - T(1 token)): the same outside measure for every
 engine, so prefill and first-sample costs cancel. Engines are interleaved over
 --repeats rounds and the median is reported. Usage:
@@ -48,6 +51,63 @@ def build(work: Path, shape: str, dtype: str, rank: int) -> dict[str, Path]:
         "lora": lora,
         "base": export_base_gguf(hf, work / f"base-{dtype}.gguf", dtype=dtype).path,
         "adapter": export_adapter_gguf(lora, work / "adapter.gguf", base=hf, dtype="f16").path,
+    }
+
+
+def plain_builder(hf: Path, out: Path, precision: str, adapter: Path | None) -> Path:
+    """What a user of onnxruntime-genai alone would run: the builder's own export."""
+    import subprocess
+    import sys
+
+    extra = ["--extra_options", f"adapter_path={adapter}"] if adapter else []
+    subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
+                    "-p", precision, "-e", "cpu", "-c", str(out) + ".cache", *extra],
+                   check=True, capture_output=True)
+    return out
+
+
+def build_onnx(work: Path, paths: dict[str, Path], precision: str) -> dict[str, Path]:
+    from sgedge.exporters.onnx_adapter import export_adapter_onnx
+    from sgedge.exporters.onnx_base import export_base_onnx
+
+    base = export_base_onnx(paths["hf"], work / f"sgedge-{precision}", dtype=precision).path
+    return {
+        "plain": plain_builder(paths["hf"], work / f"plain-{precision}", precision, None),
+        "plain_adapter": plain_builder(paths["hf"], work / f"plain-lora-{precision}", precision, paths["lora"]),
+        "base": base,
+        "adapter": export_adapter_onnx(paths["lora"], work / f"adapter-{precision}.onnx_adapter", base=base).path,
+    }
+
+
+def onnx_engines(onnx: dict[str, Path], precision: str, threads: int) -> dict[str, Callable[[int], None]]:
+    import onnxruntime_genai as og
+    from sgedge.runtime.api import Runtime
+    from tokenizers import Tokenizer
+
+    ids = Tokenizer.from_file(str(onnx["base"] / "tokenizer.json")).encode(PROMPT).ids
+    overlay = json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}})
+
+    def plain(folder: Path) -> Callable[[int], None]:
+        config = og.Config(str(folder))
+        config.overlay(overlay)
+        model = og.Model(config)
+
+        def run(n: int) -> None:
+            params = og.GeneratorParams(model)
+            params.set_search_options(max_length=len(ids) + n, min_length=len(ids) + n, do_sample=False)
+            gen = og.Generator(model, params)
+            gen.append_tokens(ids)
+            while not gen.is_done():
+                gen.generate_next_token()
+                gen.get_next_tokens()
+        return run
+
+    rt = Runtime.open(onnx["base"], adapters=[onnx["adapter"]], threads=threads)
+    return {
+        f"onnxruntime-genai {precision}": plain(onnx["plain"]),
+        f"onnxruntime-genai {precision} + adapter (baked)": plain(onnx["plain_adapter"]),
+        f"sgedge onnx {precision}": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, adapters=[], ignore_eos=True),
+        f"sgedge onnx {precision} + adapter": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True),
     }
 
 
@@ -119,12 +179,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=physical_cores())
     p.add_argument("--transformers", action="store_true", help="add transformers (+ PEFT) f32 rows")
+    p.add_argument("--onnx", action="store_true", help="add onnxruntime-genai rows (fp32 and int4)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = build(Path(tmp), args.shape, args.dtype, args.rank)
         runs = engines(paths, args.threads, args.transformers)
+        if args.onnx:
+            for precision in ("fp32", "int4"):
+                runs.update(onnx_engines(build_onnx(Path(tmp), paths, precision), precision, args.threads))
         for run in runs.values():  # warm-up: page in weights, build graphs
             run(4)
         samples: dict[str, list[float]] = {k: [] for k in runs}
@@ -137,6 +201,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for name, rate in rates.items():
         print(f"  {name:28s} {rate:8.1f}")
     pairs = [("sgedge", "llama-cpp-python"), ("sgedge + adapter", "llama-cpp-python + adapter")]
+    if args.onnx:
+        for prec in ("fp32", "int4"):
+            pairs += [(f"sgedge onnx {prec}", f"onnxruntime-genai {prec}"),
+                      (f"sgedge onnx {prec} + adapter", f"onnxruntime-genai {prec} + adapter (baked)")]
     for ours, theirs in pairs:
         print(f"  ratio {ours} / {theirs}: {rates[ours] / rates[theirs]:.3f}")
     print(f"  adapter cost in llama.cpp: {rates['llama-cpp-python + adapter'] / rates['llama-cpp-python']:.3f}x")

@@ -54,8 +54,9 @@ def test_greedy_tokens_match_peft(runtimes, family, case):
     t, rt, _ = runtimes(family)
     res = rt.generate(PROMPT, raw=True, max_tokens=24, adapters=CASES[case])
     ref = hf_model(t.hf, _peft(t, case))
-    exact = assert_greedy_matches(ref, res.prompt_tokens, res.tokens, GREEDY_TIE)
-    assert exact >= len(res.tokens) - 1, f"only {exact}/{len(res.tokens)} exact argmax matches"
+    # Exactness of the export itself is the teacher-forced test below (exact mode, 1e-4);
+    # here llama.cpp's default f16 cache may break near-ties either way.
+    assert_greedy_matches(ref, res.prompt_tokens, res.tokens, GREEDY_TIE)
 
 
 @pytest.mark.parametrize("case", list(CASES))

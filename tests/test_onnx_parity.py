@@ -67,7 +67,11 @@ def test_gguf_and_onnx_give_the_same_tokens(runtimes, family):
             a = gguf_rt.generate(PROMPT, raw=True, max_tokens=16, adapters=CASES[case], ignore_eos=True)
             b = onnx_rt.generate(PROMPT, raw=True, max_tokens=16, adapters=CASES[case], ignore_eos=True)
             assert a.prompt_tokens == b.prompt_tokens
-            assert a.tokens == b.tokens
+            if a.tokens != b.tokens:
+                # Allowed only where the two engines' float rounding meets a near-tie.
+                i = next(j for j, (x, y) in enumerate(zip(a.tokens, b.tokens, strict=True)) if x != y)
+                row = onnx_rt.logits(a.prompt_tokens + a.tokens[:i], adapters=CASES[case])[-1]
+                assert abs(float(row[a.tokens[i]] - row[b.tokens[i]])) < 1e-4, (a.tokens, b.tokens)
 
 
 def test_stock_onnxruntime_genai_and_ort_load_the_adapter(runtimes):
