@@ -60,16 +60,23 @@ class _Adapter:
 class Runtime:
     """A loaded base model with resident adapters. Library code raises, never exits."""
 
-    def __init__(self, backend: Any, active: Sequence[tuple[str, float]], load_s: float) -> None:
+    def __init__(self, backend: Any, active: Sequence[tuple[str, float]], load_s: float,
+                 manifest: Any = None, policy: str | None = None) -> None:
         self._backend = backend
         self._default = tuple(active)
         self.load_s = load_s
+        self._manifest = manifest
+        self.policy = policy  # the bundle policy chosen at start-up (None: no bundle, or bare base)
 
     @classmethod
     def open(
         cls,
         model: str | Path,
+        region: str | None = None,
         *,
+        trusted_key: str | Path | None = None,
+        verify: str = "cached",
+        no_adapter: bool = False,
         adapters: Sequence[AdapterSpec] = (),
         backend: str | None = None,
         device: str = "auto",
@@ -79,7 +86,13 @@ class Runtime:
         allow_unbound_adapters: bool = False,
         exact: bool = False,
     ) -> Runtime:
-        """Load `model` (a .gguf base) and every adapter in `adapters` (path or (path, scale)).
+        """Open a bundle folder (with `region`), or a model (.gguf file or ONNX folder) with
+        `adapters` (path or (path, scale)).
+
+        Bundles are verified first (manifest, signature when `trusted_key` is given or the
+        manifest requires one, adapter hashes, base hashes cached unless verify="full"),
+        every adapter is loaded, and the policy for `region` (else $SGEDGE_REGION, else the
+        manifest's default policy) is active. Anything wrong stops here, before a token.
 
         All adapters are checked against the base before any is used; the ones given
         here are active by default. `exact=True` trades speed for numerics (f32 KV
@@ -87,13 +100,23 @@ class Runtime:
         """
         t0 = time.perf_counter()
         model = Path(model)
+        if (model / "sgedge.json").is_file():
+            return cls._open_bundle(model, region, trusted_key=trusted_key, verify=verify, no_adapter=no_adapter,
+                                    backend=backend, device=device, gpu_layers=gpu_layers, threads=threads,
+                                    n_ctx=n_ctx, exact=exact, t0=t0)
+        if region is not None or trusted_key is not None:
+            raise InputError(f"{model} is not a bundle (no sgedge.json): region and trusted_key apply to bundles")
+        if no_adapter and adapters:
+            raise InputError("no_adapter and adapters contradict each other")
         kind = backend or detect_backend(model)
+        return cls._open_model(model, kind, adapters, device=device, gpu_layers=gpu_layers, threads=threads,
+                               n_ctx=n_ctx, exact=exact, allow_unbound=allow_unbound_adapters, t0=t0)
+
+    @staticmethod
+    def _backend(model: Path, kind: str, *, device: str, gpu_layers: int | None, threads: int | None,
+                 n_ctx: int, exact: bool) -> Any:
         if kind not in BACKENDS:
             raise InputError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
-        specs = [(Path(a[0]), float(a[1])) if isinstance(a, tuple) else (Path(a), 1.0) for a in adapters]
-        for p, _ in specs:
-            if not p.is_file():
-                raise InputError(f"adapter {p} does not exist")
         if kind == "gguf":
             from sgedge.runtime.llama_backend import LlamaBackend
 
@@ -108,6 +131,16 @@ class Runtime:
             if not model.is_dir():
                 raise InputError(f"the onnx backend needs an ONNX model folder, {model} is not one")
             be = OnnxBackend(model, device=device, threads=threads)
+        return be
+
+    @classmethod
+    def _open_model(cls, model: Path, kind: str, adapters: Sequence[AdapterSpec], *, allow_unbound: bool,
+                    t0: float, **engine: Any) -> Runtime:
+        specs = [(Path(a[0]), float(a[1])) if isinstance(a, tuple) else (Path(a), 1.0) for a in adapters]
+        for p, _ in specs:
+            if not p.is_file():
+                raise InputError(f"adapter {p} does not exist")
+        be = cls._backend(model, kind, **engine)
         try:
             active = []
             for p, scale in specs:
@@ -115,12 +148,43 @@ class Runtime:
                 i = 2
                 while name in be.adapters:
                     name, i = f"{p.stem}-{i}", i + 1
-                be.load_adapter(p, name, allow_unbound=allow_unbound_adapters)
+                be.load_adapter(p, name, allow_unbound=allow_unbound)
                 active.append((name, scale))
         except BaseException:
             be.close()
             raise
         return cls(be, active, time.perf_counter() - t0)
+
+    @classmethod
+    def _open_bundle(cls, bundle: Path, region: str | None, *, trusted_key: str | Path | None, verify: str,
+                     no_adapter: bool, backend: str | None, t0: float, **engine: Any) -> Runtime:
+        import os
+
+        from sgedge.bundle_verify import verify_bundle
+        from sgedge.manifest import read_manifest
+
+        manifest, _ = read_manifest(bundle)
+        kind = backend or ("gguf" if "gguf" in manifest.base.formats else "onnx")
+        if kind not in manifest.base.formats:
+            raise InputError(f"bundle {bundle} has no {kind} base (it has: {', '.join(manifest.base.formats)})")
+        if no_adapter:
+            if not manifest.allow_no_adapter:
+                raise InputError(f"bundle {bundle} forbids running without a safety adapter")
+            key, items = None, ()
+        else:
+            key, items = manifest.resolve(region if region is not None else os.environ.get("SGEDGE_REGION"))
+        # Verify everything this backend will read, then load: fail closed, before any token.
+        verified = verify_bundle(bundle, trusted_key=trusted_key, verify=verify, formats=[kind])
+        manifest = verified.manifest
+        be = cls._backend(bundle / manifest.base.formats[kind].path, kind, **engine)
+        try:
+            for name, entry in manifest.adapters.items():
+                be.load_adapter(bundle / entry.formats[kind].path, name)
+        except BaseException:
+            be.close()
+            raise
+        active = [(it.adapter, it.scale) for it in items]
+        return cls(be, active, time.perf_counter() - t0, manifest, key)
 
     # -- introspection ------------------------------------------------------------
     @property
@@ -135,6 +199,13 @@ class Runtime:
     @property
     def active(self) -> list[ActiveAdapter]:
         return [ActiveAdapter(n, s) for n, s in self._default]
+
+    @property
+    def policies(self) -> dict[str, list[ActiveAdapter]]:
+        """Bundle policies: key -> adapters with scales (empty without a bundle)."""
+        if self._manifest is None:
+            return {}
+        return {k: [ActiveAdapter(i.adapter, i.scale) for i in v] for k, v in self._manifest.policies.items()}
 
     def load_adapter(self, path: str | Path, name: str | None = None) -> str:
         return self._backend.load_adapter(Path(path), name)
@@ -154,8 +225,25 @@ class Runtime:
         # Templates write their own BOS; tokenize like transformers' apply_chat_template.
         return be.tokenize(text, add_special=False)
 
-    def _resolve(self, adapters: Sequence[tuple[str, float]] | None) -> tuple[tuple[str, float], ...]:
-        return self._default if adapters is None else tuple((n, float(s)) for n, s in adapters)
+    def _resolve(self, adapters: Sequence[tuple[str, float]] | None = None,
+                 policy: str | Sequence[Any] | None = None) -> tuple[tuple[str, float], ...]:
+        if policy is not None and adapters is not None:
+            raise InputError("give either policy= or adapters=, not both")
+        if policy is not None:
+            if isinstance(policy, str):
+                if self._manifest is None or policy not in self._manifest.policies:
+                    known = ", ".join(sorted(self.policies)) or "none (not a bundle)"
+                    raise InputError(f"unknown policy {policy!r} (known: {known})")
+                key = tuple((i.adapter, i.scale) for i in self._manifest.policies[policy])
+            elif len(policy) == 0:
+                key = ()
+            else:
+                raise InputError("policy= takes a policy name, or [] for the bare base")
+        else:
+            key = self._default if adapters is None else tuple((n, float(s)) for n, s in adapters)
+        if not key and self._manifest is not None and not self._manifest.allow_no_adapter:
+            raise InputError("this bundle forbids running without a safety adapter")
+        return key
 
     # -- generation -------------------------------------------------------------------
     def generate(
@@ -169,13 +257,15 @@ class Runtime:
         seed: int = 0,
         raw: bool = False,
         adapters: Sequence[tuple[str, float]] | None = None,
+        policy: str | Sequence[Any] | None = None,
         on_text: Callable[[str], None] | None = None,
         ignore_eos: bool = False,
     ) -> GenerationResult:
-        """Generate a reply. `adapters=None` uses the runtime's active set; `[]` runs the
-        bare base. `on_text` receives each text piece as it is produced (streaming)."""
+        """Generate a reply with the runtime's active adapters, or per call: `policy="EU"`
+        (a bundle policy), `policy=[]` (bare base, if the bundle allows it), or
+        `adapters=[(name, scale), ...]`. `on_text` receives each text piece as produced."""
         sampling = Sampling(max_tokens, temperature, top_p, top_k, seed, ignore_eos)
-        active = self._resolve(adapters)
+        active = self._resolve(adapters, policy)
         self._backend.set_active(active)
         ids = self.encode_prompt(prompt, raw=raw)
         timings = Timings(load_s=self.load_s)
@@ -194,9 +284,9 @@ class Runtime:
     def stream(self, prompt: str | Sequence[Mapping[str, str]], **kwargs: Any) -> Iterator[str]:
         """Yield text pieces as they are generated (same arguments as `generate`)."""
         raw = kwargs.pop("raw", False)
-        adapters = kwargs.pop("adapters", None)
+        active = self._resolve(kwargs.pop("adapters", None), kwargs.pop("policy", None))
         sampling = Sampling(**kwargs)
-        self._backend.set_active(self._resolve(adapters))
+        self._backend.set_active(active)
         ids = self.encode_prompt(prompt, raw=raw)
         for _, text in self._backend.generate(ids, sampling, Timings()):
             if text:
@@ -205,9 +295,10 @@ class Runtime:
     def chat(self, messages: Sequence[Mapping[str, str]], **kwargs: Any) -> GenerationResult:
         return self.generate(messages, **kwargs)
 
-    def logits(self, tokens: Sequence[int], *, adapters: Sequence[tuple[str, float]] | None = None):
+    def logits(self, tokens: Sequence[int], *, adapters: Sequence[tuple[str, float]] | None = None,
+               policy: str | Sequence[Any] | None = None):
         """Teacher-forced logits for `tokens` (numpy array, one row per token)."""
-        self._backend.set_active(self._resolve(adapters))
+        self._backend.set_active(self._resolve(adapters, policy))
         return self._backend.logits(tokens)
 
     def close(self) -> None:

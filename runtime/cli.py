@@ -12,8 +12,15 @@ def run(args: argparse.Namespace) -> int:
     from sgedge.runtime.llama_lib import set_verbose
 
     set_verbose(args.verbose)
+    from sgedge.errors import InputError
+
     adapters = [parse_adapter_arg(a) for a in args.adapter]
-    with Runtime.open(args.model, adapters=adapters, backend=args.backend, device=args.device,
+    if args.bundle and adapters:
+        raise InputError("--adapter applies to --model; a bundle's adapters come from its policies (--region)")
+    if args.model and (args.region or args.trusted_key):
+        raise InputError("--region and --trusted-key apply to --bundle")
+    with Runtime.open(args.bundle or args.model, args.region, trusted_key=args.trusted_key, verify=args.verify,
+                      no_adapter=args.no_adapter, adapters=adapters, backend=args.backend, device=args.device,
                       gpu_layers=args.gpu_layers, threads=args.threads, n_ctx=args.ctx,
                       allow_unbound_adapters=args.allow_unbound_adapter) as rt:
         sink = None
@@ -21,11 +28,15 @@ def run(args: argparse.Namespace) -> int:
             def sink(text: str) -> None:
                 sys.stdout.write(text)
                 sys.stdout.flush()
-        result = rt.generate(args.prompt, raw=args.raw, max_tokens=args.max_tokens,
+        result = rt.generate(args.prompt, raw=args.raw, policy=[] if args.no_adapter else None, max_tokens=args.max_tokens,
                              temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                              seed=args.seed, on_text=sink)
+        policy = rt.policy
     if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        obj = result.to_dict()
+        if args.bundle:
+            obj["policy"] = policy
+        print(json.dumps(obj, ensure_ascii=False))
     else:
         sys.stdout.write("\n")
     return 0

@@ -1,0 +1,105 @@
+"""`sgedge bundle ...` and `sgedge keygen` handlers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sgedge.errors import InputError
+
+
+def _adapter_args(specs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--adapter {spec!r}: expected NAME=PEFT_DIR")
+        if name in out:
+            raise InputError(f"--adapter {name!r} given twice")
+        out[name] = path
+    return out
+
+
+def create(args: argparse.Namespace) -> int:
+    from sgedge.exporters.bundle import create_bundle, dtypes_for
+    from sgedge.manifest import parse_policy_arg
+
+    policies = dict(parse_policy_arg(p) for p in args.policy)
+    gguf_dtype, onnx_dtype = dtypes_for(args.dtype, args.gguf_dtype, args.onnx_dtype)
+    m = create_bundle(args.out, args.base, _adapter_args(args.adapter), policies,
+                      default_policy=args.default_policy, formats=[f.strip() for f in args.formats.split(",")],
+                      gguf_dtype=gguf_dtype, onnx_dtype=onnx_dtype, allow_no_adapter=args.allow_no_adapter,
+                      require_signature=args.require_signature)
+    print(f"created bundle {args.out}: {m.base.family} base ({', '.join(m.base.formats)}), "
+          f"{len(m.adapters)} adapter(s), {len(m.policies)} policies")
+    return 0
+
+
+def add_adapter(args: argparse.Namespace) -> int:
+    from sgedge.exporters.bundle import add_adapter as add
+
+    ((name, path),) = _adapter_args([args.adapter]).items()
+    e = add(args.bundle, name, path, description=args.description or "", version=args.version)
+    print(f"bundle {args.bundle}: adapter {name!r} version {e.version} (rank {e.rank}, {', '.join(e.formats)}); "
+          "sign the bundle again if it is signed")
+    return 0
+
+
+def set_policy(args: argparse.Namespace) -> int:
+    from sgedge.exporters.bundle import set_policy as setp
+    from sgedge.manifest import parse_policy_arg
+
+    key, items = parse_policy_arg(args.policy)
+    setp(args.bundle, key, items, default=args.default)
+    print(f"bundle {args.bundle}: policy {key} = " + " + ".join(f"{i.adapter}:{i.scale:g}" for i in items))
+    return 0
+
+
+def inspect(args: argparse.Namespace) -> int:
+    from sgedge.manifest import read_manifest
+
+    m, _ = read_manifest(args.bundle)
+    if args.json:
+        print(json.dumps(m.to_json(), indent=2, sort_keys=True))
+        return 0
+    print(f"bundle {args.bundle} (schema {m.schema_version}, {m.producer})")
+    print(f"base: {m.base.family}, fingerprint {m.base.fingerprint}")
+    for fmt, art in m.base.formats.items():
+        size = sum(f.size for f in art.files)
+        print(f"  {fmt:5s} {art.path} ({art.dtype}, {size / 1e6:.1f} MB)")
+    print("adapters:")
+    for a in m.adapters.values():
+        print(f"  {a.name:12s} v{a.version} rank {a.rank} alpha {a.alpha:g} [{', '.join(a.formats)}] "
+              f"{a.description}")
+    print("policies:")
+    for key, items in sorted(m.policies.items()):
+        mark = " (default)" if key == m.default_policy else ""
+        print(f"  {key:12s} " + " + ".join(f"{i.adapter}:{i.scale:g}" for i in items) + mark)
+    print(f"bare base allowed: {'yes' if m.allow_no_adapter else 'no'}; "
+          f"signature required: {'yes' if m.require_signature else 'no'}")
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    from sgedge.bundle_verify import verify_bundle
+
+    v = verify_bundle(args.bundle, trusted_key=args.trusted_key, verify="full")
+    signed = f", signature by key {v.signed_by} valid" if v.signed_by else " (signature not checked: no --trusted-key)"
+    print(f"bundle {args.bundle}: every file matches its sha256{signed}")
+    return 0
+
+
+def sign(args: argparse.Namespace) -> int:
+    from sgedge.signing import sign_bundle
+
+    kid = sign_bundle(args.bundle, args.key)
+    print(f"signed {args.bundle}/sgedge.json with key {kid}")
+    return 0
+
+
+def keygen(args: argparse.Namespace) -> int:
+    from sgedge.signing import keygen as make
+
+    kid = make(f"{args.name}.key", f"{args.name}.pub")
+    print(f"wrote {args.name}.key (private, keep it secret) and {args.name}.pub (ship it in your app); key id {kid}")
+    return 0

@@ -1,0 +1,207 @@
+"""The bundle manifest, `sgedge.json`: which base, which safety adapters, which policy
+applies where. Frozen dataclasses; unknown keys warn, missing keys fail; writes are
+atomic (temp file + os.replace).
+
+A policy maps a key (a region such as "EU", or an audience such as "KIDS") to a list
+of adapters with a scale each. Safety fails closed: an unknown key is an error unless
+the manifest names a default policy, and running the bare base needs
+`allow_no_adapter`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sgedge._fs import atomic_path
+from sgedge.errors import InputError
+
+MANIFEST = "sgedge.json"
+SIGNATURE = "sgedge.json.sig"
+SCHEMA_VERSION = 1
+FORMATS = ("gguf", "onnx")
+
+
+class ManifestError(InputError):
+    """The manifest is missing, malformed, or of an unknown schema."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # relative to the bundle root
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One exported artifact: a single file (GGUF) or a folder of files (ONNX)."""
+
+    path: str
+    files: tuple[FileEntry, ...]
+    dtype: str = ""
+
+
+@dataclass(frozen=True)
+class BaseEntry:
+    fingerprint: str
+    family: str
+    formats: dict[str, Artifact]
+
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    name: str
+    base_fingerprint: str
+    rank: int
+    alpha: float
+    targets: tuple[str, ...]
+    formats: dict[str, Artifact]
+    version: str = "1"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyItem:
+    adapter: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Manifest:
+    base: BaseEntry
+    adapters: dict[str, AdapterEntry]
+    policies: dict[str, tuple[PolicyItem, ...]]
+    default_policy: str | None = None
+    allow_no_adapter: bool = False
+    require_signature: bool = False
+    producer: str = ""
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- policy resolution ----------------------------------------------------------
+    def resolve(self, key: str | None) -> tuple[str, tuple[PolicyItem, ...]]:
+        """The policy for `key` (falling back to the default policy), or a clear error."""
+        known = ", ".join(sorted(self.policies)) or "none"
+        if key is not None and key in self.policies:
+            return key, self.policies[key]
+        if self.default_policy is not None:
+            return self.default_policy, self.policies[self.default_policy]
+        if key is None:
+            raise InputError(f"choose a region/policy: this bundle has no default policy (known: {known})")
+        raise InputError(f"unknown region/policy {key!r} and no default policy in this bundle (known: {known})")
+
+    def check(self) -> None:
+        """Cross-references: every policy's adapter exists, default policy exists, bindings agree."""
+        problems = []
+        for key, items in self.policies.items():
+            if not items:
+                problems.append(f"policy {key!r} has no adapter (use allow_no_adapter for a bare base)")
+            for it in items:
+                if it.adapter not in self.adapters:
+                    problems.append(f"policy {key!r} names unknown adapter {it.adapter!r}")
+        if self.default_policy is not None and self.default_policy not in self.policies:
+            problems.append(f"default policy {self.default_policy!r} is not a policy")
+        for a in self.adapters.values():
+            if a.base_fingerprint != self.base.fingerprint:
+                problems.append(f"adapter {a.name!r} is bound to another base ({a.base_fingerprint[:19]}...)")
+        if problems:
+            raise ManifestError("bundle manifest is inconsistent: " + "; ".join(problems))
+
+    # -- (de)serialisation ----------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("extra")
+        d["policies"] = {k: [asdict(i) for i in v] for k, v in self.policies.items()}
+        return {**self.extra, **d}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+
+
+_TOP = {"schema_version", "producer", "base", "adapters", "policies", "default_policy", "allow_no_adapter",
+        "require_signature"}
+
+
+def _need(d: dict[str, Any], key: str, where: str) -> Any:
+    if key not in d:
+        raise ManifestError(f"{MANIFEST}: {where} lacks required key {key!r}")
+    return d[key]
+
+
+def _artifact(d: dict[str, Any], where: str) -> Artifact:
+    files = tuple(FileEntry(_need(f, "path", where), _need(f, "sha256", where), int(_need(f, "size", where)))
+                  for f in _need(d, "files", where))
+    return Artifact(_need(d, "path", where), files, d.get("dtype", ""))
+
+
+def parse_manifest(raw: dict[str, Any]) -> Manifest:
+    version = _need(raw, "schema_version", "the manifest")
+    if version != SCHEMA_VERSION:
+        raise ManifestError(
+            f"{MANIFEST} has schema version {version!r}; this sgedge reads version {SCHEMA_VERSION} "
+            "(upgrade sgedge, or re-create the bundle)"
+        )
+    unknown = set(raw) - _TOP
+    if unknown:
+        warnings.warn(f"{MANIFEST}: ignoring unknown keys {sorted(unknown)}", stacklevel=2)
+    b = _need(raw, "base", "the manifest")
+    base = BaseEntry(_need(b, "fingerprint", "base"), _need(b, "family", "base"),
+                     {k: _artifact(v, f"base.{k}") for k, v in _need(b, "formats", "base").items()})
+    adapters = {}
+    for name, a in _need(raw, "adapters", "the manifest").items():
+        where = f"adapter {name!r}"
+        adapters[name] = AdapterEntry(
+            name, _need(a, "base_fingerprint", where), int(_need(a, "rank", where)), float(_need(a, "alpha", where)),
+            tuple(_need(a, "targets", where)),
+            {k: _artifact(v, f"{where}.{k}") for k, v in _need(a, "formats", where).items()},
+            str(a.get("version", "1")), a.get("description", ""))
+    policies = {k: tuple(PolicyItem(_need(i, "adapter", f"policy {k!r}"), float(i.get("scale", 1.0))) for i in v)
+                for k, v in _need(raw, "policies", "the manifest").items()}
+    m = Manifest(base, adapters, policies, raw.get("default_policy"), bool(raw.get("allow_no_adapter", False)),
+                 bool(raw.get("require_signature", False)), raw.get("producer", ""), version,
+                 {k: raw[k] for k in unknown})
+    m.check()
+    return m
+
+
+def read_manifest(bundle: str | Path) -> tuple[Manifest, bytes]:
+    """(manifest, the exact bytes read) — the bytes are what a signature covers."""
+    path = Path(bundle) / MANIFEST
+    if not path.is_file():
+        raise ManifestError(f"{bundle} is not an sgedge bundle (no {MANIFEST})")
+    data = path.read_bytes()
+    try:
+        raw = json.loads(data)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{path} is not valid JSON ({e})") from e
+    return parse_manifest(raw), data
+
+
+def write_manifest(bundle: str | Path, manifest: Manifest) -> None:
+    manifest.check()
+    with atomic_path(Path(bundle) / MANIFEST) as tmp:
+        tmp.write_text(manifest.dumps())
+    # A changed manifest invalidates any signature over the old bytes.
+    sig = Path(bundle) / SIGNATURE
+    if sig.exists():
+        os.remove(sig)
+
+
+def parse_policy_arg(spec: str) -> tuple[str, tuple[PolicyItem, ...]]:
+    """'KEY=NAME[:SCALE][+NAME2[:SCALE]]' -> (key, items)."""
+    key, sep, rest = spec.partition("=")
+    if not sep or not key or not rest:
+        raise InputError(f"--policy {spec!r}: expected KEY=ADAPTER[:SCALE][+ADAPTER[:SCALE]]")
+    items = []
+    for part in rest.split("+"):
+        name, _, scale = part.partition(":")
+        try:
+            items.append(PolicyItem(name, float(scale) if scale else 1.0))
+        except ValueError as e:
+            raise InputError(f"--policy {spec!r}: scale {scale!r} is not a number") from e
+    return key, tuple(items)

@@ -1,0 +1,229 @@
+"""Bundles: one manifest maps regions to safety adapters; everything wrong fails closed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from sgedge.exporters.bundle import add_adapter, create_bundle, set_policy
+from sgedge.exporters.synthetic import build_lora, build_model
+from sgedge.runtime.api import Runtime
+
+from sgedge.bundle_verify import IntegrityError, verify_bundle
+from sgedge.cli import main
+from sgedge.errors import AdapterMismatchError, InputError
+from sgedge.manifest import ManifestError, PolicyItem, read_manifest
+from sgedge.signing import SignatureError, keygen, sign_bundle
+
+POLICIES = {
+    "US": (PolicyItem("standard", 1.0),),
+    "EU": (PolicyItem("strict", 1.0),),
+    "KIDS": (PolicyItem("strict", 1.0), PolicyItem("standard", 0.5)),
+}
+
+
+@pytest.fixture(scope="module")
+def made(tiny, tmp_path_factory):
+    t = tiny("qwen2")
+    root = tmp_path_factory.mktemp("bundle")
+    bundle = root / "app"
+    create_bundle(bundle, t.hf, {"standard": t.lora1, "strict": t.lora2}, POLICIES, default_policy="US",
+                  formats=["gguf", "onnx"], gguf_dtype="f32")
+    return t, bundle
+
+
+@pytest.fixture()
+def bundle(made, tmp_path):
+    """A private copy each test may break."""
+    return shutil.copytree(made[1], tmp_path / "app")
+
+
+@pytest.mark.parametrize("fmt", ["gguf", "onnx"])
+@pytest.mark.parametrize("region", ["US", "EU", "KIDS"])
+def test_region_gives_the_same_tokens_as_explicit_adapters(made, capsys, fmt, region):
+    _, bundle = made
+    m, _ = read_manifest(bundle)
+    argv = ["--max-tokens", "8", "--json", "--backend", fmt, "How do I bake bread?"]
+    assert main(["run", "--bundle", str(bundle), "--region", region, *argv]) == 0
+    via_bundle = json.loads(capsys.readouterr().out)
+    adapters = []
+    for it in POLICIES[region]:
+        adapters += ["--adapter", f"{bundle / m.adapters[it.adapter].formats[fmt].path}:{it.scale}"]
+    assert main(["run", "--model", str(bundle / m.base.formats[fmt].path), *adapters, *argv]) == 0
+    direct = json.loads(capsys.readouterr().out)
+    assert via_bundle["tokens"] == direct["tokens"]
+    assert via_bundle["policy"] == region
+    assert [a["scale"] for a in via_bundle["adapters"]] == [it.scale for it in POLICIES[region]]
+
+
+def test_python_api_switches_policy_per_call(made):
+    _, bundle = made
+    with Runtime.open(bundle, region="EU") as rt:
+        assert rt.policy == "EU"
+        assert set(rt.policies) == {"US", "EU", "KIDS"}
+        assert set(rt.adapters) == {"standard", "strict"}
+        eu = rt.generate("Hello", max_tokens=8).tokens
+        us = rt.generate("Hello", max_tokens=8, policy="US").tokens
+        assert rt.generate("Hello", max_tokens=8, policy="EU").tokens == eu
+        assert us != eu
+        with pytest.raises(InputError, match=r"forbids running without a safety adapter"):
+            rt.generate("Hello", policy=[])
+        with pytest.raises(InputError, match=r"unknown policy 'XX' \(known: EU, KIDS, US\)"):
+            rt.generate("Hello", policy="XX")
+        assert "".join(rt.stream("Hello", max_tokens=8, policy="EU"))
+
+
+def test_region_from_environment(made, monkeypatch):
+    monkeypatch.setenv("SGEDGE_REGION", "KIDS")
+    with Runtime.open(made[1]) as rt:
+        assert rt.policy == "KIDS"
+
+
+def test_unknown_region_uses_default_only_when_declared(bundle):
+    with Runtime.open(bundle, region="BR") as rt:
+        assert rt.policy == "US"
+    set_policy(bundle, "EU", POLICIES["EU"])  # keeps the default
+    raw = json.loads((bundle / "sgedge.json").read_text())
+    raw["default_policy"] = None
+    (bundle / "sgedge.json").write_text(json.dumps(raw))
+    with pytest.raises(InputError, match=r"unknown region/policy 'BR' and no default policy .*known: EU, KIDS, US"):
+        Runtime.open(bundle, region="BR")
+
+
+def test_bare_base_needs_permission(bundle, capsys):
+    assert main(["run", "--bundle", str(bundle), "--no-adapter", "Hi"]) == 1
+    assert "forbids running without a safety adapter" in capsys.readouterr().err
+    raw = json.loads((bundle / "sgedge.json").read_text())
+    raw["allow_no_adapter"] = True
+    (bundle / "sgedge.json").write_text(json.dumps(raw))
+    assert main(["run", "--bundle", str(bundle), "--no-adapter", "--max-tokens", "3", "--json", "Hi"]) == 0
+    assert json.loads(capsys.readouterr().out)["adapters"] == []
+
+
+def test_missing_adapter_file_stops_startup(bundle):
+    m, _ = read_manifest(bundle)
+    (bundle / m.adapters["strict"].formats["gguf"].path).unlink()
+    with pytest.raises(IntegrityError, match=r"adapter 'strict': adapters/strict.gguf is missing"):
+        Runtime.open(bundle, region="US")
+
+
+def test_tampered_adapter_byte_stops_startup(bundle, capsys):
+    m, _ = read_manifest(bundle)
+    p = bundle / m.adapters["standard"].formats["onnx"].path
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    p.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=r"does not match its sha256"):
+        Runtime.open(bundle, region="US", backend="onnx")
+    assert main(["bundle", "verify", str(bundle)]) == 1
+    assert "standard" in capsys.readouterr().err
+
+
+def test_tampered_base_caught_by_full_verify(bundle):
+    m, _ = read_manifest(bundle)
+    p = bundle / m.base.formats["gguf"].path
+    data = bytearray(p.read_bytes())
+    data[-5] ^= 0x01
+    p.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=r"base \(gguf\): base.gguf does not match"):
+        Runtime.open(bundle, region="US", verify="full")
+
+
+def test_adapter_of_other_base_stops_startup(bundle, tmp_path):
+    other = build_model("qwen2", tmp_path / "other", seed=77)
+    lora = build_lora(other, tmp_path / "lora")
+    from sgedge.exporters.gguf_adapter import export_adapter_gguf
+
+    m, _ = read_manifest(bundle)
+    target = bundle / m.adapters["standard"].formats["gguf"].path
+    export_adapter_gguf(lora, target)
+    # A careless re-hash of the manifest: hashes fine, binding wrong.
+    raw = json.loads((bundle / "sgedge.json").read_text())
+    from sgedge.bundle_verify import sha256_file
+
+    f = raw["adapters"]["standard"]["formats"]["gguf"]["files"][0]
+    f["sha256"], f["size"] = sha256_file(target), target.stat().st_size
+    (bundle / "sgedge.json").write_text(json.dumps(raw))
+    with pytest.raises(AdapterMismatchError, match=r"exported for base sha256:"):
+        Runtime.open(bundle, region="US")
+
+
+def test_unknown_schema_version_refused(bundle):
+    raw = json.loads((bundle / "sgedge.json").read_text())
+    raw["schema_version"] = 99
+    (bundle / "sgedge.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match=r"schema version 99; this sgedge reads version 1"):
+        Runtime.open(bundle, region="US")
+
+
+def test_signatures(bundle, tmp_path, capsys):
+    keygen(tmp_path / "pub.key", tmp_path / "pub.pub")
+    keygen(tmp_path / "other.key", tmp_path / "other.pub")
+    with pytest.raises(SignatureError, match=r"not signed"):
+        Runtime.open(bundle, region="US", trusted_key=tmp_path / "pub.pub")
+    sign_bundle(bundle, tmp_path / "pub.key")
+    with Runtime.open(bundle, region="US", trusted_key=tmp_path / "pub.pub") as rt:
+        assert rt.policy == "US"
+    with pytest.raises(SignatureError, match=r"not by the trusted key"):
+        Runtime.open(bundle, region="US", trusted_key=tmp_path / "other.pub")
+    assert main(["bundle", "verify", str(bundle), "--trusted-key", str(tmp_path / "pub.pub")]) == 0
+    capsys.readouterr()
+    # Edit the manifest after signing: a policy now points elsewhere.
+    text = (bundle / "sgedge.json").read_text().replace('"default_policy": "US"', '"default_policy": "EU"')
+    (bundle / "sgedge.json").write_text(text)
+    with pytest.raises(SignatureError, match=r"manifest was changed after signing"):
+        Runtime.open(bundle, region="US", trusted_key=tmp_path / "pub.pub")
+    assert main(["run", "--bundle", str(bundle), "--trusted-key", str(tmp_path / "pub.pub"), "Hi"]) == 1
+    assert "changed after signing" in capsys.readouterr().err
+
+
+def test_required_signature_without_key_refused(bundle):
+    raw = json.loads((bundle / "sgedge.json").read_text())
+    raw["require_signature"] = True
+    (bundle / "sgedge.json").write_text(json.dumps(raw))
+    with pytest.raises(SignatureError, match=r"requires a signature check"):
+        Runtime.open(bundle, region="US")
+
+
+def test_add_adapter_patches_without_touching_the_base(bundle, tiny, tmp_path, capsys):
+    t = tiny("qwen2")
+    base_before = {p.name: p.stat().st_mtime_ns for p in bundle.iterdir() if p.is_file()}
+    before, _ = read_manifest(bundle)
+    patch = build_lora(t.hf, tmp_path / "patch", r=4, seed=33)
+    entry = add_adapter(bundle, "strict", patch, description="stricter")
+    after, _ = read_manifest(bundle)
+    assert entry.version == "2" and after.adapters["strict"].description == "stricter"
+    assert after.base == before.base
+    assert base_before["base.gguf"] == (bundle / "base.gguf").stat().st_mtime_ns
+    for art in before.adapters["strict"].formats.values():
+        assert not (bundle / art.path).exists(), "the replaced adapter file is removed"
+    verify_bundle(bundle, verify="full")
+    assert main(["bundle", "set-policy", str(bundle), "TEEN=strict:0.8+standard:0.2"]) == 0
+    assert main(["bundle", "inspect", str(bundle), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["bundle", "inspect", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "TEEN" in out and "strict:0.8 + standard:0.2" in out and "US" in out and "(default)" in out
+    with Runtime.open(bundle, region="TEEN") as rt:
+        assert [a.name for a in rt.active] == ["strict", "standard"]
+
+
+def test_set_policy_with_unknown_adapter_refused(bundle, capsys):
+    assert main(["bundle", "set-policy", str(bundle), "X=nope"]) == 1
+    assert "unknown adapter(s) nope" in capsys.readouterr().err
+
+
+def test_create_refuses_bad_policy_before_exporting(tiny, tmp_path):
+    t = tiny("qwen2")
+    with pytest.raises(InputError, match=r"policy 'EU' names adapter 'strict', which is not among --adapter"):
+        create_bundle(tmp_path / "b", t.hf, {"standard": t.lora1}, {"EU": (PolicyItem("strict"),)})
+    assert not (tmp_path / "b").exists()
+
+
+def test_base_hash_is_cached_between_starts(made, tmp_path, monkeypatch):
+    monkeypatch.setenv("SGEDGE_CACHE_DIR", str(tmp_path / "cache"))
+    first = verify_bundle(made[1], formats=["gguf"])
+    second = verify_bundle(made[1], formats=["gguf"])
+    assert first.base_hashed == 1 and second.base_hashed == 0
+    assert verify_bundle(made[1], formats=["gguf"], verify="full").base_hashed == 1
