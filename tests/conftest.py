@@ -28,6 +28,15 @@ class Tiny:
         return next(f for f in REGISTRY if f.name == self.family).lora_modules
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_hash_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Bundle verification caches base hashes under ~/.cache; keep tests out of it."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SGEDGE_CACHE_DIR", str(tmp_path_factory.mktemp("hash-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tiny]:
     return {}
