@@ -227,3 +227,20 @@ def test_base_hash_is_cached_between_starts(made, tmp_path, monkeypatch):
     second = verify_bundle(made[1], formats=["gguf"])
     assert first.base_hashed == 1 and second.base_hashed == 0
     assert verify_bundle(made[1], formats=["gguf"], verify="full").base_hashed == 1
+
+
+def test_interrupted_add_adapter_leaves_the_bundle_intact(bundle, tiny, tmp_path, monkeypatch):
+    import sgedge.exporters.bundle as bundle_mod
+
+    before = (bundle / "sgedge.json").read_bytes()
+    files_before = sorted(p.name for p in (bundle / "adapters").iterdir())
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bundle_mod, "write_manifest", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        add_adapter(bundle, "strict", build_lora(tiny("qwen2").hf, tmp_path / "p", r=4, seed=3))
+    assert (bundle / "sgedge.json").read_bytes() == before
+    assert sorted(p.name for p in (bundle / "adapters").iterdir()) == files_before
+    verify_bundle(bundle, verify="full")
