@@ -10,6 +10,7 @@ different subset of them with a scale each (`adapters=[("safety", 1.0)]`).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,9 @@ class Runtime:
         self.load_s = load_s
         self._manifest = manifest
         self.policy = policy  # the bundle policy chosen at start-up (None: no bundle, or bare base)
+        # One engine context: generations run one at a time. Threads may share a Runtime;
+        # each call waits for the lock and runs with its own policy, so no cross-talk.
+        self._lock = threading.RLock()
 
     @classmethod
     def open(
@@ -208,7 +212,8 @@ class Runtime:
         return {k: [ActiveAdapter(i.adapter, i.scale) for i in v] for k, v in self._manifest.policies.items()}
 
     def load_adapter(self, path: str | Path, name: str | None = None) -> str:
-        return self._backend.load_adapter(Path(path), name)
+        with self._lock:
+            return self._backend.load_adapter(Path(path), name)
 
     # -- prompts --------------------------------------------------------------------
     def encode_prompt(self, prompt: str | Sequence[Mapping[str, str]], *, raw: bool = False) -> list[int]:
@@ -266,17 +271,18 @@ class Runtime:
         `adapters=[(name, scale), ...]`. `on_text` receives each text piece as produced."""
         sampling = Sampling(max_tokens, temperature, top_p, top_k, seed, ignore_eos)
         active = self._resolve(adapters, policy)
-        self._backend.set_active(active)
         ids = self.encode_prompt(prompt, raw=raw)
         timings = Timings(load_s=self.load_s)
         tokens: list[int] = []
         parts: list[str] = []
-        for tok, text in self._backend.generate(ids, sampling, timings):
-            if tok >= 0:
-                tokens.append(tok)
-            parts.append(text)
-            if on_text is not None and text:
-                on_text(text)
+        with self._lock:
+            self._backend.set_active(active)
+            for tok, text in self._backend.generate(ids, sampling, timings):
+                if tok >= 0:
+                    tokens.append(tok)
+                parts.append(text)
+                if on_text is not None and text:
+                    on_text(text)
         finish = "length" if len(tokens) >= max_tokens else "stop"
         return GenerationResult("".join(parts), tokens, ids, [ActiveAdapter(n, s) for n, s in active],
                                 self.backend, finish, timings)
@@ -286,11 +292,12 @@ class Runtime:
         raw = kwargs.pop("raw", False)
         active = self._resolve(kwargs.pop("adapters", None), kwargs.pop("policy", None))
         sampling = Sampling(**kwargs)
-        self._backend.set_active(active)
         ids = self.encode_prompt(prompt, raw=raw)
-        for _, text in self._backend.generate(ids, sampling, Timings()):
-            if text:
-                yield text
+        with self._lock:  # released when the stream ends or is closed
+            self._backend.set_active(active)
+            for _, text in self._backend.generate(ids, sampling, Timings()):
+                if text:
+                    yield text
 
     def chat(self, messages: Sequence[Mapping[str, str]], **kwargs: Any) -> GenerationResult:
         return self.generate(messages, **kwargs)
@@ -298,11 +305,14 @@ class Runtime:
     def logits(self, tokens: Sequence[int], *, adapters: Sequence[tuple[str, float]] | None = None,
                policy: str | Sequence[Any] | None = None):
         """Teacher-forced logits for `tokens` (numpy array, one row per token)."""
-        self._backend.set_active(self._resolve(adapters, policy))
-        return self._backend.logits(tokens)
+        active = self._resolve(adapters, policy)
+        with self._lock:
+            self._backend.set_active(active)
+            return self._backend.logits(tokens)
 
     def close(self) -> None:
-        self._backend.close()
+        with self._lock:
+            self._backend.close()
 
     def __enter__(self) -> Runtime:
         return self

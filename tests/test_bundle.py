@@ -244,3 +244,24 @@ def test_interrupted_add_adapter_leaves_the_bundle_intact(bundle, tiny, tmp_path
     assert (bundle / "sgedge.json").read_bytes() == before
     assert sorted(p.name for p in (bundle / "adapters").iterdir()) == files_before
     verify_bundle(bundle, verify="full")
+
+
+@pytest.mark.parametrize("fmt", ["gguf", "onnx"])
+def test_threads_per_policy_share_one_runtime_without_cross_talk(made, fmt):
+    import threading
+
+    with Runtime.open(made[1], "US", backend=fmt) as rt:
+        single = {k: rt.generate("Hello there", max_tokens=12, policy=k).tokens for k in POLICIES}
+        results: dict[str, list] = {k: [] for k in POLICIES}
+
+        def worker(key):
+            for _ in range(3):
+                results[key].append(rt.generate("Hello there", max_tokens=12, policy=key).tokens)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in POLICIES]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert all(r == [single[k]] * 3 for k, r in results.items())
+        assert len({tuple(v) for v in single.values()}) == 3
