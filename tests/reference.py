@@ -7,6 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
+# Adapter sets every parity test runs: none, one, one at half scale, two stacked.
+CASES = {
+    "none": [],
+    "one": [("a1", 1.0)],
+    "half": [("a1", 0.5)],
+    "stacked": [("a1", 1.0), ("a2", 0.5)],
+}
+PROMPT = "Safety adapters keep the base model frozen. Hello world 42!"
+
+
+def peft_case(t, case: str) -> list[tuple[Path, float]]:
+    """The PEFT directories and scales of CASES[case] for a conftest.Tiny."""
+    paths = {"a1": t.lora1, "a2": t.lora2}
+    return [(paths[n], s) for n, s in CASES[case]]
+
 
 def hf_model(model_dir: Path, adapters: Sequence[tuple[Path, float]] = ()):
     """A transformers model with PEFT adapters active at the given scales (summed)."""

@@ -11,23 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import FAMILIES
-from reference import assert_greedy_matches, hf_logits, hf_model
+from reference import CASES, PROMPT, assert_greedy_matches, hf_logits, hf_model, peft_case
 from sgedge.runtime.api import Runtime
 
 EXACT_TOL = 1e-4
 GREEDY_TIE = 2e-2
-CASES = {
-    "none": [],
-    "one": [("a1", 1.0)],
-    "half": [("a1", 0.5)],
-    "stacked": [("a1", 1.0), ("a2", 0.5)],
-}
-PROMPT = "Safety adapters keep the base model frozen. Hello world 42!"
-
-
-def _peft(t, case):
-    paths = {"a1": t.lora1, "a2": t.lora2}
-    return [(paths[n], s) for n, s in CASES[case]]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +41,7 @@ def runtimes(tiny):
 def test_greedy_tokens_match_peft(runtimes, family, case):
     t, rt, _ = runtimes(family)
     res = rt.generate(PROMPT, raw=True, max_tokens=24, adapters=CASES[case])
-    ref = hf_model(t.hf, _peft(t, case))
+    ref = hf_model(t.hf, peft_case(t, case))
     # Exactness of the export itself is the teacher-forced test below (exact mode, 1e-4);
     # here llama.cpp's default f16 cache may break near-ties either way.
     assert_greedy_matches(ref, res.prompt_tokens, res.tokens, GREEDY_TIE)
@@ -65,7 +53,7 @@ def test_teacher_forced_logits_match_peft(runtimes, family, case):
     t, _, rt = runtimes(family)
     ids = rt.encode_prompt(PROMPT + " The quick brown fox jumps over the lazy dog.", raw=True)
     ours = rt.logits(ids, adapters=CASES[case])
-    ref = hf_logits(hf_model(t.hf, _peft(t, case)), ids)
+    ref = hf_logits(hf_model(t.hf, peft_case(t, case)), ids)
     diff = float(np.abs(ours - ref).max())
     assert diff < EXACT_TOL, f"max |logit diff| {diff:.2e}"
     if case != "none":

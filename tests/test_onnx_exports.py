@@ -8,15 +8,13 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from reference import hf_logits, hf_model
+from reference import PROMPT, hf_logits, hf_model
 from sgedge.exporters.onnx_adapter import export_adapter_onnx
 from sgedge.exporters.onnx_base import export_base_onnx
 from sgedge.exporters.synthetic import CORPUS, build_lora, build_model
 from sgedge.runtime.api import Runtime
 
 from sgedge.errors import AdapterError, AdapterMismatchError, InputError
-
-PROMPT = "Safety adapters keep the base model frozen. Hello world 42!"
 
 
 def test_base_slots_are_inputs_with_empty_defaults(tiny_onnx):

@@ -10,17 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import FAMILIES
-from reference import assert_greedy_matches, hf_logits, hf_model
+from reference import CASES, PROMPT, assert_greedy_matches, hf_logits, hf_model, peft_case
 from sgedge.runtime.api import Runtime
 
 TOL = 1e-4
-CASES = {
-    "none": [],
-    "one": [("a1", 1.0)],
-    "half": [("a1", 0.5)],
-    "stacked": [("a1", 1.0), ("a2", 0.5)],
-}
-PROMPT = "Safety adapters keep the base model frozen. Hello world 42!"
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +31,12 @@ def runtimes(tiny, tiny_onnx):
         rt.close()
 
 
-def _peft(t, case):
-    paths = {"a1": t.lora1, "a2": t.lora2}
-    return [(paths[n], s) for n, s in CASES[case]]
-
-
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("family", FAMILIES)
 def test_onnx_matches_peft(runtimes, family, case):
     t, _, rt = runtimes(family)
     res = rt.generate(PROMPT, raw=True, max_tokens=20, adapters=CASES[case])
-    ref = hf_model(t.hf, _peft(t, case))
+    ref = hf_model(t.hf, peft_case(t, case))
     assert assert_greedy_matches(ref, res.prompt_tokens, res.tokens, 1e-3) == len(res.tokens)
     ids = res.prompt_tokens + res.tokens
     ours = rt.logits(ids, adapters=CASES[case])
