@@ -25,9 +25,10 @@ import numpy as np
 from sgedge.exporters.hf_model import HFModel
 
 import sgedge
-from sgedge.errors import BackendError, InputError
+from sgedge.errors import BackendError, InputError, UnsupportedModelError
 
 ONNX_DTYPES = ("fp32", "fp16", "int4")
+ONNX_ROPE_TYPES = ("default", "llama3")
 BASE_META = "sgedge_base.json"
 SCHEMA_VERSION = 1
 _LORA_INIT = re.compile(r"^(?P<slot>.+)\.lora_(?P<ab>[AB])\.MatMul\.weight$")
@@ -128,6 +129,14 @@ def export_base_onnx(
         raise InputError(f"unknown ONNX dtype {dtype!r}; choose one of {', '.join(ONNX_DTYPES)}")
     model = HFModel.open(model_dir)
     fam = model.family
+    rope_type = model.rope_parameters.get("rope_type", model.rope_parameters.get("type", "default"))
+    if rope_type not in ONNX_ROPE_TYPES:
+        # Checked here: the builder accepts 'linear' but its logits differ from
+        # transformers' by ~1.8 on a tiny model; 'yarn' fails inside the builder.
+        raise UnsupportedModelError(
+            f"rope scaling {rope_type!r} is not reproduced by the ONNX Runtime GenAI builder "
+            f"(supported: {', '.join(ONNX_ROPE_TYPES)}); export this model with --format gguf"
+        )
     targets = list(lora_targets or fam.lora_modules)
     bad = [t for t in targets if t not in fam.lora_modules]
     if bad:
