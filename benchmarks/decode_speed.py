@@ -4,7 +4,8 @@ Builds a random-weight model in SmolLM2-135M's shape (or Qwen2.5-0.5B's with
 --shape qwen2.5-0.5b), exports it to GGUF (q8_0 by default) with a rank-16 adapter
 on all 7 projections, then measures decode tokens/s of:
   plain llama-cpp-python without / with the adapter (Llama(lora_path=...)),
-  sgedge without / with the adapter (same llama.cpp, low-level API),
+  sgedge without / with the adapter (same llama.cpp, low-level API), and sgedge fused
+  (the adapter merged into a cached q8_0 base: compare with plain without adapter),
   transformers + PEFT f32 without / with the adapter (--transformers),
   with --onnx, for fp32 and int4: plain onnxruntime-genai on a builder export without
   LoRA and on one with the adapter baked in, against sgedge's slotted export without
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -144,6 +146,8 @@ def engines(paths: dict[str, Path], threads: int, with_transformers: bool) -> di
     rt = Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads)
     out["sgedge"] = lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, adapters=[], ignore_eos=True)
     out["sgedge + adapter"] = lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True)
+    fused = Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, mode="fused")
+    out["sgedge fused (adapter merged)"] = lambda n: fused.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True)
     if with_transformers:
         import peft
         import torch
@@ -184,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["SGEDGE_CACHE_DIR"] = str(Path(tmp) / "cache")  # fused base lands in the temp dir
         paths = build(Path(tmp), args.shape, args.dtype, args.rank)
         runs = engines(paths, args.threads, args.transformers)
         if args.onnx:
@@ -200,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"{args.threads} threads, decode tok/s over {args.tokens} tokens (median of {args.repeats})")
     for name, rate in rates.items():
         print(f"  {name:28s} {rate:8.1f}")
-    pairs = [("sgedge", "llama-cpp-python"), ("sgedge + adapter", "llama-cpp-python + adapter")]
+    pairs = [("sgedge", "llama-cpp-python"), ("sgedge + adapter", "llama-cpp-python + adapter"),
+             ("sgedge fused (adapter merged)", "llama-cpp-python")]
     if args.onnx:
         for prec in ("fp32", "int4"):
             pairs += [(f"sgedge onnx {prec}", f"onnxruntime-genai {prec}"),

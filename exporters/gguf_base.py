@@ -212,7 +212,7 @@ def export_base_gguf(
         if dtype in FLOAT_DTYPES:
             n = _write_float_gguf(model, tmp, dtype, pre_tokenizer, progress)
         else:
-            from sgedge.exporters.quantize import quantize_gguf
+            from sgedge.runtime.llama_quantize import quantize_gguf
 
             with tempfile.TemporaryDirectory(dir=out.parent, prefix=".sgedge-f32-") as tdir:
                 f32 = Path(tdir) / "base-f32.gguf"

@@ -24,6 +24,7 @@ from sgedge.errors import InputError
 
 AdapterSpec = str | Path | tuple[str | Path, float]
 BACKENDS = ("gguf", "onnx")
+MODES = ("dynamic", "fused")
 
 
 def parse_adapter_arg(spec: str) -> tuple[str, float]:
@@ -71,6 +72,8 @@ class Runtime:
         # One engine context: generations run one at a time. Threads may share a Runtime;
         # each call waits for the lock and runs with its own policy, so no cross-talk.
         self._lock = threading.RLock()
+        self._fused: tuple[tuple[str, float], ...] = ()  # adapters merged into the weights (fused mode)
+        self.fused_path: Path | None = None
 
     @classmethod
     def open(
@@ -89,6 +92,7 @@ class Runtime:
         n_ctx: int = 4096,
         allow_unbound_adapters: bool = False,
         exact: bool = False,
+        mode: str = "dynamic",
     ) -> Runtime:
         """Open a bundle folder (with `region`), or a model (.gguf file or ONNX folder) with
         `adapters` (path or (path, scale)).
@@ -104,17 +108,19 @@ class Runtime:
         """
         t0 = time.perf_counter()
         model = Path(model)
+        if mode not in MODES:
+            raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if (model / "sgedge.json").is_file():
             return cls._open_bundle(model, region, trusted_key=trusted_key, verify=verify, no_adapter=no_adapter,
                                     backend=backend, device=device, gpu_layers=gpu_layers, threads=threads,
-                                    n_ctx=n_ctx, exact=exact, t0=t0)
+                                    n_ctx=n_ctx, exact=exact, t0=t0, mode=mode)
         if region is not None or trusted_key is not None:
             raise InputError(f"{model} is not a bundle (no sgedge.json): region and trusted_key apply to bundles")
         if no_adapter and adapters:
             raise InputError("no_adapter and adapters contradict each other")
         kind = backend or detect_backend(model)
         return cls._open_model(model, kind, adapters, device=device, gpu_layers=gpu_layers, threads=threads,
-                               n_ctx=n_ctx, exact=exact, allow_unbound=allow_unbound_adapters, t0=t0)
+                               n_ctx=n_ctx, exact=exact, allow_unbound=allow_unbound_adapters, t0=t0, mode=mode)
 
     @staticmethod
     def _backend(model: Path, kind: str, *, device: str, gpu_layers: int | None, threads: int | None,
@@ -138,12 +144,36 @@ class Runtime:
         return be
 
     @classmethod
+    def _open_fused(cls, base: Path, kind: str, loaded: dict[str, Path], active: Sequence[tuple[str, float]],
+                    cache_dir: Path, t0: float, manifest: Any = None, policy: str | None = None,
+                    **engine: Any) -> Runtime:
+        """Adapters were verified against the base by the caller; merge and run the result."""
+        from sgedge.runtime.fuse import ensure_fused
+
+        if kind != "gguf":
+            raise InputError("fused mode is available for GGUF bases; ONNX runs adapters dynamically")
+        if not active:
+            return cls(cls._backend(base, kind, **engine), (), time.perf_counter() - t0, manifest, policy)
+        fused = ensure_fused(base, [(loaded[n], s) for n, s in active], cache_dir)
+        rt = cls(cls._backend(fused.path, kind, **engine), (), time.perf_counter() - t0, manifest, policy)
+        rt._fused = tuple((n, float(s)) for n, s in active)
+        rt.fused_path = fused.path
+        return rt
+
+    @classmethod
     def _open_model(cls, model: Path, kind: str, adapters: Sequence[AdapterSpec], *, allow_unbound: bool,
-                    t0: float, **engine: Any) -> Runtime:
+                    t0: float, mode: str = "dynamic", **engine: Any) -> Runtime:
         specs = [(Path(a[0]), float(a[1])) if isinstance(a, tuple) else (Path(a), 1.0) for a in adapters]
         for p, _ in specs:
             if not p.is_file():
                 raise InputError(f"adapter {p} does not exist")
+        if mode == "fused":
+            from sgedge.runtime.fuse import default_cache_dir
+
+            # Check the binding with the real backend first (fail closed), then fuse.
+            with cls._open_model(model, kind, adapters, allow_unbound=allow_unbound, t0=t0, **engine) as probe:
+                loaded, active = dict(probe.adapters), list(probe._default)
+            return cls._open_fused(model, kind, loaded, active, default_cache_dir(), t0, **engine)
         be = cls._backend(model, kind, **engine)
         try:
             active = []
@@ -161,7 +191,8 @@ class Runtime:
 
     @classmethod
     def _open_bundle(cls, bundle: Path, region: str | None, *, trusted_key: str | Path | None, verify: str,
-                     no_adapter: bool, backend: str | None, t0: float, **engine: Any) -> Runtime:
+                     no_adapter: bool, backend: str | None, t0: float, mode: str = "dynamic",
+                     **engine: Any) -> Runtime:
         import os
 
         from sgedge.bundle_verify import verify_bundle
@@ -180,7 +211,19 @@ class Runtime:
         # Verify everything this backend will read, then load: fail closed, before any token.
         verified = verify_bundle(bundle, trusted_key=trusted_key, verify=verify, formats=[kind])
         manifest = verified.manifest
-        be = cls._backend(bundle / manifest.base.formats[kind].path, kind, **engine)
+        base_path = bundle / manifest.base.formats[kind].path
+        if mode == "fused":
+            paths = {n: bundle / e.formats[kind].path for n, e in manifest.adapters.items()}
+            active = [(it.adapter, it.scale) for it in items]
+            if kind == "gguf":  # the binding check of every adapter in use, before merging
+                from sgedge.runtime.gguf_meta import read_gguf_info
+                from sgedge.runtime.llama_backend import check_adapter_fits
+
+                base_info = read_gguf_info(base_path)
+                for name, _ in active:
+                    check_adapter_fits(base_info, read_gguf_info(paths[name]))
+            return cls._open_fused(base_path, kind, paths, active, bundle / ".fused", t0, manifest, key, **engine)
+        be = cls._backend(base_path, kind, **engine)
         try:
             for name, entry in manifest.adapters.items():
                 be.load_adapter(bundle / entry.formats[kind].path, name)
@@ -202,7 +245,11 @@ class Runtime:
 
     @property
     def active(self) -> list[ActiveAdapter]:
-        return [ActiveAdapter(n, s) for n, s in self._default]
+        return [ActiveAdapter(n, s) for n, s in (self._fused or self._default)]
+
+    @property
+    def mode(self) -> str:
+        return "fused" if self._fused else "dynamic"
 
     @property
     def policies(self) -> dict[str, list[ActiveAdapter]]:
@@ -246,6 +293,13 @@ class Runtime:
                 raise InputError("policy= takes a policy name, or [] for the bare base")
         else:
             key = self._default if adapters is None else tuple((n, float(s)) for n, s in adapters)
+        if self._fused:
+            if policy is None and adapters is None or key == self._fused:
+                return ()  # already merged into the loaded weights
+            raise InputError(
+                "this runtime runs one fused policy (" + " + ".join(f"{n}:{s:g}" for n, s in self._fused)
+                + "); open it with mode='dynamic' to switch adapters per call"
+            )
         if not key and self._manifest is not None and not self._manifest.allow_no_adapter:
             raise InputError("this bundle forbids running without a safety adapter")
         return key
@@ -284,8 +338,9 @@ class Runtime:
                 if on_text is not None and text:
                     on_text(text)
         finish = "length" if len(tokens) >= max_tokens else "stop"
-        return GenerationResult("".join(parts), tokens, ids, [ActiveAdapter(n, s) for n, s in active],
-                                self.backend, finish, timings)
+        applied = self._fused or active
+        return GenerationResult("".join(parts), tokens, ids, [ActiveAdapter(n, s) for n, s in applied],
+                                self.backend, finish, timings, self.mode)
 
     def stream(self, prompt: str | Sequence[Mapping[str, str]], **kwargs: Any) -> Iterator[str]:
         """Yield text pieces as they are generated (same arguments as `generate`)."""

@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     with Runtime.open(args.bundle or args.model, args.region, trusted_key=args.trusted_key, verify=args.verify,
                       no_adapter=args.no_adapter, adapters=adapters, backend=args.backend, device=args.device,
                       gpu_layers=args.gpu_layers, threads=args.threads, n_ctx=args.ctx,
-                      allow_unbound_adapters=args.allow_unbound_adapter) as rt:
+                      allow_unbound_adapters=args.allow_unbound_adapter,
+                      mode="fused" if args.fused else "dynamic") as rt:
         sink = None
         if not args.json:
             def sink(text: str) -> None:

@@ -61,6 +61,7 @@ class GenerationResult:
     backend: str
     finish_reason: str
     timings: Timings = field(default_factory=Timings)
+    mode: str = "dynamic"  # "fused": the adapters are merged into the loaded weights
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,5 +71,6 @@ class GenerationResult:
             "adapters": [asdict(a) for a in self.adapters],
             "backend": self.backend,
             "finish_reason": self.finish_reason,
+            "mode": self.mode,
             "timings": self.timings.as_dict(),
         }

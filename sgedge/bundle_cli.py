@@ -103,3 +103,18 @@ def keygen(args: argparse.Namespace) -> int:
     kid = make(f"{args.name}.key", f"{args.name}.pub")
     print(f"wrote {args.name}.key (private, keep it secret) and {args.name}.pub (ship it in your app); key id {kid}")
     return 0
+
+
+def fuse(args: argparse.Namespace) -> int:
+    import time
+
+    from sgedge.runtime.api import Runtime
+
+    t0 = time.perf_counter()
+    with Runtime.open(args.bundle, args.policy, trusted_key=args.trusted_key, mode="fused") as rt:
+        if rt.policy != args.policy:
+            raise InputError(f"bundle has no policy {args.policy!r} (known: {', '.join(sorted(rt.policies))})")
+        path = rt.fused_path
+    size = path.stat().st_size / 1e6 if path else 0.0
+    print(f"policy {args.policy}: fused base {path} ({size:.1f} MB) ready in {time.perf_counter() - t0:.1f} s")
+    return 0

@@ -55,6 +55,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--region", help="bundle policy key (default: $SGEDGE_REGION, then the bundle's default)")
     r.add_argument("--no-adapter", action="store_true", help="run the bare base (only if the bundle allows it)")
     r.add_argument("--trusted-key", help="publisher's public key: the bundle signature must verify with it")
+    r.add_argument("--fused", action="store_true",
+                   help="merge the adapters into a cached copy of the base and run that (GGUF): no LoRA cost "
+                   "per token, one fixed policy")
     r.add_argument("--verify", choices=["cached", "full"], default="cached",
                    help="bundle base hashing: cached by file identity (default) or full every time")
     r.add_argument("--adapter", action="append", default=[], metavar="PATH[:SCALE]",
@@ -80,7 +83,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
 
 def _bundle_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bundle", help="create, update, inspect, verify and sign deployment bundles")
-    verb = p.add_subparsers(dest="verb", required=True, metavar="{create,add-adapter,set-policy,inspect,verify,sign}")
+    verb = p.add_subparsers(dest="verb", required=True, metavar="{create,add-adapter,set-policy,inspect,verify,sign,fuse}")
     c = verb.add_parser("create", help="export a base and safety adapters into a bundle with policies")
     c.add_argument("out", help="new bundle folder")
     c.add_argument("--base", required=True, help="Hugging Face base model directory")
@@ -117,6 +120,11 @@ def _bundle_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("bundle")
     g.add_argument("--key", required=True)
     g.set_defaults(handler="sgedge.bundle_cli:sign")
+    f = verb.add_parser("fuse", help="build (or check) the fused base of a policy, cached in the bundle")
+    f.add_argument("bundle")
+    f.add_argument("--policy", required=True, help="policy key (region)")
+    f.add_argument("--trusted-key")
+    f.set_defaults(handler="sgedge.bundle_cli:fuse")
     k = sub.add_parser("keygen", help="create an Ed25519 key pair NAME.key / NAME.pub for signing bundles")
     k.add_argument("name")
     k.set_defaults(handler="sgedge.bundle_cli:keygen")
