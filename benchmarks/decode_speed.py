@@ -105,7 +105,9 @@ def onnx_engines(onnx: dict[str, Path], precision: str, threads: int) -> dict[st
         return run
 
     rt = Runtime.open(onnx["base"], adapters=[onnx["adapter"]], threads=threads)
+    fused = Runtime.open(onnx["base"], adapters=[onnx["adapter"]], threads=threads, mode="fused")
     return {
+        f"sgedge onnx {precision} fused": lambda n: fused.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True),
         f"onnxruntime-genai {precision}": plain(onnx["plain"]),
         f"onnxruntime-genai {precision} + adapter (baked)": plain(onnx["plain_adapter"]),
         f"sgedge onnx {precision}": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, adapters=[], ignore_eos=True),
@@ -210,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.onnx:
         for prec in ("fp32", "int4"):
             pairs += [(f"sgedge onnx {prec}", f"onnxruntime-genai {prec}"),
-                      (f"sgedge onnx {prec} + adapter", f"onnxruntime-genai {prec} + adapter (baked)")]
+                      (f"sgedge onnx {prec} + adapter", f"onnxruntime-genai {prec} + adapter (baked)"),
+                      (f"sgedge onnx {prec} fused", f"onnxruntime-genai {prec} + adapter (baked)")]
     for ours, theirs in pairs:
         print(f"  ratio {ours} / {theirs}: {rates[ours] / rates[theirs]:.3f}")
     print(f"  adapter cost in llama.cpp: {rates['llama-cpp-python + adapter'] / rates['llama-cpp-python']:.3f}x")

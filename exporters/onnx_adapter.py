@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 from sgedge.exporters.onnx_base import BASE_META
 from sgedge.exporters.peft_adapter import load_peft_adapter
-from sgedge.runtime.onnx_adapter_io import write_adapter
-from sgedge.runtime.onnx_backend import fingerprint_tag
+from sgedge.runtime.onnx_adapter_io import fingerprint_tag, write_adapter
 
 from sgedge.errors import AdapterError, InputError
 from sgedge.families import FAMILIES

@@ -150,8 +150,6 @@ class Runtime:
         """Adapters were verified against the base by the caller; merge and run the result."""
         from sgedge.runtime.fuse import ensure_fused
 
-        if kind != "gguf":
-            raise InputError("fused mode is available for GGUF bases; ONNX runs adapters dynamically")
         if not active:
             return cls(cls._backend(base, kind, **engine), (), time.perf_counter() - t0, manifest, policy)
         fused = ensure_fused(base, [(loaded[n], s) for n, s in active], cache_dir)
@@ -215,13 +213,20 @@ class Runtime:
         if mode == "fused":
             paths = {n: bundle / e.formats[kind].path for n, e in manifest.adapters.items()}
             active = [(it.adapter, it.scale) for it in items]
-            if kind == "gguf":  # the binding check of every adapter in use, before merging
+            # The binding check of every adapter in use, before merging.
+            if kind == "gguf":
                 from sgedge.runtime.gguf_meta import read_gguf_info
                 from sgedge.runtime.llama_backend import check_adapter_fits
 
                 base_info = read_gguf_info(base_path)
                 for name, _ in active:
                     check_adapter_fits(base_info, read_gguf_info(paths[name]))
+            else:
+                from sgedge.runtime.onnx_backend import OnnxBackend
+
+                with OnnxBackend(base_path, device="cpu") as probe:
+                    for name, _ in active:
+                        probe.check_adapter(paths[name])
             return cls._open_fused(base_path, kind, paths, active, bundle / ".fused", t0, manifest, key, **engine)
         be = cls._backend(base_path, kind, **engine)
         try:

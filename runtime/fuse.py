@@ -1,6 +1,7 @@
 """Fused mode: a base with a fixed policy's adapters merged in, for deployments whose
 policy is chosen once at start-up. llama.cpp's LoRA path costs 25-35% of decode speed
-(extra matmuls per projection); a fused base runs at bare-base speed.
+(extra matmuls per projection); a fused base runs at bare-base speed. (ONNX: the
+composed adapter is baked into the slotted graph as constants; see fuse_onnx.)
 
 The merge happens in float: each adapted tensor is dequantized (gguf-py), W += sum of
 scale * alpha / rank * B @ A (A and B exactly as llama.cpp applies them, so the rope
@@ -36,9 +37,18 @@ class FusedFile:
     seconds: float
 
 
+def _files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def _digests(path: Path, cache: HashCache) -> dict[str, str]:
+    return {p.relative_to(path.parent).as_posix(): cache.sha256(p) for p in _files(path)}
+
+
 def fuse_key(base: Path, adapters: Sequence[tuple[Path, float]], cache: HashCache) -> str:
     h = hashlib.sha256(b"sgedge-fuse-v1\n")
-    h.update(cache.sha256(base).encode())
+    for digest in _digests(base, cache).values():
+        h.update(digest.encode())
     for path, scale in adapters:
         h.update(f"\n{cache.sha256(path)}:{float(scale)!r}".encode())
     return h.hexdigest()[:24]
@@ -127,28 +137,101 @@ def default_cache_dir() -> Path:
 
 
 def ensure_fused(base: Path, adapters: Sequence[tuple[Path, float]], cache_dir: Path) -> FusedFile:
-    """The fused base for (base, adapters, scales): from the cache if intact, else built."""
+    """The fused base for (base, adapters, scales): from the cache if intact, else built.
+    `base` is a GGUF file or an ONNX folder; the result has the same form."""
     import time
 
     cache = HashCache()
     key = fuse_key(base, adapters, cache)
-    path = cache_dir / f"{key}.gguf"
+    path = cache_dir / (f"{key}.gguf" if base.is_file() else f"{key}-onnx")
     meta = cache_dir / f"{key}.json"
-    if path.is_file() and meta.is_file():
+    if path.exists() and meta.is_file():
         try:
-            recorded = json.loads(meta.read_text())["sha256"]
+            recorded = json.loads(meta.read_text())["files"]
         except (ValueError, KeyError):
             recorded = None
-        if recorded == cache.sha256(path):
+        if recorded == _digests(path, cache):
             cache.save()
             return FusedFile(path, key, False, 0.0)
     t0 = time.perf_counter()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fuse_gguf(base, adapters, path)
+    if base.is_file():
+        fuse_gguf(base, adapters, path)
+    else:
+        fuse_onnx(base, adapters, path)
     from sgedge._fs import atomic_path
 
     with atomic_path(meta) as tmp:
-        tmp.write_text(json.dumps({"sha256": cache.sha256(path), "base": str(base),
+        tmp.write_text(json.dumps({"files": _digests(path, cache), "base": str(base),
                                    "adapters": [[str(p), s] for p, s in adapters]}, indent=2))
     cache.save()
     return FusedFile(path, key, True, time.perf_counter() - t0)
+
+
+def fuse_onnx(base_dir: Path, adapters: Sequence[tuple[Path, float]], out_dir: Path) -> None:
+    """Write `out_dir`: the slotted ONNX base with the composed adapter baked in as
+    constants (ONNX Runtime can prepack them), and the LoRA branch of every slot the
+    adapters do not use removed. The result has no adapter inputs."""
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+    from sgedge.runtime.onnx_adapter_io import compose
+
+    _, params = compose(list(adapters))
+    model = onnx.load(str(base_dir / "model.onnx"), load_external_data=True)
+    g = model.graph
+    slot_inputs = {i.name for i in g.input if ".lora_" in i.name}
+    unknown = sorted(set(params) - slot_inputs)
+    if unknown:
+        raise InputError(f"cannot fuse: the base has no LoRA input {unknown[0]}")
+    inits = {i.name: i for i in g.initializer}
+    for name, arr in params.items():
+        inits[name].CopyFrom(numpy_helper.from_array(arr.astype(numpy_helper.to_array(inits[name]).dtype), name))
+    # Unused slots: route each Add's consumers to the base MatMul output, drop the branch.
+    unused = {n for n in slot_inputs if n not in params}
+    producers = {o: n for n in g.node for o in n.output}
+    drop, rename = set(), {}
+    for node in g.node:
+        if node.op_type == "Add" and len(node.input) == 2 and node.input[1] in producers:
+            b_node = producers[node.input[1]]
+            if b_node.op_type == "MatMul" and b_node.input[1] in unused:
+                a_node = producers.get(b_node.input[0])
+                drop.update({id(node), id(b_node)} | ({id(a_node)} if a_node is not None else set()))
+                rename[node.output[0]] = node.input[0]
+    kept = [n for n in g.node if id(n) not in drop]
+    for n in kept:
+        for i, name in enumerate(n.input):
+            if name in rename:
+                n.input[i] = rename[name]
+    for o in g.output:
+        if o.name in rename:
+            raise InputError("cannot fuse: a LoRA branch feeds a graph output directly")
+    del g.node[:]
+    g.node.extend(kept)
+    used = {i for n in g.node for i in n.input}
+    keep_inits = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep_inits)
+    keep_inputs = [i for i in g.input if i.name not in slot_inputs]
+    del g.input[:]
+    g.input.extend(keep_inputs)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        for f in base_dir.iterdir():
+            if f.is_file() and not f.name.startswith("model.onnx"):
+                shutil.copy2(f, tmp / f.name)
+        meta_file = tmp / "sgedge_base.json"
+        if meta_file.is_file():
+            meta = json.loads(meta_file.read_text())
+            meta["slots"] = {}
+            meta["fused"] = [{"sha256": HashCache().sha256(p), "scale": s} for p, s in adapters]
+            meta_file.write_text(json.dumps(meta, indent=2))
+        onnx.save(model, str(tmp / "model.onnx"), save_as_external_data=True, location="model.onnx.data",
+                  size_threshold=1024)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.replace(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

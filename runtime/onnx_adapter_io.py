@@ -1,4 +1,9 @@
-"""Write ONNX Runtime adapter files (`onnxruntime.AdapterFormat`), atomically."""
+"""ONNX Runtime adapter files (`onnxruntime.AdapterFormat`): read, compose, write.
+
+ONNX Runtime can neither scale an adapter nor activate two at once, so sgedge composes
+them into one: each scale folded into B, several adapters concatenated along the rank
+axis (A's columns, B's rows), so that x A B = sum_i s_i x A_i B_i.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sgedge._fs import atomic_path
+from sgedge.errors import AdapterMismatchError
 
 ADAPTER_VERSION = 1
 
@@ -20,3 +26,36 @@ def write_adapter(path: Path, params: dict[str, np.ndarray], model_version: int)
     fmt.set_parameters({k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in params.items()})
     with atomic_path(path) as tmp:
         fmt.export_adapter(str(tmp))
+
+
+def fingerprint_tag(fingerprint: str) -> int:
+    """The base binding an .onnx_adapter stores in its int32 model_version field."""
+    return int(fingerprint.split(":", 1)[-1][:7], 16)
+
+
+def read_adapter_params(path: Path) -> tuple[int, dict[str, np.ndarray]]:
+    import onnxruntime as ort
+
+    try:
+        fmt = ort.AdapterFormat.read_adapter(str(path))
+    except Exception as e:
+        raise AdapterMismatchError(f"{path} is not an ONNX Runtime adapter file ({e})") from e
+    # Copy: the arrays view memory owned by `fmt`, which is freed with it.
+    params = {k: np.array(v.numpy(), copy=True) for k, v in fmt.get_parameters().items()}
+    return int(fmt.get_model_version()), params
+
+
+def compose(adapters: list[tuple[Path, float]]) -> tuple[int, dict[str, np.ndarray]]:
+    """(model_version, parameters) of one adapter equal to the scaled sum of `adapters`."""
+    parts: dict[str, list[np.ndarray]] = {}
+    version = 0
+    for path, scale in adapters:
+        version, params = read_adapter_params(path)
+        for pname, arr in params.items():
+            if pname.endswith("lora_B.MatMul.weight"):
+                arr = arr * np.asarray(scale, dtype=arr.dtype)
+            parts.setdefault(pname, []).append(arr)
+    return version, {
+        pname: np.concatenate(arrs, axis=1 if pname.endswith("lora_A.MatMul.weight") else 0)
+        for pname, arrs in parts.items()
+    }

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sgedge.runtime.onnx_adapter_io import fingerprint_tag, read_adapter_params
 from sgedge.runtime.types import Sampling, Timings
 
 from sgedge.errors import AdapterMismatchError, BackendError, InputError
@@ -34,23 +35,6 @@ def _og() -> Any:
     except ImportError as e:  # pragma: no cover
         raise BackendError("the ONNX backend needs onnxruntime-genai: pip install 'sgedge[runtime]'") from e
     return og
-
-
-def fingerprint_tag(fingerprint: str) -> int:
-    """The base binding an .onnx_adapter stores in its int32 model_version field."""
-    return int(fingerprint.split(":", 1)[-1][:7], 16)
-
-
-def read_adapter_params(path: Path) -> tuple[int, dict[str, np.ndarray]]:
-    import onnxruntime as ort
-
-    try:
-        fmt = ort.AdapterFormat.read_adapter(str(path))
-    except Exception as e:
-        raise AdapterMismatchError(f"{path} is not an ONNX Runtime adapter file ({e})") from e
-    # Copy: the arrays view memory owned by `fmt`, which is freed with it.
-    params = {k: np.array(v.numpy(), copy=True) for k, v in fmt.get_parameters().items()}
-    return int(fmt.get_model_version()), params
 
 
 @dataclass
@@ -158,20 +142,9 @@ class OnnxBackend:
         return name
 
     def _compose(self, key: tuple[tuple[str, float], ...]) -> str:
-        from sgedge.runtime.onnx_adapter_io import write_adapter
+        from sgedge.runtime.onnx_adapter_io import compose, write_adapter
 
-        parts: dict[str, list[np.ndarray]] = {}
-        version = 0
-        for name, scale in key:
-            version, params = read_adapter_params(self._adapters[name].path)
-            for pname, arr in params.items():
-                if pname.endswith("lora_B.MatMul.weight"):
-                    arr = arr * np.asarray(scale, dtype=arr.dtype)
-                parts.setdefault(pname, []).append(arr)
-        composed = {}
-        for pname, arrs in parts.items():
-            composed[pname] = np.concatenate(arrs, axis=1 if pname.endswith("lora_A.MatMul.weight") else 0)
-        # A slot used by only some adapters still pairs A and B of equal rank.
+        version, composed = compose([(self._adapters[n].path, s) for n, s in key])
         cname = "compose-" + hashlib.sha256(repr(key).encode()).hexdigest()[:12]
         path = Path(self._tmp.name) / f"{cname}.onnx_adapter"
         write_adapter(path, composed, version)

@@ -85,3 +85,31 @@ def test_bundle_fuse_cache_follows_adapter_updates(tiny, tmp_path, capsys):
     with Runtime.open(bundle, "EU", mode="fused") as rt:
         assert rt.fused_path.name not in before, "a new adapter means a new fused file"
     assert main(["bundle", "fuse", str(bundle), "--policy", "XX"]) == 1
+
+
+def test_onnx_fused_bakes_the_composed_adapter(tiny, tiny_onnx):
+    import onnx
+
+    o = tiny_onnx("qwen3")
+    with Runtime.open(o.base, adapters=[(o.a1, 1.0), (o.a2, 0.5)]) as dyn, \
+         Runtime.open(o.base, adapters=[(o.a1, 1.0), (o.a2, 0.5)], mode="fused") as fused:
+        ids = dyn.encode_prompt(PROMPT, raw=True)
+        assert float(np.abs(fused.logits(ids) - dyn.logits(ids)).max()) < 1e-4
+        graph = onnx.load(str(fused.fused_path / "model.onnx"), load_external_data=False).graph
+        assert not [i.name for i in graph.input if ".lora_" in i.name], "no adapter inputs left"
+        assert fused.generate(PROMPT, max_tokens=6).tokens == dyn.generate(PROMPT, max_tokens=6).tokens
+
+
+def test_onnx_fused_drops_unused_slots(tiny, tiny_onnx, tmp_path):
+    import onnx
+    from sgedge.exporters.onnx_adapter import export_adapter_onnx
+
+    t, o = tiny("llama"), tiny_onnx("llama")
+    qv = export_adapter_onnx(build_lora(t.hf, tmp_path / "qv", targets=["q_proj", "v_proj"]),
+                             tmp_path / "qv.onnx_adapter", base=o.base).path
+    with Runtime.open(o.base, adapters=[qv]) as dyn, Runtime.open(o.base, adapters=[qv], mode="fused") as fused:
+        ids = dyn.encode_prompt(PROMPT, raw=True)
+        assert float(np.abs(fused.logits(ids) - dyn.logits(ids)).max()) < 1e-4
+        graph = onnx.load(str(fused.fused_path / "model.onnx"), load_external_data=False).graph
+        lora_nodes = [n.name for n in graph.node if "lora" in n.name]
+        assert lora_nodes and all(("q_proj" in n or "v_proj" in n) for n in lora_nodes)
