@@ -1,0 +1,270 @@
+"""The full performance table: every engine a user could run, per model shape, in one
+process on one machine, plus adapter switch time, resident-adapter memory and the
+memory-bandwidth bound. Writes docs/performance.md and docs/performance.png.
+
+    pip install -e ".[all,bench]"
+    python benchmarks/run.py [--shapes smollm2-135m,qwen2.5-0.5b] [--repeats 3]
+
+Columns: decode tok/s = (N-1) / (T(N) - T(1)) with N=64 and a short prompt; prefill
+tok/s = P / T(1) and TTFT = T(1) for a long prompt of P tokens (no KV reuse between runs); switch = one change of the active adapter set
+(GGUF: llama_set_adapters_lora; ONNX: cached composition); RSS = peak resident memory
+of a fresh process that opens the base with 1 or 4 adapters and generates 8 tokens;
+bound = measured read bandwidth / bytes of weights read per token (the GGUF file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from decode_speed import PROMPT, SHAPES, build  # noqa: E402
+
+LONG_PROMPT = " ".join([PROMPT] * 12)
+
+
+def bandwidth_gb_s(threads: int) -> float:
+    """Read bandwidth with as many threads as the engines use (numpy releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = [np.ones(64 << 20, dtype=np.float32) for _ in range(threads)]  # 256 MB each
+    best = 0.0
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(5):
+            t0 = time.perf_counter()
+            list(pool.map(lambda a: float(a.sum()), parts))
+            best = max(best, sum(a.nbytes for a in parts) / (time.perf_counter() - t0))
+    return best / 1e9
+
+
+def rss_child(model: Path, adapters: list[Path]) -> float:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent at fork.
+    code = (
+        "from sgedge.runtime.api import Runtime\n"
+        f"rt = Runtime.open({str(model)!r}, adapters={[str(a) for a in adapters]!r}, n_ctx=512)\n"
+        "rt.generate('Hello', raw=True, max_tokens=8)\n"
+        "print([ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024  # kB -> MiB
+
+
+def timing(run: Callable[[str, int], None], repeats: int) -> tuple[float, float]:
+    """(decode tok/s with the short prompt, T(1) with the long prompt), medians.
+    Decode uses a short prompt so that prefill noise does not leak into T(64) - T(1)."""
+    dec, first = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(PROMPT, 1)
+        t1 = time.perf_counter()
+        run(PROMPT, 64)
+        t2 = time.perf_counter()
+        dec.append(63 / ((t2 - t1) - (t1 - t0)))
+        t3 = time.perf_counter()
+        run(LONG_PROMPT, 1)
+        first.append(time.perf_counter() - t3)
+    return statistics.median(dec), statistics.median(first)
+
+
+def engines(paths: dict[str, Path], work: Path, threads: int) -> dict[str, Callable[[str, int], None]]:
+    import onnxruntime_genai as og
+    from decode_speed import plain_builder
+    from llama_cpp import Llama
+    from sgedge.exporters.onnx_adapter import export_adapter_onnx
+    from sgedge.exporters.onnx_base import export_base_onnx
+    from sgedge.runtime.api import Runtime
+    from tokenizers import Tokenizer
+
+    runs: dict[str, Callable[[str, int], None]] = {}
+    import peft
+    import torch
+    import transformers
+
+    torch.set_num_threads(threads)
+    tok = transformers.AutoTokenizer.from_pretrained(paths["hf"])
+    pm = peft.PeftModel.from_pretrained(
+        transformers.AutoModelForCausalLM.from_pretrained(paths["hf"], dtype=torch.float32), str(paths["lora"])).eval()
+
+    def hf_run(prompt: str, n: int) -> None:
+        ids_pt = tok(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            pm.generate(ids_pt, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    runs["transformers + PEFT f32"] = hf_run
+
+    def plain_llama(llm: Llama) -> Callable[[str, int], None]:
+        def run(prompt: str, n: int) -> None:
+            ids = llm.tokenize(prompt.encode(), add_bos=True)
+            llm.reset()  # no KV prefix reuse between runs: every engine pays its prefill
+            for i, _ in enumerate(llm.generate(ids, top_k=1, temp=0.0, reset=True)):
+                if i + 1 == n:
+                    break
+        return run
+
+    kw = {"n_ctx": 1024, "n_threads": threads, "n_threads_batch": threads, "verbose": False}
+    runs["llama-cpp-python q8_0"] = plain_llama(Llama(str(paths["base"]), **kw))
+    runs["llama-cpp-python q8_0 + adapter"] = plain_llama(Llama(str(paths["base"]), lora_path=str(paths["adapter"]), **kw))
+
+    plain_onnx = plain_builder(paths["hf"], work / "og-plain", "int4", None)
+    plain_onnx_lora = plain_builder(paths["hf"], work / "og-lora", "int4", paths["lora"])
+    og_tok = Tokenizer.from_file(str(plain_onnx / "tokenizer.json"))
+    overlay = json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}})
+
+    def plain_og(folder: Path) -> Callable[[str, int], None]:
+        cfg = og.Config(str(folder))
+        cfg.overlay(overlay)
+        model = og.Model(cfg)
+
+        def run(prompt: str, n: int) -> None:
+            ids_og = og_tok.encode(prompt).ids
+            p = og.GeneratorParams(model)
+            p.set_search_options(max_length=len(ids_og) + n, min_length=len(ids_og) + n, do_sample=False)
+            g = og.Generator(model, p)
+            g.append_tokens(ids_og)
+            while not g.is_done():
+                g.generate_next_token()
+        return run
+
+    runs["onnxruntime-genai int4"] = plain_og(plain_onnx)
+    runs["onnxruntime-genai int4 + adapter (baked)"] = plain_og(plain_onnx_lora)
+
+    def ours(rt: Runtime, adapters=None) -> Callable[[str, int], None]:
+        return lambda prompt, n: rt.generate(prompt, raw=True, max_tokens=n, adapters=adapters, ignore_eos=True)
+
+    dyn = Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=1024, threads=threads)
+    runs["sgedge gguf dynamic + adapter"] = ours(dyn)
+    runs["sgedge gguf fused"] = ours(Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=1024,
+                                                  threads=threads, mode="fused"))
+    onnx_base = export_base_onnx(paths["hf"], work / "sg-onnx", dtype="int4").path
+    onnx_adapter = export_adapter_onnx(paths["lora"], work / "a.onnx_adapter", base=onnx_base).path
+    runs["sgedge onnx int4 dynamic + adapter"] = ours(Runtime.open(onnx_base, adapters=[onnx_adapter], threads=threads))
+    runs["sgedge onnx int4 fused"] = ours(Runtime.open(onnx_base, adapters=[onnx_adapter], threads=threads,
+                                                       mode="fused"))
+    runs["_switch"] = dyn  # type: ignore[assignment]
+    runs["_onnx"] = (onnx_base, onnx_adapter)  # type: ignore[assignment]
+    return runs
+
+
+def switch_ms(rt, pairs: int = 2000) -> float:
+    be = rt._backend  # the engine call itself, without a generation around it
+    sets = [[("adapter", 1.0)], []]
+    t0 = time.perf_counter()
+    for i in range(pairs):
+        be.set_active(sets[i % 2])
+    return (time.perf_counter() - t0) / pairs * 1000
+
+
+def measure_shape(shape: str, repeats: int, threads: int) -> dict:
+    from sgedge.exporters.synthetic import build_lora
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        os.environ["SGEDGE_CACHE_DIR"] = str(work / "cache")
+        paths = build(work, shape, "q8_0", 16)
+        runs = engines(paths, work, threads)
+        dyn = runs.pop("_switch")
+        runs.pop("_onnx")
+        for run in runs.values():
+            run(PROMPT, 2)
+        rows = {}
+        for name, run in runs.items():
+            dec, t1 = timing(run, repeats)
+            rows[name] = {"decode_tok_s": dec, "ttft_s": t1}
+        n_prompt = len(dyn.encode_prompt(LONG_PROMPT, raw=True))
+        for r in rows.values():
+            r["prefill_tok_s"] = n_prompt / r["ttft_s"]
+        extra = [paths["adapter"]]
+        from sgedge.exporters.gguf_adapter import export_adapter_gguf
+
+        for i in range(3):
+            lora = build_lora(paths["hf"], work / f"extra{i}", r=16, alpha=32, std=0.02, seed=50 + i)
+            extra.append(export_adapter_gguf(lora, work / f"extra{i}.gguf", base=paths["hf"], dtype="f16").path)
+        adapter_mb = sum(p.stat().st_size for p in extra) / 2**20
+        base_bytes = paths["base"].stat().st_size
+        result = {
+            "rows": rows,
+            "prompt_tokens": n_prompt,
+            "switch_ms_gguf": switch_ms(dyn),
+            "rss_mib": {"base only": rss_child(paths["base"], []), "1 adapter": rss_child(paths["base"], extra[:1]),
+                        "4 adapters": rss_child(paths["base"], extra)},
+            "adapter_files_mib": {"1": extra[0].stat().st_size / 2**20, "4": adapter_mb},
+            "base_mib": base_bytes / 2**20,
+        }
+        dyn.close()
+    return result
+
+
+def write_docs(results: dict, bw: float, threads: int, out_md: Path, out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = ["# Performance", "", f"Generated by `python benchmarks/run.py` on {platform.machine()}, "
+             f"{os.cpu_count()} cores, {threads} threads, CPU only; numpy read bandwidth {bw:.1f} GB/s. "
+             "Random-weight models in each shape; q8_0 GGUF / int4 ONNX bases; a rank-16 adapter on all "
+             "7 projections. Absolute numbers on this VM move ~20% between runs; compare within a table.", ""]
+    fig, axes = plt.subplots(1, len(results), figsize=(7 * len(results), 5), squeeze=False)
+    for ax, (shape, r) in zip(axes[0], results.items(), strict=True):
+        bound = bw * 1e9 / (r["base_mib"] * 2**20)
+        lines += [f"## {shape}", "", f"Decode: short prompt, 64 tokens. Prefill and time to first token: a "
+                  f"{r['prompt_tokens']}-token prompt. Bandwidth bound of the q8_0 rows ({r['base_mib']:.0f} MiB "
+                  f"of weights read per token): {bound:.0f} tok/s (int4 rows read less).", "",
+                  "| engine | decode tok/s | prefill tok/s | time to first token (ms) |", "|---|---|---|---|"]
+        for name, row in r["rows"].items():
+            lines.append(f"| {name} | {row['decode_tok_s']:.1f} | {row['prefill_tok_s']:.0f} | "
+                         f"{row['ttft_s'] * 1000:.0f} |")
+        rss = r["rss_mib"]
+        grow = rss["4 adapters"] - rss["base only"]
+        lines += ["", f"Adapter switch (GGUF, `llama_set_adapters_lora`): {r['switch_ms_gguf'] * 1000:.1f} µs. "
+                  f"Peak RSS: base {rss['base only']:.0f} MiB, +1 adapter {rss['1 adapter']:.0f} MiB, +4 adapters "
+                  f"{rss['4 adapters']:.0f} MiB: 4 resident adapters add {grow:.0f} MiB for "
+                  f"{r['adapter_files_mib']['4']:.1f} MiB of adapter files ({grow / r['adapter_files_mib']['4']:.2f}x).",
+                  ""]
+        names = list(r["rows"])
+        ax.barh(names, [r["rows"][n]["decode_tok_s"] for n in names], color="#4477aa")
+        ax.axvline(bound, color="#cc6677", linestyle="--", label=f"q8_0 bandwidth bound {bound:.0f}")
+        ax.set_title(f"{shape}: decode tok/s")
+        ax.invert_yaxis()
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    lines += ["![decode speed](performance.png)", ""]
+    out_md.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    from sgedge.runtime.llama_lib import physical_cores
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", default="smollm2-135m,qwen2.5-0.5b")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=physical_cores())
+    p.add_argument("--out", type=Path, default=HERE.parent / "docs")
+    args = p.parse_args(argv)
+    bw = bandwidth_gb_s(args.threads)
+    results = {}
+    for shape in args.shapes.split(","):
+        if shape not in SHAPES:
+            raise SystemExit(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
+        results[shape] = measure_shape(shape, args.repeats, args.threads)
+        print(shape, json.dumps(results[shape], indent=1, default=float), flush=True)
+    args.out.mkdir(exist_ok=True)
+    write_docs(results, bw, args.threads, args.out / "performance.md", args.out / "performance.png")
+    print(f"wrote {args.out / 'performance.md'} and {args.out / 'performance.png'}")
+
+
+if __name__ == "__main__":
+    main()
