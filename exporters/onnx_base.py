@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 from sgedge.exporters.hf_model import HFModel
+from sgedge.runtime.onnx_backend import BASE_META
 
 import sgedge
 from sgedge.errors import BackendError, InputError, UnsupportedModelError
 
 ONNX_DTYPES = ("fp32", "fp16", "int4")
 ONNX_ROPE_TYPES = ("default", "llama3")
-BASE_META = "sgedge_base.json"
 SCHEMA_VERSION = 1
 _LORA_INIT = re.compile(r"^(?P<slot>.+)\.lora_(?P<ab>[AB])\.MatMul\.weight$")
 

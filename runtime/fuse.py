@@ -130,10 +130,9 @@ def fuse_gguf(base: Path, adapters: Sequence[tuple[Path, float]], out: Path) -> 
 
 
 def default_cache_dir() -> Path:
-    import os
+    from sgedge.bundle_verify import cache_root
 
-    root = os.environ.get("SGEDGE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "sgedge")
-    return Path(root) / "fused"
+    return cache_root() / "fused"
 
 
 def ensure_fused(base: Path, adapters: Sequence[tuple[Path, float]], cache_dir: Path) -> FusedFile:

@@ -25,7 +25,7 @@ from sgedge.runtime.types import Sampling, Timings
 from sgedge.errors import AdapterMismatchError, BackendError, InputError
 
 DEVICES = ("auto", "cpu", "gpu", "cuda", "dml")
-BASE_META = "sgedge_base.json"  # written by sgedge.exporters.onnx_base
+BASE_META = "sgedge_base.json"  # an ONNX base's sgedge metadata (exporters.onnx_base writes it)
 _SLOT_SUFFIXES = (".lora_A.MatMul.weight", ".lora_B.MatMul.weight")
 
 

@@ -34,9 +34,13 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def cache_root() -> Path:
+    """sgedge's cache folder: $SGEDGE_CACHE_DIR, else ~/.cache/sgedge."""
+    return Path(os.environ.get("SGEDGE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "sgedge"))
+
+
 def _cache_file() -> Path:
-    root = os.environ.get("SGEDGE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "sgedge")
-    return Path(root) / "hash-cache.json"
+    return cache_root() / "hash-cache.json"
 
 
 class HashCache:
