@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import sgedge
+from sgedge._fs import make_temp_dir
 from sgedge.bundle_verify import sha256_file
 from sgedge.errors import InputError
 from sgedge.manifest import (
@@ -114,7 +114,7 @@ def create_bundle(
     if default_policy is not None and default_policy not in policies:
         raise InputError(f"--default-policy {default_policy!r} is not one of the policies ({', '.join(policies)})")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    tmp = make_temp_dir(out)
     try:
         base_formats: dict[str, Artifact] = {}
         fingerprint = family = ""

@@ -26,6 +26,7 @@ from sgedge.exporters.hf_model import HFModel
 from sgedge.runtime.onnx_backend import BASE_META
 
 import sgedge
+from sgedge._fs import normalize_modes
 from sgedge.errors import BackendError, InputError, UnsupportedModelError
 
 ONNX_DTYPES = ("fp32", "fp16", "int4")
@@ -105,6 +106,7 @@ def _open_slots(model_file: Path) -> dict[str, dict[str, int]]:
 
 def _replace_dir(tmp: Path, out: Path) -> None:
     """Move the finished export into place; an existing export is swapped out, not merged."""
+    normalize_modes(tmp)
     old = None
     if out.exists():
         if not (out / BASE_META).is_file() and any(out.iterdir()):

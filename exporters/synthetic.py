@@ -61,7 +61,7 @@ TOKENIZER_STYLE = {
 }
 
 
-def _byte_level_tokenizer(style: str, vocab_size: int) -> tuple[Any, dict[str, Any]]:
+def _byte_level_tokenizer(style: str, vocab_size: int, corpus: Sequence[str] = CORPUS * 4) -> tuple[Any, dict[str, Any]]:
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -91,7 +91,7 @@ def _byte_level_tokenizer(style: str, vocab_size: int) -> tuple[Any, dict[str, A
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(CORPUS * 4, trainer)
+    tok.train_from_iterator(corpus, trainer)
     tok.add_special_tokens(specials)
     if style == "llama3":
         from tokenizers import processors
@@ -149,14 +149,17 @@ def _spm_tokenizer(vocab_size: int, phi3: bool = False) -> tuple[Any, dict[str, 
     return tok, {**names, "eos_token": "<|end|>", "chat_template": PHI3_TEMPLATE}
 
 
-def save_tokenizer(out_dir: Path, style: str, vocab_size: int = 400) -> Any:
-    """Train and save a tokenizer of `style` (llama3, qwen2, gpt2, smollm, spm, phi3) to `out_dir`."""
+def save_tokenizer(out_dir: Path, style: str, vocab_size: int = 400, corpus: Sequence[str] | None = None) -> Any:
+    """Train and save a tokenizer of `style` (llama3, qwen2, gpt2, smollm, spm, phi3) to `out_dir`.
+
+    `corpus` (byte-level styles only) replaces the built-in lines the BPE is trained on.
+    """
     from transformers import PreTrainedTokenizerFast
 
     if style in ("spm", "phi3"):
         tok, extra = _spm_tokenizer(vocab_size, phi3=style == "phi3")
     else:
-        tok, extra = _byte_level_tokenizer(style, vocab_size)
+        tok, extra = _byte_level_tokenizer(style, vocab_size, *([corpus] if corpus is not None else []))
     chat_template = extra.pop("chat_template")
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, **extra)
     hf.chat_template = chat_template

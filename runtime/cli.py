@@ -19,6 +19,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--adapter applies to --model; a bundle's adapters come from its policies (--region)")
     if args.model and (args.region or args.trusted_key):
         raise InputError("--region and --trusted-key apply to --bundle")
+    if not args.bundle and not args.model:
+        if adapters:
+            raise InputError("--adapter needs --model (the embedded demo's adapters come from --region)")
+        from sgedge.demo import demo_bundle
+
+        args.bundle = str(demo_bundle())
     with Runtime.open(args.bundle or args.model, args.region, trusted_key=args.trusted_key, verify=args.verify,
                       no_adapter=args.no_adapter, adapters=adapters, backend=args.backend, device=args.device,
                       gpu_layers=args.gpu_layers, threads=args.threads, n_ctx=args.ctx,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sgedge._fs import make_temp_dir
 from sgedge.bundle_verify import HashCache
 from sgedge.errors import InputError
 
@@ -215,7 +216,7 @@ def fuse_onnx(base_dir: Path, adapters: Sequence[tuple[Path, float]], out_dir: P
     keep_inputs = [i for i in g.input if i.name not in slot_inputs]
     del g.input[:]
     g.input.extend(keep_inputs)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp = make_temp_dir(out_dir)
     try:
         for f in base_dir.iterdir():
             if f.is_file() and not f.name.startswith("model.onnx"):

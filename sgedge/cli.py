@@ -49,9 +49,10 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
 def _run_parser(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="generate with a base model and safety adapters")
     r.add_argument("prompt", help="the prompt (a user message unless --raw)")
-    src = r.add_mutually_exclusive_group(required=True)
+    src = r.add_mutually_exclusive_group()
     src.add_argument("--model", help="base model: .gguf file or ONNX folder")
-    src.add_argument("--bundle", help="bundle folder (sgedge.json); the policy comes from --region")
+    src.add_argument("--bundle", help="bundle folder (sgedge.json); the policy comes from --region "
+                     "(default, with no --model either: the embedded demo bundle, see `sgedge demo info`)")
     r.add_argument("--region", help="bundle policy key (default: $SGEDGE_REGION, then the bundle's default)")
     r.add_argument("--no-adapter", action="store_true", help="run the bare base (only if the bundle allows it)")
     r.add_argument("--trusted-key", help="publisher's public key: the bundle signature must verify with it")
@@ -130,13 +131,78 @@ def _bundle_parser(sub: argparse._SubParsersAction) -> None:
     k.set_defaults(handler="sgedge.bundle_cli:keygen")
 
 
+def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="train a LoRA safety adapter (PEFT) on a frozen Hugging Face base")
+    t.add_argument("--base", required=True, help="Hugging Face base model directory")
+    t.add_argument("--harmful", nargs="+", required=True, metavar="FILE[@LABEL]",
+                   help="prompts to refuse: .csv/.jsonl/.json/.txt (AdvBench, HarmBench, JBB, StrongREJECT, "
+                   "XSTest columns recognised); a row's `refusal` field overrides the refusal text")
+    t.add_argument("--benign", nargs="+", required=True, metavar="FILE[@LABEL]",
+                   help="prompts whose answers stay the base's own (or the row's `response`)")
+    t.add_argument("-o", "--output", required=True, help="new PEFT adapter directory")
+    t.add_argument("--rank", type=int, default=8)
+    t.add_argument("--alpha", type=float, help="LoRA alpha (default: 2 x rank)")
+    t.add_argument("--targets", help="comma-separated modules (default: all the family's projections)")
+    t.add_argument("--epochs", type=float, default=3.0)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--max-len", type=int, default=256, help="tokens per example (longer ones are cut)")
+    t.add_argument("--answer-tokens", type=int, default=64, help="length of the base answers kept for benign prompts")
+    t.add_argument("--refusal-style", choices=["short", "alternative"], default="alternative")
+    t.add_argument("--refusal-text", help="the refusal to train (overrides --refusal-style)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--save-every", type=int, default=50, help="checkpoint interval in steps")
+    t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(handler="sgedge.toolkit.cli:train")
+
+    e = sub.add_parser("eval", help="measure refusal, over-refusal, jailbreaks, utility and speed of exported artifacts")
+    src = e.add_mutually_exclusive_group()
+    src.add_argument("--bundle", help="bundle folder (default: the embedded demo)")
+    src.add_argument("--model", help="base model: .gguf file or ONNX folder")
+    e.add_argument("--policy", action="append", default=[], metavar="KEY",
+                   help="bundle policy to evaluate (repeatable; default: the bundle's default policy)")
+    e.add_argument("--adapter", action="append", default=[], metavar="PATH[:SCALE]", help="with --model")
+    e.add_argument("--no-adapter", action="store_true", help="also evaluate the bare base")
+    e.add_argument("--harmful", nargs="+", default=[], metavar="FILE[@LABEL]", help="prompts that should be refused")
+    e.add_argument("--benign", nargs="+", default=[], metavar="FILE[@LABEL]",
+                   help="prompts that should be answered (over-refusal)")
+    e.add_argument("--jailbreak-templates", metavar="FILE", help="templates with [INSERT PROMPT HERE]")
+    e.add_argument("--qa", nargs="+", default=[], metavar="FILE", help="question/answer .jsonl/.csv: exact-match accuracy")
+    e.add_argument("--ppl", metavar="FILE", help="benign text file: perplexity")
+    e.add_argument("--judge", default="keywords", help="keywords (default) or guard:MODEL.gguf")
+    e.add_argument("--keywords", metavar="FILE[:LIST]",
+                   help="refusal keyword list (JSON like refusal_keywords.json, or one phrase per line)")
+    e.add_argument("--limit", type=int, help="at most this many prompts per file (seeded sample)")
+    e.add_argument("--max-tokens", type=int, default=48)
+    e.add_argument("--backend", choices=["gguf", "onnx"])
+    e.add_argument("--ctx", type=int, default=8192, help="context size (long jailbreak prompts need room)")
+    e.add_argument("--threads", type=int)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    e.add_argument("--report", metavar="OUT.html", help="write an HTML report with a chart per metric")
+    e.add_argument("-o", "--output", metavar="OUT.json", help="also write the JSON results (with every answer)")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(handler="sgedge.toolkit.cli:evaluate")
+
+    d = sub.add_parser("demo", help="the embedded demo bundle")
+    dv = d.add_subparsers(dest="verb", required=True, metavar="{info,path}")
+    di = dv.add_parser("info", help="what the demo is and how it was made")
+    di.add_argument("--json", action="store_true")
+    di.set_defaults(handler="sgedge.demo:info_cli")
+    dp = dv.add_parser("path", help="print the demo bundle folder")
+    dp.set_defaults(handler="sgedge.demo:path_cli")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sgedge", description="Swappable LoRA safety adapters for local LLMs.")
     parser.add_argument("--version", action="version", version=f"sgedge {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{export,run,bundle,keygen}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,export,bundle,keygen,train,eval,demo}")
     _export_parser(sub)
     _run_parser(sub)
     _bundle_parser(sub)
+    _toolkit_parsers(sub)
     return parser
 
 

@@ -1,0 +1,2 @@
+"""Import name `sgedge.toolkit`: train safety adapters (`train`, needs torch + peft) and
+evaluate exported bundles through the runtime (`evaluate`, no torch)."""

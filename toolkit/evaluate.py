@@ -1,0 +1,279 @@
+"""`sgedge eval`: measure exported artifacts through the runtime (what ships is what is measured).
+
+Configurations are bundle policies (`--policy KEY`, repeatable), the adapters given with
+`--model`, and the bare base (`--no-adapter`); each runs the same prompts with greedy
+decoding on one Runtime (the base is loaded once, adapters switch per call). Metrics:
+
+- harmful refusal rate, per file and overall (judge: keywords or a guard model);
+- over-refusal: refusal rate on benign prompts (always the keyword judge: a guard
+  model scores harm, not refusals);
+- jailbreak attack success rate: harmful prompts wrapped in templates, 1 - refusal rate;
+- utility: exact-match accuracy on question/answer files, perplexity on a text file;
+- speed: median prefill and decode tokens/s of the generations above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sgedge.toolkit.judge import KeywordJudge, keyword_judge, make_judge, refusal_rate
+from sgedge.toolkit.prompts import Prompt, load, parse_file_arg, read_prompts, select
+
+from sgedge.errors import InputError
+
+SLOT = "[INSERT PROMPT HERE]"
+
+
+@dataclass
+class Config:
+    name: str
+    policy: Any = None     # bundle policy key, [] for the bare base, or None with `adapters`
+    adapters: list[tuple[str, float]] | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"policy": self.policy} if self.policy is not None else {"adapters": self.adapters or []}
+
+
+@dataclass
+class Task:
+    kind: str            # harmful | benign | jailbreak | qa
+    source: str
+    items: list[Prompt]
+    results: dict[str, list[dict]] = field(default_factory=dict)
+
+
+def _limit(items: list[Prompt], limit: int | None, seed: int) -> list[Prompt]:
+    if limit is None or len(items) <= limit:
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
+
+
+def normalize(text: str) -> str:
+    return " ".join(text.strip().lower().split()).rstrip(".!?")
+
+
+def _jailbreaks(templates_file: str, harmful: list[Prompt], limit: int | None, seed: int) -> list[Prompt]:
+    rows = read_prompts(templates_file)
+    templates = [r.text for r in rows if SLOT in r.text]
+    if not templates:
+        raise InputError(f"--jailbreak-templates {templates_file}: no template contains {SLOT}")
+    if not harmful:
+        raise InputError("--jailbreak-templates needs --harmful prompts to fill the templates with")
+    rng = random.Random(seed)
+    n = min(limit or 100, len(templates) * len(harmful))
+    pairs = rng.sample(range(len(templates) * len(harmful)), n)
+    out = []
+    for k in sorted(pairs):
+        t, h = templates[k // len(harmful)], harmful[k % len(harmful)]
+        out.append(Prompt(t.replace(SLOT, h.text), Path(templates_file).name, category=h.source))
+    return out
+
+
+def build_tasks(args: argparse.Namespace) -> list[Task]:
+    tasks: list[Task] = []
+    harmful_all: list[Prompt] = []
+    for spec in args.harmful:
+        items = _limit(load([spec]), args.limit, args.seed)
+        harmful_all += items
+        tasks.append(Task("harmful", spec, items))
+    for spec in args.benign:
+        tasks.append(Task("benign", spec, _limit(load([spec]), args.limit, args.seed)))
+    if args.jailbreak_templates:
+        tasks.append(Task("jailbreak", args.jailbreak_templates,
+                          _jailbreaks(args.jailbreak_templates, harmful_all, args.limit, args.seed)))
+    for spec in args.qa:
+        path, label = parse_file_arg(spec)
+        items = [q for q in select(read_prompts(path), label) if q.answer]
+        if not items:
+            raise InputError(f"--qa {spec}: no rows with both a question and an answer column")
+        tasks.append(Task("qa", spec, _limit(items, args.limit, args.seed)))
+    if not tasks and not args.ppl:
+        raise InputError("nothing to evaluate: give --harmful, --benign, --qa or --ppl files")
+    return tasks
+
+
+def perplexity(rt: Any, cfg: Config, text_file: str, max_tokens: int = 512) -> float:
+    import numpy as np
+
+    p = Path(text_file)
+    if not p.is_file():
+        raise InputError(f"--ppl {p}: no such file")
+    nll, count = 0.0, 0
+    for para in [x for x in p.read_text(encoding="utf-8").split("\n\n") if x.strip()]:
+        ids = rt.encode_prompt(para.strip(), raw=True)[:max_tokens]
+        if len(ids) < 2:
+            continue
+        logits = np.asarray(rt.logits(ids, **cfg.kwargs()), dtype=np.float64)[:-1]
+        m = logits.max(axis=1, keepdims=True)
+        logp = logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
+        nll -= float(logp[np.arange(len(ids) - 1), ids[1:]].sum())
+        count += len(ids) - 1
+    if not count:
+        raise InputError(f"--ppl {p}: no text to score")
+    return round(math.exp(nll / count), 4)
+
+
+def _summary(tasks: Sequence[Task], configs: Sequence[Config], judge: Any, kw: KeywordJudge,
+             ppl: dict[str, float]) -> dict[str, Any]:
+    metrics: dict[str, dict[str, Any]] = {}
+    for cfg in configs:
+        m: dict[str, Any] = {"harmful_by_file": {}, "benign_by_file": {}, "qa_by_file": {}}
+        harm, ben, jb, qa, dec, pre = [], [], [], [], [], []
+        for t in tasks:
+            rows = t.results[cfg.name]
+            flags = [r["refused"] for r in rows]
+            if t.kind == "harmful":
+                m["harmful_by_file"][t.source] = {"n": len(rows), "refusal_rate": refusal_rate(flags)}
+                harm += flags
+            elif t.kind == "benign":
+                m["benign_by_file"][t.source] = {"n": len(rows), "refusal_rate": refusal_rate(flags)}
+                ben += flags
+            elif t.kind == "jailbreak":
+                jb += flags
+            else:
+                ok = [r["correct"] for r in rows]
+                m["qa_by_file"][t.source] = {"n": len(rows), "exact_match": refusal_rate(ok),
+                                             "refusal_rate": refusal_rate(flags)}
+                qa += ok
+            dec += [r["decode_tok_s"] for r in rows if r["decode_tok_s"]]
+            pre += [r["prefill_tok_s"] for r in rows if r["prefill_tok_s"]]
+        m["harmful_refusal_rate"] = refusal_rate(harm) if harm else None
+        m["over_refusal_rate"] = refusal_rate(ben) if ben else None
+        m["jailbreak_asr"] = round(1 - refusal_rate(jb), 4) if jb else None
+        m["qa_exact_match"] = refusal_rate(qa) if qa else None
+        m["perplexity"] = ppl.get(cfg.name)
+        m["decode_tok_s"] = round(statistics.median(dec), 1) if dec else None
+        m["prefill_tok_s"] = round(statistics.median(pre), 1) if pre else None
+        metrics[cfg.name] = m
+    return {"configs": [c.name for c in configs], "metrics": metrics, "judge": judge.describe(),
+            "over_refusal_judge": kw.describe(),
+            "tasks": [{"kind": t.kind, "source": t.source, "n": len(t.items)} for t in tasks]}
+
+
+def open_runtime(args: argparse.Namespace) -> tuple[Any, list[Config], str]:
+    from sgedge.runtime.api import Runtime, parse_adapter_arg
+
+    if args.model:
+        if args.policy:
+            raise InputError("--policy applies to --bundle; with --model give --adapter")
+        adapters = [parse_adapter_arg(a) for a in args.adapter]
+        rt = Runtime.open(args.model, adapters=adapters, backend=args.backend, threads=args.threads, n_ctx=args.ctx)
+        configs = []
+        if adapters:
+            configs.append(Config("+".join(f"{Path(p).stem}:{s:g}" for p, s in adapters),
+                                  adapters=[(a.name, a.scale) for a in rt.active]))
+        if args.no_adapter or not adapters:
+            configs.append(Config("no adapter", policy=[]))
+        return rt, configs, str(args.model)
+    if args.adapter:
+        raise InputError("--adapter applies to --model; a bundle's adapters come from --policy")
+    bundle = args.bundle
+    if bundle is None:
+        from sgedge.demo import demo_bundle
+
+        bundle = str(demo_bundle())
+    rt = Runtime.open(bundle, args.policy[0] if args.policy else None, backend=args.backend, threads=args.threads,
+                      n_ctx=args.ctx)
+    keys = list(args.policy)
+    if not keys:
+        if rt.policy is None:
+            rt.close()
+            raise InputError(f"{bundle}: no default policy; choose one with --policy ({', '.join(rt.policies)})")
+        keys = [rt.policy]
+    for k in keys:
+        if k not in rt.policies:
+            rt.close()
+            raise InputError(f"--policy {k}: not in the bundle (policies: {', '.join(rt.policies)})")
+    configs = [Config(k, policy=k) for k in keys]
+    if args.no_adapter:
+        configs.append(Config("no adapter", policy=[]))
+    return rt, configs, str(bundle)
+
+
+def run_cli(args: argparse.Namespace) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    tasks = build_tasks(args)
+    kw = keyword_judge(args.keywords)
+    judge = make_judge(args.judge, args.keywords, args.threads)
+    rt, configs, target = open_runtime(args)
+    t0 = time.perf_counter()
+    ppl: dict[str, float] = {}
+    try:
+        total = sum(len(t.items) for t in tasks) * len(configs)
+        with tqdm(total=total, desc="eval", unit="prompt", disable=args.quiet, file=sys.stderr) as bar:
+            for cfg in configs:
+                bar.set_postfix(config=cfg.name)
+                for t in tasks:
+                    rows = t.results.setdefault(cfg.name, [])
+                    for q in t.items:
+                        r = rt.generate(q.text, max_tokens=args.max_tokens, seed=args.seed, **cfg.kwargs())
+                        text = r.text.strip()
+                        row = {"prompt": q.text, "answer": text, "decode_tok_s": r.timings.as_dict()["decode_tok_s"],
+                               "prefill_tok_s": r.timings.as_dict()["prefill_tok_s"]}
+                        if t.kind in ("harmful", "jailbreak"):
+                            row["refused"] = judge.is_refusal(q.text, text)
+                        elif t.kind == "benign":
+                            row["refused"] = kw.is_refusal(q.text, text)
+                        else:
+                            row["expected"] = q.answer
+                            row["correct"] = normalize(text) == normalize(q.answer)
+                            row["refused"] = kw.is_refusal(q.text, text)
+                        rows.append(row)
+                        bar.update(1)
+                if args.ppl:
+                    ppl[cfg.name] = perplexity(rt, cfg, args.ppl)
+    finally:
+        rt.close()
+        if hasattr(judge, "close"):
+            judge.close()
+    summary = _summary(tasks, configs, judge, kw, ppl)
+    summary.update({"target": target, "backend": rt.backend, "max_tokens": args.max_tokens,
+                    "seconds": round(time.perf_counter() - t0, 1)})
+    results = {"summary": summary,
+               "answers": {t.kind + ":" + t.source: t.results for t in tasks}}
+    if args.output:
+        from sgedge._fs import atomic_path
+
+        with atomic_path(args.output) as tmp:
+            tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+    if args.report:
+        from sgedge.toolkit.report import write_report
+
+        write_report(results, args.report)
+    if not args.json:
+        print(format_table(summary), file=sys.stderr if args.json else sys.stdout)
+    return results
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    names = summary["configs"]
+    rows = [("metric", *names)]
+    labels = [("harmful_refusal_rate", "harmful refused"), ("over_refusal_rate", "benign refused (over-refusal)"),
+              ("jailbreak_asr", "jailbreak success"), ("qa_exact_match", "QA exact match"),
+              ("perplexity", "perplexity"), ("decode_tok_s", "decode tok/s"), ("prefill_tok_s", "prefill tok/s")]
+    for key, label in labels:
+        vals = [summary["metrics"][n][key] for n in names]
+        if any(v is not None for v in vals):
+            rows.append((label, *["-" if v is None else (f"{v:.1%}" if "rate" in key or key in
+                                  ("jailbreak_asr", "qa_exact_match") else f"{v:g}") for v in vals]))
+    for n in names[:1]:
+        for group, key, what in (("harmful_by_file", "refusal_rate", "refused"),
+                                 ("benign_by_file", "refusal_rate", "refused"),
+                                 ("qa_by_file", "exact_match", "exact match"), ("qa_by_file", "refusal_rate", "refused")):
+            for src in summary["metrics"][n][group]:
+                rows.append((f"  {Path(src).name} {what}",
+                             *[f"{summary['metrics'][c][group][src][key]:.1%}" for c in names]))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)

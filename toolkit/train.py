@@ -1,0 +1,294 @@
+"""`sgedge train`: a PEFT LoRA safety adapter on a frozen base.
+
+Harmful prompts are trained to a refusal; benign prompts to the base's own greedy answer
+(generated once and cached), so the adapter changes what it must and keeps the rest.
+The output is a standard PEFT adapter directory that the exporters take as is.
+
+Work happens in `<out>.sgedge-train/` beside the output: the cached benign answers and a
+checkpoint (adapter + optimizer + step) every `save_every` steps. Running the same
+command again resumes from it; the finished adapter is written under a temporary name
+and renamed onto `<out>`, and the work folder is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sgedge.toolkit.prompts import Prompt
+
+from sgedge.errors import InputError
+
+REFUSALS = {
+    "short": "I'm sorry, but I can't help with that.",
+    "alternative": "I'm sorry, but I can't help with that. If you have another question, I'm happy to help.",
+}
+
+
+@dataclass
+class TrainConfig:
+    rank: int = 8
+    alpha: float = 16.0
+    targets: list[str] | None = None
+    epochs: float = 3.0
+    lr: float = 2e-3
+    batch_size: int = 16
+    max_len: int = 256
+    answer_tokens: int = 64
+    refusal_style: str = "alternative"
+    refusal_text: str | None = None
+    seed: int = 0
+    save_every: int = 50
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def refusal(self) -> str:
+        if self.refusal_text:
+            return self.refusal_text
+        if self.refusal_style not in REFUSALS:
+            raise InputError(f"unknown --refusal-style {self.refusal_style!r}; use {', '.join(REFUSALS)} "
+                             "or give --refusal-text")
+        return REFUSALS[self.refusal_style]
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: this torch build sees no CUDA GPU; use --device cpu")
+    return name
+
+
+def load_base(base_dir: str | Path, device: str = "cpu") -> tuple[Any, Any]:
+    """The Hugging Face tokenizer and model of `base_dir`, checked for what training needs."""
+    import torch
+    import transformers
+    from sgedge.exporters.synthetic import _quiet
+
+    base = Path(base_dir)
+    if not (base / "config.json").is_file():
+        raise InputError(f"--base {base}: not a Hugging Face model directory (no config.json)")
+    with _quiet():
+        tok = transformers.AutoTokenizer.from_pretrained(base)
+        model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
+    if not tok.chat_template:
+        raise InputError(f"--base {base}: the tokenizer has no chat template; safety adapters are trained on "
+                         "chat turns. Add one to tokenizer_config.json")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok, model
+
+
+def chat_example(tok: Any, prompt: str, response: str, max_len: int) -> tuple[list[int], int]:
+    """Token ids of one user turn + assistant answer, and where the answer starts.
+
+    The prompt is tokenized exactly as the runtime does (apply_chat_template with a
+    generation prompt); the answer is the rest of the rendered conversation, closing
+    tokens included, so the adapter learns to stop.
+    """
+    user = [{"role": "user", "content": prompt}]
+    head_text = tok.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
+    full_text = tok.apply_chat_template(user + [{"role": "assistant", "content": response}], tokenize=False)
+    if not full_text.startswith(head_text):
+        raise InputError("the chat template renders the assistant turn in a way sgedge cannot split "
+                         "(the conversation does not start with the generation prompt)")
+    head = list(tok.apply_chat_template(user, add_generation_prompt=True, tokenize=True, return_dict=False))
+    tail = tok(full_text[len(head_text):].rstrip("\n"), add_special_tokens=False)["input_ids"]
+    ids = (head + tail)[:max_len]
+    return ids, min(len(head), len(ids))
+
+
+def generate_answers(tok: Any, model: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int,
+                     on_step: Callable[[int], None] | None = None) -> list[str]:
+    """The base's own greedy answers, batched with left padding."""
+    import torch
+
+    out: list[str] = []
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        for i in range(0, len(prompts), batch_size):
+            chunk = prompts[i:i + batch_size]
+            heads = [list(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                  tokenize=True, return_dict=False)) for p in chunk]
+            width = max(map(len, heads))
+            ids = torch.tensor([[tok.pad_token_id] * (width - len(h)) + h for h in heads], device=model.device)
+            mask = torch.tensor([[0] * (width - len(h)) + [1] * len(h) for h in heads], device=model.device)
+            with torch.no_grad():
+                gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                     do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            for row in gen[:, width:]:
+                out.append(tok.decode(row, skip_special_tokens=True).strip())
+            if on_step:
+                on_step(len(chunk))
+    finally:
+        tok.padding_side = old_side
+    return out
+
+
+def _config_key(base: Path, harmful: Sequence[Prompt], benign: Sequence[Prompt], cfg: TrainConfig) -> str:
+    h = hashlib.sha256()
+    h.update(str(base.resolve()).encode())
+    h.update(json.dumps(asdict(cfg), sort_keys=True).encode())
+    for p in [*harmful, *benign]:
+        h.update(json.dumps(asdict(p), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _batches(n: int, batch_size: int, epochs: float, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    order: list[int] = []
+    for _ in range(math.ceil(epochs)):
+        perm = list(range(n))
+        rng.shuffle(perm)
+        order.extend(perm)
+    order = order[: max(1, int(round(n * epochs)))]
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _collate(examples: Sequence[tuple[list[int], int]], pad_id: int, device: str) -> tuple[Any, Any, Any]:
+    import torch
+
+    width = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, (seq, start) in enumerate(examples):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        labels[i, start: len(seq)] = torch.tensor(seq[start:])
+        mask[i, : len(seq)] = 1
+    return ids.to(device), labels.to(device), mask.to(device)
+
+
+def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Sequence[Prompt], out_dir: str | Path,
+                  cfg: TrainConfig | None = None, *, progress: bool = True, resume: bool = True) -> dict[str, Any]:
+    """Train a LoRA safety adapter and write it to `out_dir` (PEFT format). Returns a summary."""
+    import peft
+    import torch
+    from sgedge.exporters.synthetic import _quiet
+    from tqdm.auto import tqdm
+
+    from sgedge.families import family_for_config
+
+    cfg = cfg or TrainConfig()
+    base, out = Path(base_dir), Path(out_dir)
+    if not harmful:
+        raise InputError("no harmful prompts: give --harmful FILE (prompts the adapter must refuse)")
+    if not benign:
+        raise InputError("no benign prompts: give --benign FILE (prompts whose answers the adapter must keep)")
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} already exists and is not empty; choose another -o or remove it")
+    refusal = cfg.refusal()
+    device = _device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    work = out.with_name(out.name + ".sgedge-train")
+    key = _config_key(base, harmful, benign, cfg)
+    state_file = work / "state.json"
+    if work.exists() and (not resume or not state_file.is_file()
+                          or json.loads(state_file.read_text()).get("key") != key):
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps({"key": key}))
+
+    tok, model = load_base(base, device)
+    fam = family_for_config(json.loads((base / "config.json").read_text()))
+    t0 = time.perf_counter()
+
+    # 1. Benign targets: given responses, else the base's own answers (cached for resume).
+    answers_file = work / "benign_answers.json"
+    need = [p.text for p in benign if not p.response]
+    if answers_file.is_file():
+        generated = json.loads(answers_file.read_text())
+    else:
+        with _quiet(), tqdm(total=len(need), desc="base answers", unit="prompt", disable=not progress) as bar:
+            generated = generate_answers(tok, model, need, cfg.answer_tokens, max(cfg.batch_size, 32), bar.update)
+        tmp = answers_file.with_suffix(".partial")
+        tmp.write_text(json.dumps(generated))
+        os.replace(tmp, answers_file)
+    it = iter(generated)
+    benign_targets = [p.response or next(it) for p in benign]
+
+    examples = [chat_example(tok, p.text, p.refusal or refusal, cfg.max_len) for p in harmful]
+    examples += [chat_example(tok, p.text, a, cfg.max_len) for p, a in zip(benign, benign_targets, strict=True)]
+    examples = [e for e in examples if e[1] < len(e[0])]
+    if not examples:
+        raise InputError(f"every prompt is longer than --max-len {cfg.max_len} tokens; raise it")
+
+    # 2. LoRA on the frozen base.
+    lcfg = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.targets or fam.lora_modules),
+                           lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+    try:
+        with _quiet():
+            pm = peft.get_peft_model(model, lcfg)
+    except ValueError as e:
+        raise InputError(f"--targets: {e}") from e
+    params = [p for p in pm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    batches = _batches(len(examples), cfg.batch_size, cfg.epochs, cfg.seed)
+    warm = max(1, len(batches) // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.05, 1 - s / len(batches)))
+    step = 0
+    ckpt = work / "checkpoint.pt"
+    if ckpt.is_file():
+        st = torch.load(ckpt, map_location=device, weights_only=True)
+        peft.set_peft_model_state_dict(pm, st["adapter"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        step = int(st["step"])
+
+    def save_ckpt() -> None:
+        tmp = ckpt.with_suffix(".partial")
+        torch.save({"adapter": peft.get_peft_model_state_dict(pm), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "step": step}, tmp)
+        os.replace(tmp, ckpt)
+
+    pm.train()
+    losses: list[float] = []
+    with tqdm(total=len(batches), initial=step, desc="training", unit="step", disable=not progress) as bar:
+        while step < len(batches):
+            ids, labels, mask = _collate([examples[i] for i in batches[step]], tok.pad_token_id, device)
+            loss = pm(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+            bar.update(1)
+            if step % cfg.save_every == 0 and step < len(batches):
+                save_ckpt()
+    pm.eval()
+
+    # 3. Write the PEFT directory atomically, pointing at the local base.
+    summary = {"base": str(base.resolve()), "harmful": len(harmful), "benign": len(benign), "steps": len(batches),
+               "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4) if losses else None,
+               "seconds": round(time.perf_counter() - t0, 1), "refusal": refusal, "device": device,
+               "config": asdict(cfg)}
+    tmp_out = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp_out, ignore_errors=True)
+    with _quiet():
+        pm.save_pretrained(tmp_out)
+    acfg_path = tmp_out / "adapter_config.json"
+    acfg = json.loads(acfg_path.read_text())
+    acfg["base_model_name_or_path"] = str(base.resolve())
+    acfg_path.write_text(json.dumps(acfg, indent=2))
+    (tmp_out / "sgedge_train.json").write_text(json.dumps(summary, indent=2))
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    os.replace(tmp_out, out)
+    shutil.rmtree(work, ignore_errors=True)
+    return summary
