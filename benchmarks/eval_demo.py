@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def run() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--out", default=str(ROOT / "docs"))
+    ap.add_argument("--out", default=str(ROOT / "build"), help="report folder (default build/: the reports quote the "
+                    "public prompts, which stay out of the repository)")
     ap.add_argument("--backend", choices=["gguf", "onnx"], default="gguf")
     ap.add_argument("--limit", type=int, help="prompts per file (quick runs)")
     args = ap.parse_args()

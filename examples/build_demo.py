@@ -34,8 +34,10 @@ import demo_corpus  # noqa: E402
 
 SIZES = {
     # hidden, layers, heads, kv heads, mlp, vocab, base epochs, adapter epochs, corpus scale
-    "full": dict(hidden=256, layers=6, heads=8, kv=4, mlp=704, vocab=4096, epochs=3.0, adapter_epochs=2.0, scale=1.0),
-    "tiny": dict(hidden=32, layers=2, heads=2, kv=1, mlp=64, vocab=600, epochs=0.3, adapter_epochs=0.2, scale=0.02),
+    "full": dict(hidden=256, layers=6, heads=8, kv=4, mlp=704, vocab=4096, epochs=3.0, adapter_epochs=2.0, scale=1.0,
+                 long=1500),
+    "tiny": dict(hidden=32, layers=2, heads=2, kv=1, mlp=64, vocab=600, epochs=0.3, adapter_epochs=0.2, scale=0.02,
+                 long=1500),
 }
 POLICIES = ["default=standard", "US=standard", "EU=strict", "KIDS=strict"]
 
@@ -51,9 +53,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def write_data(corpus: demo_corpus.Corpus, data: Path) -> None:
-    write_jsonl(data / "harmful_train.jsonl", [{"prompt": e.prompt, "category": e.kind} for e in corpus.harmful_adapter])
-    write_jsonl(data / "benign_train.jsonl", [{"prompt": e.prompt, "category": e.kind} for e in corpus.benign_train])
+def write_data(corpus: demo_corpus.Corpus, data: Path, seed: int, long_n: int) -> None:
+    harm_long, benign_long = demo_corpus.long_requests(random.Random(seed + 11), corpus.benign_train, long_n)
+    write_jsonl(data / "harmful_train.jsonl", [{"prompt": e.prompt, "category": e.kind} for e in corpus.harmful_adapter]
+                + harm_long)
+    write_jsonl(data / "benign_train.jsonl", [{"prompt": e.prompt, "category": e.kind} for e in corpus.benign_train]
+                + benign_long)
     write_jsonl(data / "regulated_train.jsonl", [{"prompt": e.prompt, "category": e.kind} for e in corpus.regulated])
     write_jsonl(data / "regulated_refuse.jsonl", [{"prompt": e.prompt, "category": e.kind,
                                                   "refusal": demo_corpus.STRICT_REFUSAL} for e in corpus.regulated])
@@ -150,16 +155,17 @@ def main() -> int:
     ap.add_argument("--work", default="build/demo", help="intermediate files (kept for resuming)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--formats", default="gguf,onnx")
-    ap.add_argument("--corpus", type=int, choices=[2, 3], default=3, help="corpus generation (3: with frames and noise)")
+    ap.add_argument("--corpus", type=int, choices=[2, 3, 4], default=4,
+                    help="corpus generation (3: frames and noise; 4: also long requests for the adapters)")
     ap.add_argument("--stage", choices=["base", "adapters", "all"], default="all", help="stop after this stage")
     args = ap.parse_args()
     size = SIZES[args.size]
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
 
-    corpus = (demo_corpus.build3 if args.corpus == 3 else demo_corpus.build2)(args.seed, size["scale"])
+    corpus = (demo_corpus.build3 if args.corpus >= 3 else demo_corpus.build2)(args.seed, size["scale"])
     data = work / "data"
-    write_data(corpus, data)
+    write_data(corpus, data, args.seed, int(size["long"] * size["scale"]) if args.corpus >= 4 else 0)
     log(f"corpus: {len(corpus.base)} base conversations, {len(corpus.harmful_adapter)} harmful / "
         f"{len(corpus.benign_train)} benign adapter prompts, {len(corpus.benign_heldout)} held-out questions")
 

@@ -50,6 +50,7 @@ class Task:
     source: str
     items: list[Prompt]
     results: dict[str, list[dict]] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # prompts longer than the model's context
 
 
 def _limit(items: list[Prompt], limit: int | None, seed: int) -> list[Prompt]:
@@ -158,7 +159,8 @@ def _summary(tasks: Sequence[Task], configs: Sequence[Config], judge: Any, kw: K
         metrics[cfg.name] = m
     return {"configs": [c.name for c in configs], "metrics": metrics, "judge": judge.describe(),
             "over_refusal_judge": kw.describe(),
-            "tasks": [{"kind": t.kind, "source": t.source, "n": len(t.items)} for t in tasks]}
+            "tasks": [{"kind": t.kind, "source": t.source, "n": len(t.items),
+                       "skipped_too_long": max(t.skipped.values(), default=0)} for t in tasks]}
 
 
 def open_runtime(args: argparse.Namespace) -> tuple[Any, list[Config], str]:
@@ -218,7 +220,14 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
                 for t in tasks:
                     rows = t.results.setdefault(cfg.name, [])
                     for q in t.items:
-                        r = rt.generate(q.text, max_tokens=args.max_tokens, seed=args.seed, **cfg.kwargs())
+                        try:
+                            r = rt.generate(q.text, max_tokens=args.max_tokens, seed=args.seed, **cfg.kwargs())
+                        except InputError as e:
+                            if "do not fit the context" not in str(e):
+                                raise
+                            t.skipped[cfg.name] = t.skipped.get(cfg.name, 0) + 1
+                            bar.update(1)
+                            continue
                         text = r.text.strip()
                         row = {"prompt": q.text, "answer": text, "decode_tok_s": r.timings.as_dict()["decode_tok_s"],
                                "prefill_tok_s": r.timings.as_dict()["prefill_tok_s"]}
@@ -276,4 +285,6 @@ def format_table(summary: dict[str, Any]) -> str:
                 rows.append((f"  {Path(src).name} {what}",
                              *[f"{summary['metrics'][c][group][src][key]:.1%}" for c in names]))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    notes = [f"skipped {t['skipped_too_long']} of {t['n']} {t['kind']} prompts from {Path(t['source']).name}: "
+             "longer than the model's context" for t in summary["tasks"] if t.get("skipped_too_long")]
+    return "\n".join(notes + [""] if notes else []) + "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)

@@ -49,9 +49,10 @@ def render(results: dict[str, Any]) -> str:
            f"<p>Target: <code>{html.escape(s['target'])}</code> · backend {html.escape(s['backend'])} · "
            f"judge {html.escape(s['judge']['judge'])} · greedy, at most {s['max_tokens']} tokens · "
            f"{s['seconds']} s</p>"]
-    out.append("<table><tr><th>task</th><th>source</th><th>prompts</th></tr>")
+    out.append("<table><tr><th>task</th><th>source</th><th>prompts</th><th>skipped (longer than the context)</th></tr>")
     for t in s["tasks"]:
-        out.append(f"<tr><td>{t['kind']}</td><td>{html.escape(t['source'])}</td><td>{t['n']}</td></tr>")
+        out.append(f"<tr><td>{t['kind']}</td><td>{html.escape(t['source'])}</td><td>{t['n']}</td>"
+                   f"<td>{t.get('skipped_too_long', 0)}</td></tr>")
     out.append("</table>")
     for key, title, percent, hint in METRICS:
         vals = [(n, s["metrics"][n][key]) for n in names if s["metrics"][n][key] is not None]
