@@ -297,11 +297,16 @@ def build_lora(
             if "lora_" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
     out = Path(out_dir)
+    save_peft(pm, out, model_dir)
+    return out
+
+
+def save_peft(pm: Any, out: Path, base_dir: Path) -> None:
+    """`save_pretrained`, with `base_model_name_or_path` pointing at the local base, so
+    that export finds it without --base."""
     with _quiet():
         pm.save_pretrained(out)
-    # Point at the local base so that export can find it without --base.
     cfg_path = out / "adapter_config.json"
     acfg = json.loads(cfg_path.read_text())
-    acfg["base_model_name_or_path"] = str(model_dir.resolve())
+    acfg["base_model_name_or_path"] = str(Path(base_dir).resolve())
     cfg_path.write_text(json.dumps(acfg, indent=2))
-    return out

@@ -176,7 +176,7 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     """Train a LoRA safety adapter and write it to `out_dir` (PEFT format). Returns a summary."""
     import peft
     import torch
-    from sgedge.exporters.synthetic import _quiet
+    from sgedge.exporters.synthetic import _quiet, save_peft
     from tqdm.auto import tqdm
 
     from sgedge.families import family_for_config
@@ -280,12 +280,7 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
                "config": asdict(cfg)}
     tmp_out = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp_out, ignore_errors=True)
-    with _quiet():
-        pm.save_pretrained(tmp_out)
-    acfg_path = tmp_out / "adapter_config.json"
-    acfg = json.loads(acfg_path.read_text())
-    acfg["base_model_name_or_path"] = str(base.resolve())
-    acfg_path.write_text(json.dumps(acfg, indent=2))
+    save_peft(pm, tmp_out, base)
     (tmp_out / "sgedge_train.json").write_text(json.dumps(summary, indent=2))
     if out.exists():
         out.rmdir()  # empty, checked above
