@@ -81,28 +81,37 @@ def build_onnx(work: Path, paths: dict[str, Path], precision: str) -> dict[str, 
     }
 
 
-def onnx_engines(onnx: dict[str, Path], precision: str, threads: int) -> dict[str, Callable[[int], None]]:
+def plain_og_model(folder: Path, threads: int):
+    """Stock onnxruntime-genai on `folder`, limited to `threads`: what a user would run."""
     import onnxruntime_genai as og
+
+    config = og.Config(str(folder))
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+    return og.Model(config)
+
+
+def plain_og_generate(model, ids: list[int], n: int) -> None:
+    """Greedy, exactly n new tokens, with stock onnxruntime-genai."""
+    import onnxruntime_genai as og
+
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + n, min_length=len(ids) + n, do_sample=False)
+    gen = og.Generator(model, params)
+    gen.append_tokens(ids)
+    while not gen.is_done():
+        gen.generate_next_token()
+        gen.get_next_tokens()
+
+
+def onnx_engines(onnx: dict[str, Path], precision: str, threads: int) -> dict[str, Callable[[int], None]]:
     from sgedge.runtime.api import Runtime
     from tokenizers import Tokenizer
 
     ids = Tokenizer.from_file(str(onnx["base"] / "tokenizer.json")).encode(PROMPT).ids
-    overlay = json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}})
 
     def plain(folder: Path) -> Callable[[int], None]:
-        config = og.Config(str(folder))
-        config.overlay(overlay)
-        model = og.Model(config)
-
-        def run(n: int) -> None:
-            params = og.GeneratorParams(model)
-            params.set_search_options(max_length=len(ids) + n, min_length=len(ids) + n, do_sample=False)
-            gen = og.Generator(model, params)
-            gen.append_tokens(ids)
-            while not gen.is_done():
-                gen.generate_next_token()
-                gen.get_next_tokens()
-        return run
+        model = plain_og_model(folder, threads)
+        return lambda n: plain_og_generate(model, ids, n)
 
     rt = Runtime.open(onnx["base"], adapters=[onnx["adapter"]], threads=threads)
     fused = Runtime.open(onnx["base"], adapters=[onnx["adapter"]], threads=threads, mode="fused")

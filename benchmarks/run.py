@@ -80,8 +80,7 @@ def timing(run: Callable[[str, int], None], repeats: int) -> tuple[float, float]
 
 
 def engines(paths: dict[str, Path], work: Path, threads: int) -> dict[str, Callable[[str, int], None]]:
-    import onnxruntime_genai as og
-    from decode_speed import plain_builder
+    from decode_speed import plain_builder, plain_og_generate, plain_og_model
     from llama_cpp import Llama
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
@@ -120,22 +119,10 @@ def engines(paths: dict[str, Path], work: Path, threads: int) -> dict[str, Calla
     plain_onnx = plain_builder(paths["hf"], work / "og-plain", "int4", None)
     plain_onnx_lora = plain_builder(paths["hf"], work / "og-lora", "int4", paths["lora"])
     og_tok = Tokenizer.from_file(str(plain_onnx / "tokenizer.json"))
-    overlay = json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}})
 
     def plain_og(folder: Path) -> Callable[[str, int], None]:
-        cfg = og.Config(str(folder))
-        cfg.overlay(overlay)
-        model = og.Model(cfg)
-
-        def run(prompt: str, n: int) -> None:
-            ids_og = og_tok.encode(prompt).ids
-            p = og.GeneratorParams(model)
-            p.set_search_options(max_length=len(ids_og) + n, min_length=len(ids_og) + n, do_sample=False)
-            g = og.Generator(model, p)
-            g.append_tokens(ids_og)
-            while not g.is_done():
-                g.generate_next_token()
-        return run
+        model = plain_og_model(folder, threads)
+        return lambda prompt, n: plain_og_generate(model, og_tok.encode(prompt).ids, n)
 
     runs["onnxruntime-genai int4"] = plain_og(plain_onnx)
     runs["onnxruntime-genai int4 + adapter (baked)"] = plain_og(plain_onnx_lora)

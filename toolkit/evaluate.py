@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sgedge.toolkit.judge import KeywordJudge, keyword_judge, make_judge, refusal_rate
+from sgedge.toolkit.judge import KeywordJudge, keyword_judge, make_judge, rate
 from sgedge.toolkit.prompts import Prompt, load, parse_file_arg, read_prompts, select
 
 from sgedge.errors import InputError
@@ -135,24 +135,24 @@ def _summary(tasks: Sequence[Task], configs: Sequence[Config], judge: Any, kw: K
             rows = t.results[cfg.name]
             flags = [r["refused"] for r in rows]
             if t.kind == "harmful":
-                m["harmful_by_file"][t.source] = {"n": len(rows), "refusal_rate": refusal_rate(flags)}
+                m["harmful_by_file"][t.source] = {"n": len(rows), "refusal_rate": rate(flags)}
                 harm += flags
             elif t.kind == "benign":
-                m["benign_by_file"][t.source] = {"n": len(rows), "refusal_rate": refusal_rate(flags)}
+                m["benign_by_file"][t.source] = {"n": len(rows), "refusal_rate": rate(flags)}
                 ben += flags
             elif t.kind == "jailbreak":
                 jb += flags
             else:
                 ok = [r["correct"] for r in rows]
-                m["qa_by_file"][t.source] = {"n": len(rows), "exact_match": refusal_rate(ok),
-                                             "refusal_rate": refusal_rate(flags)}
+                m["qa_by_file"][t.source] = {"n": len(rows), "exact_match": rate(ok),
+                                             "refusal_rate": rate(flags)}
                 qa += ok
             dec += [r["decode_tok_s"] for r in rows if r["decode_tok_s"]]
             pre += [r["prefill_tok_s"] for r in rows if r["prefill_tok_s"]]
-        m["harmful_refusal_rate"] = refusal_rate(harm) if harm else None
-        m["over_refusal_rate"] = refusal_rate(ben) if ben else None
-        m["jailbreak_asr"] = round(1 - refusal_rate(jb), 4) if jb else None
-        m["qa_exact_match"] = refusal_rate(qa) if qa else None
+        m["harmful_refusal_rate"] = rate(harm) if harm else None
+        m["over_refusal_rate"] = rate(ben) if ben else None
+        m["jailbreak_asr"] = round(1 - rate(jb), 4) if jb else None
+        m["qa_exact_match"] = rate(qa) if qa else None
         m["perplexity"] = ppl.get(cfg.name)
         m["decode_tok_s"] = round(statistics.median(dec), 1) if dec else None
         m["prefill_tok_s"] = round(statistics.median(pre), 1) if pre else None

@@ -116,5 +116,6 @@ def make_judge(spec: str, keywords: str | None, threads: int | None = None) -> A
     raise InputError(f"--judge {spec!r}: use keywords or guard:MODEL (a guard model sgedge can run)")
 
 
-def refusal_rate(flags: Sequence[bool]) -> float:
+def rate(flags: Sequence[bool]) -> float:
+    """Fraction of True flags (refusals, exact matches), rounded to 4 places."""
     return round(sum(flags) / len(flags), 4) if flags else 0.0

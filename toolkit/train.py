@@ -26,6 +26,7 @@ from typing import Any
 
 from sgedge.toolkit.prompts import Prompt
 
+from sgedge._fs import atomic_path
 from sgedge.errors import InputError
 
 REFUSALS = {
@@ -213,9 +214,8 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     else:
         with _quiet(), tqdm(total=len(need), desc="base answers", unit="prompt", disable=not progress) as bar:
             generated = generate_answers(tok, model, need, cfg.answer_tokens, max(cfg.batch_size, 32), bar.update)
-        tmp = answers_file.with_suffix(".partial")
-        tmp.write_text(json.dumps(generated))
-        os.replace(tmp, answers_file)
+        with atomic_path(answers_file) as tmp:
+            tmp.write_text(json.dumps(generated))
     it = iter(generated)
     benign_targets = [p.response or next(it) for p in benign]
 
@@ -249,10 +249,9 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
         step = int(st["step"])
 
     def save_ckpt() -> None:
-        tmp = ckpt.with_suffix(".partial")
-        torch.save({"adapter": peft.get_peft_model_state_dict(pm), "opt": opt.state_dict(),
-                    "sched": sched.state_dict(), "step": step}, tmp)
-        os.replace(tmp, ckpt)
+        with atomic_path(ckpt) as tmp:
+            torch.save({"adapter": peft.get_peft_model_state_dict(pm), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "step": step}, tmp)
 
     pm.train()
     losses: list[float] = []
