@@ -2,8 +2,9 @@
 
 Parameter names are the base's slot inputs (`<slot>.lora_A.MatMul.weight`, [in, r], and
 `.lora_B.MatMul.weight`, [r, out]); PEFT's scaling (alpha/r, patterns, rsLoRA) is folded
-into B. Fused Phi-3 projections are split like the builder splits them: B by rows, A
-shared. The base binding travels in the format's `model_version` field (28 bits of the
+into B. A slot may pack several projections (q|k|v, gate|up; the base's metadata lists
+its parts in column order): separate LoRAs on them become one with the ranks
+concatenated and B block-diagonal; a fused Phi-3 qkv_proj LoRA maps onto it as is. The base binding travels in the format's `model_version` field (28 bits of the
 base fingerprint; the format has no string metadata).
 """
 
@@ -49,39 +50,69 @@ def _slot_of(module: str) -> str:
     return module.replace(".self_attn.", ".attn.")
 
 
+def _part_index(slots: dict) -> dict[str, tuple[str, int, int]]:
+    """Builder projection ("model.layers.0.attn.q_proj") -> (slot, first column, columns)."""
+    index = {}
+    for name, slot in slots.items():
+        prefix = name.rsplit(".", 1)[0]
+        col = 0
+        # Bases exported before slots recorded their parts have one projection per slot.
+        for leaf, n_out in slot.get("parts") or [[name.rsplit(".", 1)[-1], slot["out"]]]:
+            index[f"{prefix}.{leaf}"] = (name, col, int(n_out))
+            col += int(n_out)
+    return index
+
+
 def plan_onnx_adapter(peft_dir: Path, base_dir: Path, allow_pickle: bool) -> tuple[dict, dict[str, np.ndarray], int]:
+    """Map each PEFT module onto the base's slots. A slot that packs several projections
+    (q|k|v) gets the modules' ranks concatenated: A = [A_q A_k A_v], B block-diagonal,
+    so x @ A @ B puts each module's update in its own columns."""
     meta = read_base_meta(base_dir)
     fam = next(f for f in FAMILIES if f.name == meta["family"])
     slots: dict = meta["slots"]
+    index = _part_index(slots)
     adapter = load_peft_adapter(peft_dir, allow_pickle=allow_pickle)
     np_dtype = np.dtype(next(iter(slots.values()))["dtype"]) if slots else np.float32
-    params: dict[str, np.ndarray] = {}
+    blocks: dict[str, list[tuple[np.ndarray, list[tuple[int, np.ndarray]]]]] = {}
     problems: list[str] = []
     for m in adapter.modules:
         if m.leaf not in fam.lora_modules:
             problems.append(f"{m.module}: '{m.leaf}' is not a linear layer sgedge adapts in {fam.name}")
             continue
-        parts = fam.onnx_splits.get(m.leaf, (m.leaf,))
         prefix = _slot_of(m.module).rsplit(".", 1)[0]
-        names = [f"{prefix}.{leaf}" for leaf in parts]
-        missing = [n for n in names if n not in slots]
+        names = [f"{prefix}.{leaf}" for leaf in fam.onnx_splits.get(m.leaf, (m.leaf,))]
+        missing = [n for n in names if n not in index]
         if missing:
             problems.append(f"{m.module}: the base has no LoRA slot {missing[0]} (re-export the base with "
                             f"--lora-targets including {m.leaf})")
             continue
-        outs = [slots[n]["out"] for n in names]
-        if m.a.shape[1] != slots[names[0]]["in"] or m.b.shape[0] != sum(outs):
+        places = [index[n] for n in names]
+        n_in = slots[places[0][0]]["in"]
+        if m.a.shape[1] != n_in or m.b.shape[0] != sum(p[2] for p in places):
             problems.append(f"{m.module}: LoRA maps {m.a.shape[1]} -> {m.b.shape[0]} features but the base slot "
-                            f"is {slots[names[0]]['in']} -> {sum(outs)}")
+                            f"is {n_in} -> {sum(p[2] for p in places)}")
             continue
         b = m.b * np.float32(m.scaling)
+        by_slot: dict[str, list[tuple[int, np.ndarray]]] = {}
         row = 0
-        for name, n_out in zip(names, outs, strict=True):
-            params[f"{name}.lora_A.MatMul.weight"] = np.ascontiguousarray(m.a.T, dtype=np_dtype)
-            params[f"{name}.lora_B.MatMul.weight"] = np.ascontiguousarray(b[row : row + n_out].T, dtype=np_dtype)
+        for slot, col, n_out in places:
+            by_slot.setdefault(slot, []).append((col, b[row : row + n_out].T))
             row += n_out
+        for slot, cols in by_slot.items():
+            blocks.setdefault(slot, []).append((m.a.T, cols))
     if problems:
         raise AdapterError(f"adapter {peft_dir} does not fit base {base_dir}: " + "; ".join(problems[:8]))
+    params: dict[str, np.ndarray] = {}
+    for slot, parts in blocks.items():
+        a = np.concatenate([a_t for a_t, _ in parts], axis=1)
+        b = np.zeros((a.shape[1], slots[slot]["out"]), np.float32)
+        r0 = 0
+        for a_t, cols in parts:
+            for col, b_t in cols:
+                b[r0 : r0 + a_t.shape[1], col : col + b_t.shape[1]] = b_t
+            r0 += a_t.shape[1]
+        params[f"{slot}.lora_A.MatMul.weight"] = np.ascontiguousarray(a, dtype=np_dtype)
+        params[f"{slot}.lora_B.MatMul.weight"] = np.ascontiguousarray(b, dtype=np_dtype)
     return meta, params, adapter.rank
 
 

@@ -31,7 +31,7 @@ from sgedge.errors import BackendError, InputError, UnsupportedModelError
 
 ONNX_DTYPES = ("fp32", "fp16", "int4")
 ONNX_ROPE_TYPES = ("default", "llama3")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _LORA_INIT = re.compile(r"^(?P<slot>.+)\.lora_(?P<ab>[AB])\.MatMul\.weight$")
 
 
@@ -71,14 +71,18 @@ def _run_builder(model: HFModel, slot_dir: Path, out: Path, cache: Path, dtype: 
         raise BackendError(f"the ONNX Runtime GenAI builder failed on {model.path}: {tail}")
 
 
-def _open_slots(model_file: Path) -> dict[str, dict[str, int]]:
-    """Turn LoRA initializers into inputs with empty defaults, in place. Returns the slots."""
+def _open_slots(model_file: Path, pack: bool = True) -> dict[str, dict]:
+    """Pack sibling projections (exporters/onnx_pack.py), then turn LoRA initializers into
+    inputs with empty defaults, in place. Returns the slots: in/out features, dtype and
+    the projections each slot covers ([[leaf, out], ...], in column order)."""
     import onnx
     from onnx import helper, numpy_helper
+    from sgedge.exporters.onnx_pack import pack_projections
 
     m = onnx.load(str(model_file), load_external_data=True)
+    packed = pack_projections(m) if pack else {}
     g = m.graph
-    slots: dict[str, dict[str, int]] = {}
+    slots: dict[str, dict] = {}
     for init in g.initializer:
         match = _LORA_INIT.match(init.name)
         if match is None:
@@ -96,6 +100,8 @@ def _open_slots(model_file: Path) -> dict[str, dict[str, int]]:
         slot["dtype"] = str(arr.dtype)
         init.CopyFrom(numpy_helper.from_array(empty, init.name))
         g.input.append(helper.make_tensor_value_info(init.name, init.data_type, shape))
+    for name, slot in slots.items():
+        slot["parts"] = packed.get(name) or [[name.rsplit(".", 1)[-1], slot["out"]]]
     data = model_file.with_name(model_file.name + ".data")
     model_file.unlink()
     if data.exists():
@@ -125,6 +131,7 @@ def export_base_onnx(
     *,
     dtype: str = "fp32",
     lora_targets: Sequence[str] | None = None,
+    pack: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> OnnxBaseExport:
     if dtype not in ONNX_DTYPES:
@@ -154,7 +161,7 @@ def export_base_onnx(
         _run_builder(model, work_p / "slots", built, work_p / "cache", dtype, targets)
         if progress:
             progress(2, 3)
-        slots = _open_slots(built / "model.onnx")
+        slots = _open_slots(built / "model.onnx", pack)
         meta = {
             "schema_version": SCHEMA_VERSION,
             "producer": f"sgedge {sgedge.__version__}",

@@ -22,10 +22,30 @@ def test_base_slots_are_inputs_with_empty_defaults(tiny_onnx):
     m = onnx.load(str(o.base / "model.onnx"), load_external_data=False)
     inputs = {i.name for i in m.graph.input}
     lora = [i for i in m.graph.initializer if ".lora_" in i.name]
-    assert len(lora) == 2 * 7 * 2  # A and B, 7 projections, 2 layers
+    # A and B for 4 slots (q|k|v, o, gate|up, down) in each of the 2 layers
+    assert len(lora) == 2 * 4 * 2
     for init in lora:
         assert init.name in inputs
         assert 0 in list(init.dims), f"{init.name} default is not empty: {list(init.dims)}"
+
+
+def test_base_packs_projections_like_the_plain_builder(tiny_onnx):
+    """q, k and v are one MatMul feeding GroupQueryAttention packed (as in a builder
+    export without LoRA), gate and up one MatMul and a Split; the slot metadata lists
+    the parts in column order."""
+    o = tiny_onnx("llama")
+    graph = onnx.load(str(o.base / "model.onnx"), load_external_data=False).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("MatMul") == 2 * (4 + 2 * 4) + 1  # per layer 4 base + 4 LoRA A/B pairs; lm_head
+    gqa = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
+    assert all(list(n.input[1:3]) == ["", ""] and "qkv_proj" in n.input[0] for n in gqa)
+    assert ops.count("Split") == 2
+    slots = json.loads((o.base / "sgedge_base.json").read_text())["slots"]
+    qkv = slots["model.layers.0.attn.qkv_proj"]
+    assert [p[0] for p in qkv["parts"]] == ["q_proj", "k_proj", "v_proj"]
+    assert sum(p[1] for p in qkv["parts"]) == qkv["out"]
+    assert [p[0] for p in slots["model.layers.1.mlp.gate_up_proj"]["parts"]] == ["gate_proj", "up_proj"]
+    assert slots["model.layers.1.mlp.down_proj"]["parts"] == [["down_proj", slots["model.layers.1.mlp.down_proj"]["out"]]]
 
 
 @pytest.mark.parametrize(("r", "targets"), [(16, None), (2, ["q_proj", "v_proj"])], ids=["rank16", "q-v-only"])
