@@ -224,7 +224,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                       (f"sgedge onnx {prec} + adapter", f"onnxruntime-genai {prec} + adapter (baked)"),
                       (f"sgedge onnx {prec} fused", f"onnxruntime-genai {prec} + adapter (baked)")]
     for ours, theirs in pairs:
-        print(f"  ratio {ours} / {theirs}: {rates[ours] / rates[theirs]:.3f}")
+        # Engines run interleaved, so a round's ratio cancels most of this VM's drift.
+        per_round = statistics.median(a / b for a, b in zip(samples[ours], samples[theirs], strict=True))
+        print(f"  ratio {ours} / {theirs}: {rates[ours] / rates[theirs]:.3f} (median of per-round ratios {per_round:.3f})")
     print(f"  adapter cost in llama.cpp: {rates['llama-cpp-python + adapter'] / rates['llama-cpp-python']:.3f}x")
     if "transformers + PEFT f32" in rates:
         print(f"  ratio sgedge + adapter / transformers + PEFT f32: "

@@ -6,7 +6,8 @@ memory-bandwidth bound. Writes docs/performance.md and docs/performance.png.
     python benchmarks/run.py [--shapes smollm2-135m,qwen2.5-0.5b] [--repeats 3]
 
 Columns: decode tok/s = (N-1) / (T(N) - T(1)) with N=64 and a short prompt; prefill
-tok/s = P / T(1) and TTFT = T(1) for a long prompt of P tokens (no KV reuse between runs); switch = one change of the active adapter set
+tok/s = P / T(1) and TTFT = T(1) for a long prompt of P tokens (no KV reuse between runs),
+medians over --repeats rounds with the engines interleaved in each round; switch = one change of the active adapter set
 (GGUF: llama_set_adapters_lora; ONNX: cached composition); RSS = peak resident memory
 of a fresh process that opens the base with 1 or 4 adapters and generates 8 tokens;
 bound = measured read bandwidth / bytes of weights read per token (the GGUF file).
@@ -34,6 +35,17 @@ sys.path.insert(0, str(HERE))
 from decode_speed import PROMPT, SHAPES, build  # noqa: E402
 
 LONG_PROMPT = " ".join([PROMPT] * 12)
+# The ratios the performance targets are stated in.
+RATIOS = (
+    ("sgedge gguf fused", "llama-cpp-python q8_0"),
+    ("sgedge gguf dynamic + adapter", "llama-cpp-python q8_0 + adapter"),
+    ("sgedge gguf dynamic + adapter", "transformers + PEFT f32"),
+    ("sgedge onnx int4 dynamic, no adapter active", "onnxruntime-genai int4"),
+    ("sgedge onnx int4 dynamic + adapter", "onnxruntime-genai int4 + adapter (baked)"),
+    ("sgedge onnx int4 fused", "onnxruntime-genai int4 + adapter (baked)"),
+)
+# docs/performance.md below this line is kept when the tables are regenerated.
+HAND_WRITTEN = "<!-- kept by benchmarks/run.py: sections below are not generated -->"
 
 
 def bandwidth_gb_s(threads: int) -> float:
@@ -62,21 +74,17 @@ def rss_child(model: Path, adapters: list[Path]) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024  # kB -> MiB
 
 
-def timing(run: Callable[[str, int], None], repeats: int) -> tuple[float, float]:
-    """(decode tok/s with the short prompt, T(1) with the long prompt), medians.
+def sample(run: Callable[[str, int], None]) -> tuple[float, float]:
+    """One (decode tok/s with the short prompt, T(1) with the long prompt).
     Decode uses a short prompt so that prefill noise does not leak into T(64) - T(1)."""
-    dec, first = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run(PROMPT, 1)
-        t1 = time.perf_counter()
-        run(PROMPT, 64)
-        t2 = time.perf_counter()
-        dec.append(63 / ((t2 - t1) - (t1 - t0)))
-        t3 = time.perf_counter()
-        run(LONG_PROMPT, 1)
-        first.append(time.perf_counter() - t3)
-    return statistics.median(dec), statistics.median(first)
+    t0 = time.perf_counter()
+    run(PROMPT, 1)
+    t1 = time.perf_counter()
+    run(PROMPT, 64)
+    t2 = time.perf_counter()
+    t3 = time.perf_counter()
+    run(LONG_PROMPT, 1)
+    return 63 / ((t2 - t1) - (t1 - t0)), time.perf_counter() - t3
 
 
 def engines(paths: dict[str, Path], work: Path, threads: int) -> dict[str, Callable[[str, int], None]]:
@@ -131,12 +139,15 @@ def engines(paths: dict[str, Path], work: Path, threads: int) -> dict[str, Calla
         return lambda prompt, n: rt.generate(prompt, raw=True, max_tokens=n, adapters=adapters, ignore_eos=True)
 
     dyn = Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=1024, threads=threads)
+    runs["sgedge gguf dynamic, no adapter active"] = ours(dyn, [])
     runs["sgedge gguf dynamic + adapter"] = ours(dyn)
     runs["sgedge gguf fused"] = ours(Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=1024,
                                                   threads=threads, mode="fused"))
     onnx_base = export_base_onnx(paths["hf"], work / "sg-onnx", dtype="int4").path
     onnx_adapter = export_adapter_onnx(paths["lora"], work / "a.onnx_adapter", base=onnx_base).path
-    runs["sgedge onnx int4 dynamic + adapter"] = ours(Runtime.open(onnx_base, adapters=[onnx_adapter], threads=threads))
+    onnx_dyn = Runtime.open(onnx_base, adapters=[onnx_adapter], threads=threads)
+    runs["sgedge onnx int4 dynamic, no adapter active"] = ours(onnx_dyn, [])
+    runs["sgedge onnx int4 dynamic + adapter"] = ours(onnx_dyn)
     runs["sgedge onnx int4 fused"] = ours(Runtime.open(onnx_base, adapters=[onnx_adapter], threads=threads,
                                                        mode="fused"))
     runs["_switch"] = dyn  # type: ignore[assignment]
@@ -165,10 +176,13 @@ def measure_shape(shape: str, repeats: int, threads: int) -> dict:
         runs.pop("_onnx")
         for run in runs.values():
             run(PROMPT, 2)
-        rows = {}
-        for name, run in runs.items():
-            dec, t1 = timing(run, repeats)
-            rows[name] = {"decode_tok_s": dec, "ttft_s": t1}
+        # Engines interleaved within each round, so that this VM's drift hits them alike.
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+        for _ in range(repeats):
+            for name, run in runs.items():
+                samples[name].append(sample(run))
+        rows = {name: {"decode_tok_s": statistics.median(d for d, _ in s),
+                       "ttft_s": statistics.median(t for _, t in s)} for name, s in samples.items()}
         n_prompt = len(dyn.encode_prompt(LONG_PROMPT, raw=True))
         for r in rows.values():
             r["prefill_tok_s"] = n_prompt / r["ttft_s"]
@@ -193,26 +207,32 @@ def measure_shape(shape: str, repeats: int, threads: int) -> dict:
     return result
 
 
-def write_docs(results: dict, bw: float, threads: int, out_md: Path, out_png: Path) -> None:
+def write_docs(results: dict, threads: int, out_md: Path, out_png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     lines = ["# Performance", "", f"Generated by `python benchmarks/run.py` on {platform.machine()}, "
-             f"{os.cpu_count()} cores, {threads} threads, CPU only; numpy read bandwidth {bw:.1f} GB/s. "
+             f"{os.cpu_count()} cores, {threads} threads, CPU only. "
              "Random-weight models in each shape; q8_0 GGUF / int4 ONNX bases; a rank-16 adapter on all "
              "7 projections. Absolute numbers on this VM move ~20% between runs; compare within a table.", ""]
     fig, axes = plt.subplots(1, len(results), figsize=(7 * len(results), 5), squeeze=False)
     for ax, (shape, r) in zip(axes[0], results.items(), strict=True):
+        bw = r["bandwidth_gb_s"]
         bound = bw * 1e9 / (r["base_mib"] * 2**20)
-        lines += [f"## {shape}", "", f"Decode: short prompt, 64 tokens. Prefill and time to first token: a "
+        lines += [f"## {shape}", "", f"Measured {r['date']}; numpy read bandwidth {bw:.1f} GB/s in that run.", "",
+                  f"Decode: short prompt, 64 tokens. Prefill and time to first token: a "
                   f"{r['prompt_tokens']}-token prompt. Bandwidth bound of the q8_0 rows ({r['base_mib']:.0f} MiB "
                   f"of weights read per token): {bound:.0f} tok/s (int4 rows read less).", "",
                   "| engine | decode tok/s | prefill tok/s | time to first token (ms) |", "|---|---|---|---|"]
         for name, row in r["rows"].items():
             lines.append(f"| {name} | {row['decode_tok_s']:.1f} | {row['prefill_tok_s']:.0f} | "
                          f"{row['ttft_s'] * 1000:.0f} |")
+        rows = r["rows"]
+        ratios = [(a, b) for a, b in RATIOS if a in rows and b in rows]
+        lines += ["", "Ratios (decode): " + "; ".join(
+            f"{a} / {b} **{rows[a]['decode_tok_s'] / rows[b]['decode_tok_s']:.2f}x**" for a, b in ratios) + "."]
         rss = r["rss_mib"]
         grow = rss["4 adapters"] - rss["base only"]
         lines += ["", f"Adapter switch (GGUF, `llama_set_adapters_lora`): {r['switch_ms_gguf'] * 1000:.1f} µs. "
@@ -229,6 +249,9 @@ def write_docs(results: dict, bw: float, threads: int, out_md: Path, out_png: Pa
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     lines += ["![decode speed](performance.png)", ""]
+    kept = out_md.read_text().split(HAND_WRITTEN, 1) if out_md.is_file() else []
+    if len(kept) == 2:
+        lines += [HAND_WRITTEN + kept[1].rstrip("\n"), ""]
     out_md.write_text("\n".join(lines))
 
 
@@ -240,16 +263,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=physical_cores())
     p.add_argument("--out", type=Path, default=HERE.parent / "docs")
+    p.add_argument("--docs-only", action="store_true", help="rewrite the docs from OUT/performance.json, measure nothing")
     args = p.parse_args(argv)
-    bw = bandwidth_gb_s(args.threads)
-    results = {}
-    for shape in args.shapes.split(","):
-        if shape not in SHAPES:
-            raise SystemExit(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
+    shapes = args.shapes.split(",")
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown:
+        raise SystemExit(f"unknown shape {unknown[0]!r}; choose from {', '.join(SHAPES)}")
+    # Shapes measured earlier keep their rows (and say when): a run may redo one shape.
+    store = args.out / "performance.json"
+    results = json.loads(store.read_text()) if store.is_file() else {}
+    bw = 0.0 if args.docs_only else bandwidth_gb_s(args.threads)
+    for shape in [] if args.docs_only else shapes:
         results[shape] = measure_shape(shape, args.repeats, args.threads)
+        results[shape].update(bandwidth_gb_s=bw, date=time.strftime("%Y-%m-%d"))
         print(shape, json.dumps(results[shape], indent=1, default=float), flush=True)
     args.out.mkdir(exist_ok=True)
-    write_docs(results, bw, args.threads, args.out / "performance.md", args.out / "performance.png")
+    store.write_text(json.dumps({s: results[s] for s in SHAPES if s in results}, indent=1, default=float))
+    write_docs({s: results[s] for s in SHAPES if s in results}, args.threads, args.out / "performance.md",
+               args.out / "performance.png")
     print(f"wrote {args.out / 'performance.md'} and {args.out / 'performance.png'}")
 
 

@@ -6,7 +6,7 @@ adapter it emits one packed q|k|v MatMul. The unpacked form costs a slotted base
 even with no adapter active: more, smaller MatMuls and three extra operators per
 projection. This pass rewrites each group of siblings that share their input into
 
-    x -> MatMul(W_q|W_k|W_v) -> Add(x @ A @ B) [-> Add(bias)] -> GroupQueryAttention
+    x -> MatMul(W_q|W_k|W_v) [-> Add(bias)] -> Add(x @ A @ B) -> GroupQueryAttention
 
 with one LoRA slot for the group (A [in, r], B [r, q+k+v]); where the consumers need
 the parts separately, a Split restores them. An adapter on q, k and v separately maps
@@ -190,20 +190,25 @@ def pack_projections(model) -> dict[str, list[list]]:
         op = units[0].base.op_type
         base_name = f"{path}/MatMul_Q4" if op == "MatMulNBits" else f"{path}/MatMul"
         domain = units[0].base.domain
-        nodes = [
-            helper.make_node(op, [x, *w_inputs], [f"{path}/MatMul/output_0"], name=base_name, domain=domain, **attrs),
+        nodes = [helper.make_node(op, [x, *w_inputs], [f"{path}/MatMul/output_0"], name=base_name, domain=domain,
+                                  **attrs)]
+        base_out = f"{path}/MatMul/output_0"
+        if units[0].bias is not None:
+            # Bias right after the base MatMul (as in the plain export), where ONNX Runtime
+            # fuses it into MatMulNBits; the LoRA update is added after it.
+            bias = np.concatenate([gr.array(next(i for i in u.bias.input if i != u.add.output[0])) for u in units])
+            inits.append(numpy_helper.from_array(bias, f"{slot}.Add.bias"))
+            nodes.append(helper.make_node("Add", [base_out, f"{slot}.Add.bias"], [f"{path}/Add/output_0"],
+                                          name=f"{path}/Add"))
+            base_out = f"{path}/Add/output_0"
+        nodes += [
             helper.make_node("MatMul", [x, a_name], [f"{path}/lora_A/MatMul/output_0"], name=f"{path}/lora_A/MatMul"),
             helper.make_node("MatMul", [f"{path}/lora_A/MatMul/output_0", b_name], [f"{path}/lora_B/MatMul/output_0"],
                              name=f"{path}/lora_B/MatMul"),
-            helper.make_node("Add", [f"{path}/MatMul/output_0", f"{path}/lora_B/MatMul/output_0"],
+            helper.make_node("Add", [base_out, f"{path}/lora_B/MatMul/output_0"],
                              [f"{path}/lora/Add/output_0"], name=f"{path}/lora/Add"),
         ]
         packed = f"{path}/lora/Add/output_0"
-        if units[0].bias is not None:
-            bias = np.concatenate([gr.array(next(i for i in u.bias.input if i != u.add.output[0])) for u in units])
-            inits.append(numpy_helper.from_array(bias, f"{slot}.Add.bias"))
-            nodes.append(helper.make_node("Add", [packed, f"{slot}.Add.bias"], [f"{path}/Add/output_0"], name=f"{path}/Add"))
-            packed = f"{path}/Add/output_0"
         tails = [u.tail for u in units]
         users = {id(c): c for t in tails for c in gr.consumers.get(t, [])}
         gqa = next(iter(users.values())) if len(users) == 1 else None

@@ -121,6 +121,25 @@ def test_target_without_slot_refused(tiny, tmp_path):
     export_adapter_onnx(ok, tmp_path / "ok.onnx_adapter", base=base)
 
 
+@pytest.mark.parametrize(("targets", "slots"), [
+    (["q_proj", "v_proj"], {"q_proj", "v_proj"}),  # k has no LoRA: q/k/v stay unpacked
+    (["q_proj", "k_proj", "v_proj", "down_proj"], {"qkv_proj", "down_proj"}),
+], ids=["q-v", "qkv-down"])
+def test_slot_subsets_pack_only_whole_groups(tiny, tmp_path, targets, slots):
+    """Packing needs a LoRA branch on every sibling; otherwise the builder's graph stays
+    as it is. Either way an adapter on exactly those targets matches transformers + PEFT."""
+    t = tiny("qwen2")
+    base = export_base_onnx(t.hf, tmp_path / "base", lora_targets=targets).path
+    meta = json.loads((base / "sgedge_base.json").read_text())["slots"]
+    assert {name.rsplit(".", 1)[-1] for name in meta} == slots
+    lora = build_lora(t.hf, tmp_path / "lora", r=4, alpha=8, targets=targets, seed=3)
+    path = export_adapter_onnx(lora, tmp_path / "x.onnx_adapter", base=base).path
+    with Runtime.open(base, adapters=[path]) as rt:
+        ids = rt.encode_prompt(PROMPT, raw=True)
+        ours = rt.logits(ids, adapters=[("x", 1.0)])
+        assert float(np.abs(ours - hf_logits(hf_model(t.hf, [(lora, 1.0)]), ids)).max()) < 1e-4
+
+
 @pytest.mark.parametrize(("change", "message"), [({"use_dora": True}, "DoRA"), ({"modules_to_save": ["lm_head"]}, "modules_to_save")])
 def test_peft_refusals_apply_to_onnx(tiny, tiny_onnx, tmp_path, change, message):
     d = shutil.copytree(tiny("llama").lora1, tmp_path / "ad")
