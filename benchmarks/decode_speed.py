@@ -12,7 +12,9 @@ on all 7 projections, then measures decode tokens/s of:
   an adapter and with the .onnx_adapter active.
 Decode rate = (N - 1) / (T(N tokens) - T(1 token)): the same outside measure for every
 engine, so prefill and first-sample costs cancel. Engines are interleaved over
---repeats rounds and the median is reported. Usage:
+--repeats rounds (in a shuffled order each round) and the median is reported, with the
+median of per-round ratios. Each plain engine is also loaded a second time: the ratio
+of the two identical loads (A/A) shows what this machine can resolve. Usage:
     python benchmarks/decode_speed.py [--shape smollm2-135m|qwen2.5-0.5b] [--dtype q8_0] [--transformers]
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -118,13 +121,21 @@ def onnx_engines(onnx: dict[str, Path], precision: str, threads: int) -> dict[st
     return {
         f"sgedge onnx {precision} fused": lambda n: fused.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True),
         f"onnxruntime-genai {precision}": plain(onnx["plain"]),
+        f"onnxruntime-genai {precision} (second load)": plain(onnx["plain"]),
         f"onnxruntime-genai {precision} + adapter (baked)": plain(onnx["plain_adapter"]),
         f"sgedge onnx {precision}": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, adapters=[], ignore_eos=True),
         f"sgedge onnx {precision} + adapter": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True),
     }
 
 
+def settle() -> None:
+    """Let the previous engine's worker threads stop spinning (ONNX Runtime's and
+    llama.cpp's pools spin after each run): on 2 cores they would slow the next engine."""
+    time.sleep(0.25)
+
+
 def decode_rate(run: Callable[[int], None], n: int) -> float:
+    settle()
     t0 = time.perf_counter()
     run(1)
     t1 = time.perf_counter()
@@ -152,6 +163,8 @@ def engines(paths: dict[str, Path], threads: int, with_transformers: bool) -> di
 
     out["llama-cpp-python"] = plain(Llama(str(paths["base"]), n_ctx=512, n_threads=threads,
                                           n_threads_batch=threads, verbose=False))
+    out["llama-cpp-python (second instance)"] = plain(Llama(str(paths["base"]), n_ctx=512, n_threads=threads,
+                                                            n_threads_batch=threads, verbose=False))
     out["llama-cpp-python + adapter"] = plain(Llama(str(paths["base"]), lora_path=str(paths["adapter"]), n_ctx=512,
                                                     n_threads=threads, n_threads_batch=threads, verbose=False))
     rt = Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads)
@@ -208,19 +221,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for run in runs.values():  # warm-up: page in weights, build graphs
             run(4)
         samples: dict[str, list[float]] = {k: [] for k in runs}
+        order, shuffle = list(runs), random.Random(0).shuffle
         for _ in range(args.repeats):
-            for name, run in runs.items():
-                samples[name].append(decode_rate(run, args.tokens))
+            shuffle(order)  # no engine always runs right after the same other one
+            for name in order:
+                samples[name].append(decode_rate(runs[name], args.tokens))
     rates = {k: statistics.median(v) for k, v in samples.items()}
     print(f"{args.shape}, {args.dtype} base, rank-{args.rank} adapter on all 7 projections, "
           f"{args.threads} threads, decode tok/s over {args.tokens} tokens (median of {args.repeats})")
     for name, rate in rates.items():
         print(f"  {name:28s} {rate:8.1f}")
-    pairs = [("sgedge", "llama-cpp-python"), ("sgedge + adapter", "llama-cpp-python + adapter"),
+    # A/A controls: the same plain engine loaded twice. Their ratio is this machine's
+    # resolution; differences inside it are noise, not sgedge.
+    pairs = [("llama-cpp-python (second instance)", "llama-cpp-python"), ("sgedge", "llama-cpp-python"), ("sgedge + adapter", "llama-cpp-python + adapter"),
              ("sgedge fused (adapter merged)", "llama-cpp-python")]
     if args.onnx:
         for prec in ("fp32", "int4"):
-            pairs += [(f"sgedge onnx {prec}", f"onnxruntime-genai {prec}"),
+            pairs += [(f"onnxruntime-genai {prec} (second load)", f"onnxruntime-genai {prec}"),
+                      (f"sgedge onnx {prec}", f"onnxruntime-genai {prec}"),
                       (f"sgedge onnx {prec} + adapter", f"onnxruntime-genai {prec} + adapter (baked)"),
                       (f"sgedge onnx {prec} fused", f"onnxruntime-genai {prec} + adapter (baked)")]
     for ours, theirs in pairs:

@@ -32,7 +32,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from decode_speed import PROMPT, SHAPES, build  # noqa: E402
+from decode_speed import PROMPT, SHAPES, build, settle  # noqa: E402
 
 LONG_PROMPT = " ".join([PROMPT] * 12)
 # The ratios the performance targets are stated in.
@@ -77,6 +77,7 @@ def rss_child(model: Path, adapters: list[Path]) -> float:
 def sample(run: Callable[[str, int], None]) -> tuple[float, float]:
     """One (decode tok/s with the short prompt, T(1) with the long prompt).
     Decode uses a short prompt so that prefill noise does not leak into T(64) - T(1)."""
+    settle()
     t0 = time.perf_counter()
     run(PROMPT, 1)
     t1 = time.perf_counter()
