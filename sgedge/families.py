@@ -30,8 +30,8 @@ class Family:
     permute_heads: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # Tensors llama.cpp does not use (HF keeps them as buffers or duplicates).
     skip_tensors: tuple[str, ...] = ("rotary_emb.inv_freq",)
-    # Fused projections the ONNX Runtime GenAI builder splits into separate MatMuls (and
-    # LoRA slots); a fused LoRA's B is split by rows to match, A is shared.
+    # Fused projections and the builder's names for their parts (q/k/v, gate/up): an
+    # ONNX slot lists the parts it covers, and a fused LoRA's B rows map onto them.
     onnx_splits: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
