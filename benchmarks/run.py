@@ -9,7 +9,8 @@ Columns: decode tok/s = (N-1) / (T(N) - T(1)) with N=64 and a short prompt; pref
 tok/s = P / T(1) and TTFT = T(1) for a long prompt of P tokens (no KV reuse between runs),
 medians over --repeats rounds with the engines interleaved in each round; switch = one change of the active adapter set
 (GGUF: llama_set_adapters_lora; ONNX: cached composition); RSS = peak resident memory
-of a fresh process that opens the base with 1 or 4 adapters and generates 8 tokens;
+of a fresh process that opens the base with 1 or 4 adapters resident and generates 8
+tokens with the first one active;
 bound = measured read bandwidth / bytes of weights read per token (the GGUF file).
 """
 
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -67,7 +69,8 @@ def rss_child(model: Path, adapters: list[Path]) -> float:
     code = (
         "from sgedge.runtime.api import Runtime\n"
         f"rt = Runtime.open({str(model)!r}, adapters={[str(a) for a in adapters]!r}, n_ctx=512)\n"
-        "rt.generate('Hello', raw=True, max_tokens=8)\n"
+        # All resident, one active (a deployment switching among them per request).
+        f"rt.generate('Hello', raw=True, max_tokens=8, adapters={[(a.stem, 1.0) for a in adapters[:1]]!r})\n"
         "print([ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -152,13 +155,13 @@ def engines(paths: dict[str, Path], work: Path, threads: int) -> dict[str, Calla
     runs["sgedge onnx int4 fused"] = ours(Runtime.open(onnx_base, adapters=[onnx_adapter], threads=threads,
                                                        mode="fused"))
     runs["_switch"] = dyn  # type: ignore[assignment]
-    runs["_onnx"] = (onnx_base, onnx_adapter)  # type: ignore[assignment]
+    runs["_onnx"] = (onnx_base, onnx_adapter, onnx_dyn)  # type: ignore[assignment]
     return runs
 
 
-def switch_ms(rt, pairs: int = 2000) -> float:
+def switch_ms(rt, name: str, pairs: int = 2000) -> float:
     be = rt._backend  # the engine call itself, without a generation around it
-    sets = [[("adapter", 1.0)], []]
+    sets = [[(name, 1.0)], []]
     t0 = time.perf_counter()
     for i in range(pairs):
         be.set_active(sets[i % 2])
@@ -174,34 +177,43 @@ def measure_shape(shape: str, repeats: int, threads: int) -> dict:
         paths = build(work, shape, "q8_0", 16)
         runs = engines(paths, work, threads)
         dyn = runs.pop("_switch")
-        runs.pop("_onnx")
+        onnx_base, onnx_adapter, onnx_dyn = runs.pop("_onnx")
         for run in runs.values():
             run(PROMPT, 2)
         # Engines interleaved within each round, so that this VM's drift hits them alike.
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+        order, shuffle = list(runs), random.Random(0).shuffle
         for _ in range(repeats):
-            for name, run in runs.items():
-                samples[name].append(sample(run))
+            shuffle(order)
+            for name in order:
+                samples[name].append(sample(runs[name]))
         rows = {name: {"decode_tok_s": statistics.median(d for d, _ in s),
                        "ttft_s": statistics.median(t for _, t in s)} for name, s in samples.items()}
         n_prompt = len(dyn.encode_prompt(LONG_PROMPT, raw=True))
         for r in rows.values():
             r["prefill_tok_s"] = n_prompt / r["ttft_s"]
-        extra = [paths["adapter"]]
+        extra, extra_onnx = [paths["adapter"]], [onnx_adapter]
         from sgedge.exporters.gguf_adapter import export_adapter_gguf
+        from sgedge.exporters.onnx_adapter import export_adapter_onnx
 
         for i in range(3):
             lora = build_lora(paths["hf"], work / f"extra{i}", r=16, alpha=32, std=0.02, seed=50 + i)
             extra.append(export_adapter_gguf(lora, work / f"extra{i}.gguf", base=paths["hf"], dtype="f16").path)
+            extra_onnx.append(export_adapter_onnx(lora, work / f"extra{i}.onnx_adapter", base=onnx_base).path)
         adapter_mb = sum(p.stat().st_size for p in extra) / 2**20
         base_bytes = paths["base"].stat().st_size
         result = {
             "rows": rows,
             "prompt_tokens": n_prompt,
-            "switch_ms_gguf": switch_ms(dyn),
+            "switch_ms_gguf": switch_ms(dyn, paths["adapter"].stem),
             "rss_mib": {"base only": rss_child(paths["base"], []), "1 adapter": rss_child(paths["base"], extra[:1]),
                         "4 adapters": rss_child(paths["base"], extra)},
             "adapter_files_mib": {"1": extra[0].stat().st_size / 2**20, "4": adapter_mb},
+            "rss_mib_onnx": {"base only": rss_child(onnx_base, []), "1 adapter": rss_child(onnx_base, extra_onnx[:1]),
+                             "4 adapters": rss_child(onnx_base, extra_onnx)},
+            "adapter_files_mib_onnx": {"1": extra_onnx[0].stat().st_size / 2**20,
+                                       "4": sum(p.stat().st_size for p in extra_onnx) / 2**20},
+            "switch_ms_onnx": switch_ms(onnx_dyn, onnx_adapter.stem),
             "base_mib": base_bytes / 2**20,
         }
         dyn.close()
@@ -239,8 +251,16 @@ def write_docs(results: dict, threads: int, out_md: Path, out_png: Path) -> None
         lines += ["", f"Adapter switch (GGUF, `llama_set_adapters_lora`): {r['switch_ms_gguf'] * 1000:.1f} µs. "
                   f"Peak RSS: base {rss['base only']:.0f} MiB, +1 adapter {rss['1 adapter']:.0f} MiB, +4 adapters "
                   f"{rss['4 adapters']:.0f} MiB: 4 resident adapters add {grow:.0f} MiB for "
-                  f"{r['adapter_files_mib']['4']:.1f} MiB of adapter files ({grow / r['adapter_files_mib']['4']:.2f}x).",
-                  ""]
+                  f"{r['adapter_files_mib']['4']:.1f} MiB of adapter files ({grow / r['adapter_files_mib']['4']:.2f}x)."]
+        if "rss_mib_onnx" in r:
+            ro, fo = r["rss_mib_onnx"], r["adapter_files_mib_onnx"]
+            grow_o = ro["4 adapters"] - ro["base only"]
+            lines += ["", f"ONNX int4 (`.onnx_adapter`): switch (cached composition; onnxruntime-genai applies it "
+                      f"when a generation starts) {r['switch_ms_onnx'] * 1000:.1f} µs. Peak RSS: base "
+                      f"{ro['base only']:.0f} MiB, +1 adapter {ro['1 adapter']:.0f} MiB, +4 adapters "
+                      f"{ro['4 adapters']:.0f} MiB: 4 resident adapters add {grow_o:.0f} MiB for {fo['4']:.1f} MiB "
+                      f"of adapter files ({grow_o / fo['4']:.2f}x)."]
+        lines += [""]
         names = list(r["rows"])
         ax.barh(names, [r["rows"][n]["decode_tok_s"] for n in names], color="#4477aa")
         ax.axvline(bound, color="#cc6677", linestyle="--", label=f"q8_0 bandwidth bound {bound:.0f}")

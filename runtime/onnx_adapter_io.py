@@ -33,29 +33,39 @@ def fingerprint_tag(fingerprint: str) -> int:
     return int(fingerprint.split(":", 1)[-1][:7], 16)
 
 
-def read_adapter_params(path: Path) -> tuple[int, dict[str, np.ndarray]]:
+def _read(path: Path):
     import onnxruntime as ort
 
     try:
-        fmt = ort.AdapterFormat.read_adapter(str(path))
+        return ort.AdapterFormat.read_adapter(str(path))
     except Exception as e:
         raise AdapterMismatchError(f"{path} is not an ONNX Runtime adapter file ({e})") from e
-    # Copy: the arrays view memory owned by `fmt`, which is freed with it.
-    params = {k: np.array(v.numpy(), copy=True) for k, v in fmt.get_parameters().items()}
-    return int(fmt.get_model_version()), params
+
+
+def read_adapter_shapes(path: Path) -> tuple[int, dict[str, tuple[int, ...]]]:
+    """(model_version, parameter shapes), without copying the weights."""
+    fmt = _read(path)
+    return int(fmt.get_model_version()), {k: tuple(v.shape()) for k, v in fmt.get_parameters().items()}
 
 
 def compose(adapters: list[tuple[Path, float]]) -> tuple[int, dict[str, np.ndarray]]:
-    """(model_version, parameters) of one adapter equal to the scaled sum of `adapters`."""
+    """(model_version, parameters) of one adapter equal to the scaled sum of `adapters`.
+    The files' buffers are viewed, not copied, until the concatenation makes the result."""
     parts: dict[str, list[np.ndarray]] = {}
     version = 0
+    keep = []  # the readers own the memory the views point into
     for path, scale in adapters:
-        version, params = read_adapter_params(path)
-        for pname, arr in params.items():
-            if pname.endswith("lora_B.MatMul.weight"):
+        fmt = _read(path)
+        keep.append(fmt)
+        version = int(fmt.get_model_version())
+        for pname, value in fmt.get_parameters().items():
+            arr = value.numpy()
+            if pname.endswith("lora_B.MatMul.weight") and scale != 1.0:
                 arr = arr * np.asarray(scale, dtype=arr.dtype)
             parts.setdefault(pname, []).append(arr)
-    return version, {
+    composed = {
         pname: np.concatenate(arrs, axis=1 if pname.endswith("lora_A.MatMul.weight") else 0)
         for pname, arrs in parts.items()
     }
+    del parts, keep
+    return version, composed

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sgedge.runtime.onnx_adapter_io import fingerprint_tag, read_adapter_params
+from sgedge.runtime.onnx_adapter_io import fingerprint_tag, read_adapter_shapes
 from sgedge.runtime.types import Sampling, Timings
 
 from sgedge.errors import AdapterMismatchError, BackendError, InputError
@@ -106,7 +106,7 @@ class OnnxBackend:
         return dict(self._adapters)
 
     def check_adapter(self, path: Path, *, allow_unbound: bool = False) -> None:
-        version, params = read_adapter_params(path)
+        version, shapes = read_adapter_shapes(path)
         problems = []
         base_fp = self.meta.get("fingerprint")
         if base_fp is None and not allow_unbound:
@@ -115,16 +115,16 @@ class OnnxBackend:
             problems.append(f"it was exported for another base (tag {version:#x}, this base is "
                             f"{fingerprint_tag(base_fp):#x}, {base_fp[:19]}...)")
         slots = self.meta.get("slots", {})
-        for name, arr in params.items():
+        for name, shape in shapes.items():
             slot = next((name[: -len(s)] for s in _SLOT_SUFFIXES if name.endswith(s)), None)
             if slot is None or (slots and slot not in slots):
                 problems.append(f"the base has no LoRA input {name}")
                 continue
             if slots:
-                want = slots[slot]["in"] if name.endswith("lora_A.MatMul.weight") else slots[slot]["out"]
-                got = arr.shape[0] if name.endswith("lora_A.MatMul.weight") else arr.shape[1]
-                if arr.ndim != 2 or got != want:
-                    problems.append(f"{name} has shape {list(arr.shape)}, the base slot needs {want} there")
+                a_side = name.endswith("lora_A.MatMul.weight")
+                want = slots[slot]["in"] if a_side else slots[slot]["out"]
+                if len(shape) != 2 or shape[0 if a_side else 1] != want:
+                    problems.append(f"{name} has shape {list(shape)}, the base slot needs {want} there")
         if problems:
             raise AdapterMismatchError(f"adapter {path} does not belong to base {self.path}: " + "; ".join(problems[:6]))
 
