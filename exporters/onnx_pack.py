@@ -138,7 +138,7 @@ def _same_weights_kind(gr: _Graph, units: list[_Unit]) -> bool:
             return False
         if any(len(u.base.input) != len(b0.input) for u in units):
             return False
-    if (units[0].bias is None) != all(u.bias is None for u in units):
+    if len({u.bias is None for u in units}) != 1:  # all siblings biased, or none
         return False
     dtypes = {gr.inits[u.lora_a.input[1]].data_type for u in units}
     return len(dtypes) == 1
