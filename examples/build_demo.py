@@ -31,13 +31,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import demo_corpus  # noqa: E402
+import demo_corpus_contrast  # noqa: E402
 
 SIZES = {
     # hidden, layers, heads, kv heads, mlp, vocab, base epochs, adapter epochs, corpus scale
-    "full": dict(hidden=256, layers=6, heads=8, kv=4, mlp=704, vocab=4096, epochs=3.0, adapter_epochs=2.0, scale=1.0,
-                 long=1500),
+    "full": dict(hidden=256, layers=6, heads=8, kv=4, mlp=704, vocab=4096, epochs=3.0, adapter_epochs=1.6, scale=1.0,
+                 long=1500, open=3000),
     "tiny": dict(hidden=32, layers=2, heads=2, kv=1, mlp=64, vocab=600, epochs=0.3, adapter_epochs=0.2, scale=0.02,
-                 long=1500),
+                 long=1500, open=3000),
 }
 POLICIES = ["default=standard", "US=standard", "EU=strict", "KIDS=strict"]
 
@@ -53,8 +54,21 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
-def write_data(corpus: demo_corpus.Corpus, data: Path, seed: int, long_n: int) -> None:
+def write_data(corpus: demo_corpus.Corpus, data: Path, seed: int, long_n: int, public: set[str],
+               open_n: int = 0) -> None:
     harm_long, benign_long = demo_corpus.long_requests(random.Random(seed + 11), corpus.benign_train, long_n)
+    open_held: list[dict] = []
+    if open_n:
+        acts = [a for xs in (*demo_corpus.HARMFUL_ACTS.values(), *demo_corpus.MORE_HARM_ACTS.values()) for a in xs]
+        acts += demo_corpus_contrast.SCHEMES + demo_corpus_contrast.CYBER_TASKS
+        rng = random.Random(seed + 13)
+        harm_open, benign_open = demo_corpus_contrast.open_requests(
+            rng, [e.prompt for e in corpus.harmful_adapter], acts, open_n)
+        k = max(2, len(benign_open) // 15)
+        open_held, benign_open = benign_open[:k], benign_open[k:]
+        harm_long, benign_long = harm_long + harm_open, benign_long + benign_open
+    harm_long = [r for r in harm_long if demo_corpus_contrast.normalize(r["prompt"]) not in public]
+    benign_long = [r for r in benign_long if demo_corpus_contrast.normalize(r["prompt"]) not in public]
     write_jsonl(data / "harmful_train.jsonl", [{"prompt": e.prompt, "category": e.kind} for e in corpus.harmful_adapter]
                 + harm_long)
     write_jsonl(data / "benign_train.jsonl", [{"prompt": e.prompt, "category": e.kind} for e in corpus.benign_train]
@@ -62,6 +76,9 @@ def write_data(corpus: demo_corpus.Corpus, data: Path, seed: int, long_n: int) -
     write_jsonl(data / "regulated_train.jsonl", [{"prompt": e.prompt, "category": e.kind} for e in corpus.regulated])
     write_jsonl(data / "regulated_refuse.jsonl", [{"prompt": e.prompt, "category": e.kind,
                                                   "refusal": demo_corpus.STRICT_REFUSAL} for e in corpus.regulated])
+    if open_held:
+        write_jsonl(data / "open_heldout.jsonl", [r for r in open_held
+                                                  if demo_corpus_contrast.normalize(r["prompt"]) not in public])
     write_jsonl(data / "benign_heldout.jsonl", [{"question": e.prompt, "answer": e.answer, "category": e.kind}
                                                 for e in corpus.benign_heldout])
     reg_eval = [{"prompt": t.format(m=m), "category": "regulated"} for m in ("ibuprofen", "insulin", "codeine")
@@ -155,17 +172,33 @@ def main() -> int:
     ap.add_argument("--work", default="build/demo", help="intermediate files (kept for resuming)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--formats", default="gguf,onnx")
-    ap.add_argument("--corpus", type=int, choices=[2, 3, 4], default=4,
-                    help="corpus generation (3: frames and noise; 4: also long requests for the adapters)")
+    ap.add_argument("--corpus", type=int, choices=[2, 3, 4, 5, 6], default=5,
+                    help="corpus generation (3: frames and noise; 4: also long requests for the adapters; "
+                         "5: also the contrast tables of examples/demo_corpus_contrast.py; 6: also open-ended "
+                         "requests with format constraints for the adapters)")
+    ap.add_argument("--eval-data", default=os.environ.get("SGEDGE_DATA",
+                                                          str(Path(__file__).resolve().parents[2] / "shared" / "data")),
+                    help="public evaluation sets; training prompts equal to one of theirs are dropped "
+                         "(default $SGEDGE_DATA or ../shared/data; the build says so when it is missing)")
     ap.add_argument("--stage", choices=["base", "adapters", "all"], default="all", help="stop after this stage")
     args = ap.parse_args()
     size = SIZES[args.size]
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
 
-    corpus = (demo_corpus.build3 if args.corpus >= 3 else demo_corpus.build2)(args.seed, size["scale"])
+    build = {2: demo_corpus.build2, 3: demo_corpus.build3, 4: demo_corpus.build3, 5: demo_corpus_contrast.build5,
+             6: demo_corpus_contrast.build5}
+    corpus = build[args.corpus](args.seed, size["scale"])
+    public = demo_corpus_contrast.public_prompts(args.eval_data)
+    corpus, dropped = demo_corpus_contrast.decontaminate(corpus, public)
+    if public:
+        log(f"decontaminated against {len(public)} public evaluation prompts: {dropped} training prompts dropped")
+    else:
+        log(f"WARNING: no public evaluation sets under {args.eval_data}; the corpus is not decontaminated "
+            "(pass --eval-data DIR)")
     data = work / "data"
-    write_data(corpus, data, args.seed, int(size["long"] * size["scale"]) if args.corpus >= 4 else 0)
+    write_data(corpus, data, args.seed, int(size["long"] * size["scale"]) if args.corpus >= 4 else 0, public,
+               int(size["open"] * size["scale"]) if args.corpus >= 6 else 0)
     log(f"corpus: {len(corpus.base)} base conversations, {len(corpus.harmful_adapter)} harmful / "
         f"{len(corpus.benign_train)} benign adapter prompts, {len(corpus.benign_heldout)} held-out questions")
 
@@ -214,7 +247,8 @@ def main() -> int:
         "policies": POLICIES,
         "corpus": {"base_conversations": len(corpus.base), "harmful_adapter": len(corpus.harmful_adapter),
                    "benign_adapter": len(corpus.benign_train), "heldout_benign": len(corpus.benign_heldout),
-                   "regulated": len(corpus.regulated)},
+                   "regulated": len(corpus.regulated),
+                   "decontaminated": {"public_prompts": len(public), "dropped": dropped} if public else False},
         "note": "Trained from scratch on a generated corpus; harmful requests are answered by the bare base with "
                 "placeholder steps only. A toy for trying sgedge, not a useful assistant.",
     }

@@ -190,6 +190,27 @@ def test_demo_builder_output_matches_its_manifest(tiny_demo):
     for name in ("benign_heldout.jsonl", "regulated_eval.jsonl"):
         assert (out / "eval" / name).is_file()
     assert not list((tiny_demo / "work").glob("*.sgedge-train"))
+    if SHARED_DATA.is_dir():
+        assert info["corpus"]["decontaminated"]["public_prompts"] > 1000
+
+
+@needs_data
+def test_demo_corpus_holds_no_public_evaluation_prompt():
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import demo_corpus_contrast as dc
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    public = dc.public_prompts(SHARED_DATA)
+    assert len(public) > 1000
+    corpus, _ = dc.decontaminate(dc.build5(0, 1.0), public)
+    fields = ("base", "benign_train", "benign_heldout", "harmful_base", "harmful_adapter", "regulated")
+    assert not [e.prompt for f in fields for e in getattr(corpus, f) if dc.normalize(e.prompt) in public]
+    # The check can fail: a public prompt slipped into a corpus is found and dropped.
+    leaked = load([str(SHARED_DATA / "xstest" / "xstest_prompts.csv")])[0].text
+    small = dc.Corpus([dc.Example(leaked + "  ", "x", "t"), dc.Example("What is 2 plus 2?", "4", "t")], [], [], [], [], [])
+    kept, dropped = dc.decontaminate(small, public)
+    assert dropped == 1 and [e.prompt for e in kept.base] == ["What is 2 plus 2?"]
 
 
 def test_eval_json_fields_and_report(tiny_demo, tmp_path, capsys):
