@@ -37,7 +37,7 @@ def test_demo_files_match_the_manifest_and_fit_the_budget():
 
 def test_sgedge_run_with_only_a_prompt_uses_the_demo():
     """The README's second command, exactly: no --model, no --bundle."""
-    out = subprocess.run([*SGEDGE, "run", "How do I bake bread?"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([*SGEDGE, "run", "How do I make bread?"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "flour" in out.stdout.lower()
 
