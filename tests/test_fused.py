@@ -113,3 +113,20 @@ def test_onnx_fused_drops_unused_slots(tiny, tiny_onnx, tmp_path):
         graph = onnx.load(str(fused.fused_path / "model.onnx"), load_external_data=False).graph
         lora_nodes = [n.name for n in graph.node if "lora" in n.name]
         assert lora_nodes and all(("q_proj" in n or "v_proj" in n) for n in lora_nodes)
+
+
+def test_onnx_fused_without_adapter_runs_a_slot_free_graph(tiny, tiny_onnx, tmp_path, monkeypatch):
+    import onnx
+
+    monkeypatch.setenv("SGEDGE_CACHE_DIR", str(tmp_path / "cache"))
+    o = tiny_onnx("llama")
+    with Runtime.open(o.base) as dyn, Runtime.open(o.base, mode="fused") as fused:
+        assert fused.fused_path is not None and fused.active == []
+        graph = onnx.load(str(fused.fused_path / "model.onnx"), load_external_data=False).graph
+        assert not [n.name for n in graph.node if "lora" in n.name], "every empty LoRA branch removed"
+        assert not [i.name for i in graph.input if ".lora_" in i.name]
+        ids = dyn.encode_prompt(PROMPT, raw=True)
+        assert float(np.abs(fused.logits(ids) - dyn.logits(ids)).max()) < 1e-5
+        assert fused.generate(PROMPT, max_tokens=6).tokens == dyn.generate(PROMPT, max_tokens=6).tokens
+        with pytest.raises(InputError, match="adapter"):
+            fused.generate(PROMPT, max_tokens=2, adapters=[("a1", 1.0)])
