@@ -8,8 +8,11 @@ on all 7 projections, then measures decode tokens/s of:
   (the adapter merged into a cached q8_0 base: compare with plain without adapter),
   transformers + PEFT f32 without / with the adapter (--transformers),
   with --onnx, for fp32 and int4: plain onnxruntime-genai on a builder export without
-  LoRA and on one with the adapter baked in, against sgedge's slotted export without
-  an adapter and with the .onnx_adapter active.
+  LoRA, on one with the adapter's LoRA baked in as constants, and on the switchable
+  multi-LoRA model onnxruntime-genai documents (the builder's LoRA MatMuls per
+  projection, weights as graph inputs, the adapter loaded with og.Adapters) -- "the
+  same work" -- against sgedge's packed slotted export without an adapter and with
+  the .onnx_adapter active.
 Decode rate = (N - 1) / (T(N tokens) - T(1 token)): the same outside measure for every
 engine, so prefill and first-sample costs cancel. Engines are interleaved over
 --repeats rounds (in a shuffled order each round) and the median is reported, with the
@@ -17,6 +20,7 @@ median of per-round ratios. Each plain engine is also loaded a second time: the 
 of the two identical loads (A/A) shows what this machine can resolve. Usage:
     python benchmarks/decode_speed.py [--shape smollm2-135m|qwen2.5-0.5b] [--dtype q8_0] [--transformers]
     python benchmarks/decode_speed.py --onnx --threads 1 --clock cpu    # ratios on a noisy VM
+    python benchmarks/decode_speed.py --device cuda --transformers      # on a GPU (benchmarks/gpu/)
 """
 
 from __future__ import annotations
@@ -77,7 +81,12 @@ def build_onnx(work: Path, paths: dict[str, Path], precision: str) -> dict[str, 
     from sgedge.exporters.onnx_base import export_base_onnx
 
     base = export_base_onnx(paths["hf"], work / f"sgedge-{precision}", dtype=precision).path
+    # The onnxruntime-genai multi-LoRA flow: one LoRA branch per projection, its weights
+    # overridable inputs (what Olive's adapter extraction produces), no packing.
+    stock = export_base_onnx(paths["hf"], work / f"stock-{precision}", dtype=precision, pack=False).path
     return {
+        "stock": stock,
+        "stock_adapter": export_adapter_onnx(paths["lora"], work / f"stock-{precision}.onnx_adapter", base=stock).path,
         "plain": plain_builder(paths["hf"], work / f"plain-{precision}", precision, None),
         "plain_adapter": plain_builder(paths["hf"], work / f"plain-lora-{precision}", precision, paths["lora"]),
         "base": base,
@@ -85,48 +94,88 @@ def build_onnx(work: Path, paths: dict[str, Path], precision: str) -> dict[str, 
     }
 
 
-def plain_og_model(folder: Path, threads: int):
+def plain_og_model(folder: Path, threads: int, device: str = "cpu"):
     """Stock onnxruntime-genai on `folder`, limited to `threads`: what a user would run."""
     import onnxruntime_genai as og
 
     config = og.Config(str(folder))
     config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+    if device == "cuda":
+        config.clear_providers()
+        config.append_provider("cuda")
     return og.Model(config)
 
 
-def plain_og_generate(model, ids: list[int], n: int) -> None:
-    """Greedy, exactly n new tokens, with stock onnxruntime-genai."""
+def plain_og_generate(model, ids: list[int], n: int, adapters=None) -> None:
+    """Greedy, exactly n new tokens, with stock onnxruntime-genai (and its og.Adapters)."""
     import onnxruntime_genai as og
 
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(ids) + n, min_length=len(ids) + n, do_sample=False)
     gen = og.Generator(model, params)
+    if adapters is not None:
+        gen.set_active_adapter(adapters, "a")
     gen.append_tokens(ids)
     while not gen.is_done():
         gen.generate_next_token()
         gen.get_next_tokens()
 
 
-def onnx_engines(onnx: dict[str, Path], precision: str, threads: int) -> dict[str, Callable[[int], None]]:
+def onnx_engines(onnx: dict[str, Path], precision: str, threads: int,
+                 device: str = "cpu") -> dict[str, Callable[[int], None]]:
     from sgedge.runtime.api import Runtime
     from tokenizers import Tokenizer
 
     ids = Tokenizer.from_file(str(onnx["base"] / "tokenizer.json")).encode(PROMPT).ids
 
-    def plain(folder: Path) -> Callable[[int], None]:
-        model = plain_og_model(folder, threads)
-        return lambda n: plain_og_generate(model, ids, n)
+    stock = plain_og_model(onnx["stock"], threads, device)  # one model, run with and without its adapter
 
-    rt = Runtime.open(onnx["base"], adapters=[onnx["adapter"]], threads=threads)
-    fused = Runtime.open(onnx["base"], adapters=[onnx["adapter"]], threads=threads, mode="fused")
+    def plain(folder: Path, adapter: Path | None = None) -> Callable[[int], None]:
+        import onnxruntime_genai as og
+
+        model = stock if folder == onnx["stock"] else plain_og_model(folder, threads, device)
+        adapters = None
+        if adapter is not None:
+            adapters = og.Adapters(model)
+            adapters.load(str(adapter), "a")
+        return lambda n: plain_og_generate(model, ids, n, adapters)
+
+    rt = Runtime.open(onnx["base"], adapters=[onnx["adapter"]], threads=threads, device=device)
+    fused = Runtime.open(onnx["base"], adapters=[onnx["adapter"]], threads=threads, mode="fused", device=device)
+    # A fixed policy of no adapter, fused: the empty LoRA slots are removed.
+    bare = Runtime.open(onnx["base"], threads=threads, mode="fused", device=device)
     return {
+        f"sgedge onnx {precision} fused, no adapter": lambda n: bare.generate(PROMPT, raw=True, max_tokens=n,
+                                                                          ignore_eos=True),
         f"sgedge onnx {precision} fused": lambda n: fused.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True),
         f"onnxruntime-genai {precision}": plain(onnx["plain"]),
         f"onnxruntime-genai {precision} (second load)": plain(onnx["plain"]),
         f"onnxruntime-genai {precision} + adapter (baked)": plain(onnx["plain_adapter"]),
+        f"onnxruntime-genai {precision} multi-LoRA": plain(onnx["stock"]),
+        f"onnxruntime-genai {precision} multi-LoRA + adapter": plain(onnx["stock"], onnx["stock_adapter"]),
         f"sgedge onnx {precision}": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, adapters=[], ignore_eos=True),
         f"sgedge onnx {precision} + adapter": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True),
     }
+
+
+def check_cuda(args: argparse.Namespace) -> None:
+    """Refuse a GPU run that would silently measure the CPU."""
+    import llama_cpp
+
+    if not llama_cpp.llama_supports_gpu_offload():
+        raise SystemExit("--device cuda: this llama-cpp-python was built without CUDA; build it with "
+                         "CMAKE_ARGS=-DGGML_CUDA=on (benchmarks/gpu/run.sh does)")
+    if args.transformers:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda --transformers: this torch sees no CUDA device")
+    if args.onnx:
+        import onnxruntime_genai as og
+
+        if not og.is_cuda_available():
+            raise SystemExit("--device cuda --onnx: this onnxruntime-genai has no CUDA provider "
+                             "(pip install onnxruntime-genai-cuda), or drop --onnx")
 
 
 def settle() -> None:
@@ -145,11 +194,15 @@ def decode_rate(run: Callable[[int], None], n: int, clock: Callable[[], float] =
     return (n - 1) / ((t2 - t1) - (t1 - t0))
 
 
-def engines(paths: dict[str, Path], threads: int, with_transformers: bool) -> dict[str, Callable[[int], None]]:
+def engines(paths: dict[str, Path], threads: int, with_transformers: bool,
+            device: str = "cpu") -> dict[str, Callable[[int], None]]:
     from llama_cpp import Llama
     from sgedge.runtime.api import Runtime
 
     out: dict[str, Callable[[int], None]] = {}
+    # Every layer on the GPU for plain llama-cpp-python too (its default is 0 layers).
+    kw = {"n_ctx": 512, "n_threads": threads, "n_threads_batch": threads, "verbose": False,
+          "n_gpu_layers": -1 if device == "cuda" else 0}
 
     def plain(llm: Llama) -> Callable[[int], None]:
         ids = llm.tokenize(PROMPT.encode(), add_bos=True)
@@ -162,16 +215,14 @@ def engines(paths: dict[str, Path], threads: int, with_transformers: bool) -> di
                     break
         return run
 
-    out["llama-cpp-python"] = plain(Llama(str(paths["base"]), n_ctx=512, n_threads=threads,
-                                          n_threads_batch=threads, verbose=False))
-    out["llama-cpp-python (second instance)"] = plain(Llama(str(paths["base"]), n_ctx=512, n_threads=threads,
-                                                            n_threads_batch=threads, verbose=False))
-    out["llama-cpp-python + adapter"] = plain(Llama(str(paths["base"]), lora_path=str(paths["adapter"]), n_ctx=512,
-                                                    n_threads=threads, n_threads_batch=threads, verbose=False))
-    rt = Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads)
+    out["llama-cpp-python"] = plain(Llama(str(paths["base"]), **kw))
+    out["llama-cpp-python (second instance)"] = plain(Llama(str(paths["base"]), **kw))
+    out["llama-cpp-python + adapter"] = plain(Llama(str(paths["base"]), lora_path=str(paths["adapter"]), **kw))
+    rt = Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, device=device)
     out["sgedge"] = lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, adapters=[], ignore_eos=True)
     out["sgedge + adapter"] = lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True)
-    fused = Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, mode="fused")
+    fused = Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, mode="fused",
+                         device=device)
     out["sgedge fused (adapter merged)"] = lambda n: fused.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True)
     if with_transformers:
         import peft
@@ -180,19 +231,21 @@ def engines(paths: dict[str, Path], threads: int, with_transformers: bool) -> di
 
         torch.set_num_threads(threads)
         tok = transformers.AutoTokenizer.from_pretrained(paths["hf"])
-        ids = tok(PROMPT, return_tensors="pt").input_ids
-        base = transformers.AutoModelForCausalLM.from_pretrained(paths["hf"], dtype=torch.float32).eval()
+        ids = tok(PROMPT, return_tensors="pt").input_ids.to(device)
+        base = transformers.AutoModelForCausalLM.from_pretrained(paths["hf"], dtype=torch.float32).eval().to(device)
 
         def hf(model) -> Callable[[int], None]:
             def run(n: int) -> None:
                 with torch.no_grad():
                     model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+                if device == "cuda":
+                    torch.cuda.synchronize()
             return run
 
         out["transformers f32"] = hf(base)
         peft_model = peft.PeftModel.from_pretrained(
             transformers.AutoModelForCausalLM.from_pretrained(paths["hf"], dtype=torch.float32), str(paths["lora"])
-        ).eval()
+        ).eval().to(device)
         out["transformers + PEFT f32"] = hf(peft_model)
     return out
 
@@ -207,14 +260,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=physical_cores())
+    p.add_argument("--loads", type=int, default=1,
+                   help="load every engine this many times and pool their samples (evens out per-load bias)")
     p.add_argument("--transformers", action="store_true", help="add transformers (+ PEFT) f32 rows")
     p.add_argument("--onnx", action="store_true", help="add onnxruntime-genai rows (fp32 and int4)")
+    p.add_argument("--precisions", default="fp32,int4", help="ONNX precisions for --onnx (comma-separated)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: tokens per second of this process's CPU time instead of wall time. Time stolen by "
                         "other tenants of a VM does not count, so ratios resolve finer there; use with --threads 1 "
                         "(idle worker threads spin, which counts as CPU time)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: every engine on the GPU (llama-cpp-python built with CUDA, torch with CUDA; ONNX rows "
+                        "only if the installed onnxruntime-genai has its CUDA provider)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
+    if args.device == "cuda":
+        check_cuda(args)
+    if args.clock == "cpu" and args.device != "cpu":
+        p.error("--clock cpu measures this process's CPU time; a GPU run needs the wall clock")
     if args.clock == "cpu" and args.threads != 1:
         p.error("--clock cpu needs --threads 1: spinning worker threads would count as work")
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -222,33 +285,41 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SGEDGE_CACHE_DIR"] = str(Path(tmp) / "cache")  # fused base lands in the temp dir
         paths = build(Path(tmp), args.shape, args.dtype, args.rank)
-        runs = engines(paths, args.threads, args.transformers)
-        if args.onnx:
-            for precision in ("fp32", "int4"):
-                runs.update(onnx_engines(build_onnx(Path(tmp), paths, precision), precision, args.threads))
+        onnx = {p: build_onnx(Path(tmp), paths, p) for p in args.precisions.split(",")} if args.onnx else {}
+        # Each engine loaded --loads times: one load can sit a few percent off another of
+        # the same files for its whole life (memory placement), so samples are pooled.
+        runs: dict[tuple[str, int], Callable[[int], None]] = {}
+        for k in range(args.loads):
+            loaded = engines(paths, args.threads, args.transformers, args.device)
+            for precision, files in onnx.items():
+                loaded.update(onnx_engines(files, precision, args.threads, args.device))
+            runs.update({(name, k): run for name, run in loaded.items()})
         for run in runs.values():  # warm-up: page in weights, build graphs
             run(4)
-        samples: dict[str, list[float]] = {k: [] for k in runs}
+        samples: dict[str, list[float]] = {name: [] for name, _ in runs}
         order, shuffle = list(runs), random.Random(0).shuffle
         for _ in range(args.repeats):
             shuffle(order)  # no engine always runs right after the same other one
-            for name in order:
-                samples[name].append(decode_rate(runs[name], args.tokens, clock))
+            for key in sorted(order, key=lambda nk: nk[1]):  # load k of every engine, then load k+1
+                samples[key[0]].append(decode_rate(runs[key], args.tokens, clock))
     rates = {k: statistics.median(v) for k, v in samples.items()}
-    print(f"{args.shape}, {args.dtype} base, rank-{args.rank} adapter on all 7 projections, "
+    print(f"{args.shape}, {args.dtype} base, rank-{args.rank} adapter on all 7 projections, {args.device}, "
           f"{args.threads} threads, decode tok/s ({args.clock} clock) over {args.tokens} tokens "
-          f"(median of {args.repeats})")
+          f"(median of {args.repeats} rounds x {args.loads} loads)")
     for name, rate in rates.items():
-        print(f"  {name:28s} {rate:8.1f}")
+        print(f"  {name:44s} {rate:8.1f}")
     # A/A controls: the same plain engine loaded twice. Their ratio is this machine's
     # resolution; differences inside it are noise, not sgedge.
     pairs = [("llama-cpp-python (second instance)", "llama-cpp-python"), ("sgedge", "llama-cpp-python"), ("sgedge + adapter", "llama-cpp-python + adapter"),
              ("sgedge fused (adapter merged)", "llama-cpp-python")]
     if args.onnx:
-        for prec in ("fp32", "int4"):
+        for prec in args.precisions.split(","):
             pairs += [(f"onnxruntime-genai {prec} (second load)", f"onnxruntime-genai {prec}"),
                       (f"sgedge onnx {prec}", f"onnxruntime-genai {prec}"),
+                      (f"sgedge onnx {prec} + adapter", f"onnxruntime-genai {prec} multi-LoRA + adapter"),
                       (f"sgedge onnx {prec} + adapter", f"onnxruntime-genai {prec} + adapter (baked)"),
+                      (f"sgedge onnx {prec}", f"onnxruntime-genai {prec} multi-LoRA"),
+                      (f"sgedge onnx {prec} fused, no adapter", f"onnxruntime-genai {prec}"),
                       (f"sgedge onnx {prec} fused", f"onnxruntime-genai {prec} + adapter (baked)")]
     for ours, theirs in pairs:
         # Engines run interleaved, so a round's ratio cancels most of this VM's drift.

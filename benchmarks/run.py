@@ -43,6 +43,7 @@ RATIOS = (
     ("sgedge gguf dynamic + adapter", "llama-cpp-python q8_0 + adapter"),
     ("sgedge gguf dynamic + adapter", "transformers + PEFT f32"),
     ("sgedge onnx int4 dynamic, no adapter active", "onnxruntime-genai int4"),
+    ("sgedge onnx int4 dynamic + adapter", "onnxruntime-genai int4 multi-LoRA + adapter"),
     ("sgedge onnx int4 dynamic + adapter", "onnxruntime-genai int4 + adapter (baked)"),
     ("sgedge onnx int4 fused", "onnxruntime-genai int4 + adapter (baked)"),
 )
@@ -92,6 +93,7 @@ def sample(run: Callable[[str, int], None]) -> tuple[float, float]:
 
 
 def engines(paths: dict[str, Path], work: Path, threads: int) -> dict[str, Callable[[str, int], None]]:
+    import onnxruntime_genai as og
     from decode_speed import plain_builder, plain_og_generate, plain_og_model
     from llama_cpp import Llama
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
@@ -138,6 +140,17 @@ def engines(paths: dict[str, Path], work: Path, threads: int) -> dict[str, Calla
 
     runs["onnxruntime-genai int4"] = plain_og(plain_onnx)
     runs["onnxruntime-genai int4 + adapter (baked)"] = plain_og(plain_onnx_lora)
+    # onnxruntime-genai's own switchable multi-LoRA model: one LoRA branch per projection,
+    # weights as graph inputs, the adapter loaded with og.Adapters ("the same work").
+    stock = export_base_onnx(paths["hf"], work / "og-multi-lora", dtype="int4", pack=False).path
+    stock_adapter = export_adapter_onnx(paths["lora"], work / "stock.onnx_adapter", base=stock).path
+    stock_model = plain_og_model(stock, threads)
+    stock_adapters = og.Adapters(stock_model)
+    stock_adapters.load(str(stock_adapter), "a")
+    runs["onnxruntime-genai int4 multi-LoRA"] = (
+        lambda prompt, n: plain_og_generate(stock_model, og_tok.encode(prompt).ids, n))
+    runs["onnxruntime-genai int4 multi-LoRA + adapter"] = (
+        lambda prompt, n: plain_og_generate(stock_model, og_tok.encode(prompt).ids, n, stock_adapters))
 
     def ours(rt: Runtime, adapters=None) -> Callable[[str, int], None]:
         return lambda prompt, n: rt.generate(prompt, raw=True, max_tokens=n, adapters=adapters, ignore_eos=True)
