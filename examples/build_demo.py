@@ -181,6 +181,7 @@ def main() -> int:
                     help="public evaluation sets; training prompts equal to one of theirs are dropped "
                          "(default $SGEDGE_DATA or ../shared/data; the build says so when it is missing)")
     ap.add_argument("--stage", choices=["base", "adapters", "all"], default="all", help="stop after this stage")
+    ap.add_argument("--adapter-rank", type=int, default=8, help="LoRA rank of the safety adapters")
     args = ap.parse_args()
     size = SIZES[args.size]
     work, out = Path(args.work), Path(args.out)
@@ -209,7 +210,7 @@ def main() -> int:
     if args.stage == "base":
         return 0
     ep = str(size["adapter_epochs"])
-    common = ["--base", str(base), "--epochs", ep, "--rank", "8", "--seed", str(args.seed)]
+    common = ["--base", str(base), "--epochs", ep, "--rank", str(args.adapter_rank), "--seed", str(args.seed)]
     if not (work / "standard").exists():
         sgedge("train", *common, "--harmful", str(data / "harmful_train.jsonl"),
                "--benign", str(data / "benign_train.jsonl"), str(data / "regulated_train.jsonl"),
@@ -238,7 +239,7 @@ def main() -> int:
         "name": "sgedge demo",
         "built_by": "examples/build_demo.py",
         "command": f"python examples/build_demo.py --size {args.size} --seed {args.seed} --formats {args.formats} "
-                   f"--corpus {args.corpus}",
+                   f"--corpus {args.corpus}" + (f" --adapter-rank {args.adapter_rank}" if args.adapter_rank != 8 else ""),
         "seed": args.seed,
         "size": args.size,
         "base": {"architecture": "llama", **base_info},
