@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                    help="load every engine this many times and pool their samples (evens out per-load bias)")
     p.add_argument("--transformers", action="store_true", help="add transformers (+ PEFT) f32 rows")
     p.add_argument("--onnx", action="store_true", help="add onnxruntime-genai rows (fp32 and int4)")
+    p.add_argument("--skip-gguf", action="store_true", help="only the ONNX rows (with --onnx)")
     p.add_argument("--precisions", default="fp32,int4", help="ONNX precisions for --onnx (comma-separated)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: tokens per second of this process's CPU time instead of wall time. Time stolen by "
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = p.parse_args(argv)
     if args.device == "cuda":
         check_cuda(args)
+    if args.skip_gguf and not args.onnx:
+        p.error("--skip-gguf leaves nothing to measure without --onnx")
     if args.clock == "cpu" and args.device != "cpu":
         p.error("--clock cpu measures this process's CPU time; a GPU run needs the wall clock")
     if args.clock == "cpu" and args.threads != 1:
@@ -290,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         # the same files for its whole life (memory placement), so samples are pooled.
         runs: dict[tuple[str, int], Callable[[int], None]] = {}
         for k in range(args.loads):
-            loaded = engines(paths, args.threads, args.transformers, args.device)
+            loaded = {} if args.skip_gguf else engines(paths, args.threads, args.transformers, args.device)
             for precision, files in onnx.items():
                 loaded.update(onnx_engines(files, precision, args.threads, args.device))
             runs.update({(name, k): run for name, run in loaded.items()})
@@ -321,11 +324,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                       (f"sgedge onnx {prec}", f"onnxruntime-genai {prec} multi-LoRA"),
                       (f"sgedge onnx {prec} fused, no adapter", f"onnxruntime-genai {prec}"),
                       (f"sgedge onnx {prec} fused", f"onnxruntime-genai {prec} + adapter (baked)")]
-    for ours, theirs in pairs:
+    for ours, theirs in [(a, b) for a, b in pairs if a in rates and b in rates]:
         # Engines run interleaved, so a round's ratio cancels most of this VM's drift.
         per_round = statistics.median(a / b for a, b in zip(samples[ours], samples[theirs], strict=True))
         print(f"  ratio {ours} / {theirs}: {rates[ours] / rates[theirs]:.3f} (median of per-round ratios {per_round:.3f})")
-    print(f"  adapter cost in llama.cpp: {rates['llama-cpp-python + adapter'] / rates['llama-cpp-python']:.3f}x")
+    if "llama-cpp-python" in rates:
+        print(f"  adapter cost in llama.cpp: {rates['llama-cpp-python + adapter'] / rates['llama-cpp-python']:.3f}x")
     if "transformers + PEFT f32" in rates:
         print(f"  ratio sgedge + adapter / transformers + PEFT f32: "
               f"{rates['sgedge + adapter'] / rates['transformers + PEFT f32']:.2f}")

@@ -1,0 +1,203 @@
+"""Experiment (not a product path): could one `If` remove the empty LoRA slots' cost?
+
+Takes sgedge's packed int4 ONNX export of a random SmolLM2-135M-shape model and wraps
+the whole graph in If(sgedge.lora_on): one branch is the graph with its LoRA operators,
+the other the same graph without them, both reading the same outer-scope weights. The
+flag is a one-element float graph input (default 0) that an adapter file sets to 1
+(ONNX Runtime's adapter format only takes float parameters). Then it checks tokens
+against the slotted export and measures, with stock onnxruntime-genai at one thread:
+decode tok/s (process CPU time, engines loaded --loads times and interleaved) and peak
+RSS of a fresh process per model. docs/performance.md ("One thread, third look") has
+the result: speed comes back, memory does not (ONNX Runtime prepacks the int4 weights
+once per kernel, and each branch has its own kernels).
+
+    python benchmarks/onnx_if_switch.py [--loads 3] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from decode_speed import SHAPES, decode_rate, plain_builder, plain_og_generate, plain_og_model  # noqa: E402
+
+FLAG = "sgedge.lora_on"
+_LORA = re.compile(r"/lora_A/MatMul$|/lora_B/MatMul$|/lora/Add$")
+IDS = list(range(100, 120))
+
+
+def wrap_in_if(src: Path, dst: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(src / "model.onnx"), load_external_data=True)
+    g = m.graph
+    outer = {i.name for i in g.input} | {i.name for i in g.initializer}
+
+    def branch(tag: str, drop_lora: bool):
+        alias: dict[str, str] = {}
+        nodes = []
+        for n in g.node:
+            if drop_lora and _LORA.search(n.name):
+                if n.op_type == "Add":  # base + x·A·B  ->  base
+                    alias[n.output[0]] = next(i for i in n.input if "lora_B" not in i)
+                continue
+            nodes.append(n)
+
+        def name(x: str) -> str:
+            while x in alias:
+                x = alias[x]
+            return x if x in outer or not x else f"{tag}/{x}"
+
+        out = []
+        for n in nodes:
+            c = copy.deepcopy(n)
+            c.name = f"{tag}/{n.name}"
+            c.input[:] = [name(i) for i in c.input]
+            c.output[:] = [name(o) for o in c.output]
+            out.append(c)
+        outputs = []
+        for o in g.output:
+            v = copy.deepcopy(o)
+            v.name = name(o.name)
+            outputs.append(v)
+        return helper.make_graph(out, f"{tag}_branch", [], outputs)
+
+    top = helper.make_graph(
+        [helper.make_node("Cast", [FLAG], [f"{FLAG}.bool"], to=TensorProto.BOOL),
+         helper.make_node("If", [f"{FLAG}.bool"], [o.name for o in g.output], name="/sgedge/lora_switch",
+                          then_branch=branch("t", False), else_branch=branch("e", True))],
+        g.name, [*g.input, helper.make_tensor_value_info(FLAG, TensorProto.FLOAT, [1])], list(g.output),
+        [*g.initializer, numpy_helper.from_array(np.array([0.0], np.float32), FLAG)])
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if not f.name.startswith("model.onnx"):
+            shutil.copy(f, dst / f.name)
+    onnx.save(helper.make_model(top, opset_imports=m.opset_import, ir_version=m.ir_version), str(dst / "model.onnx"),
+              save_as_external_data=True, location="model.onnx.data", size_threshold=1024)
+
+
+def add_flag(adapter: Path, out: Path) -> None:
+    import onnxruntime as ort
+
+    fmt = ort.AdapterFormat.read_adapter(str(adapter))
+    params = dict(fmt.get_parameters())
+    params[FLAG] = ort.OrtValue.ortvalue_from_numpy(np.array([1.0], np.float32))
+    new = ort.AdapterFormat()
+    new.set_adapter_version(fmt.get_adapter_version())
+    new.set_model_version(fmt.get_model_version())
+    new.set_parameters(params)
+    new.export_adapter(str(out))
+
+
+def tokens(model, adapter: Path | None, n: int = 24) -> list[int]:
+    import onnxruntime_genai as og
+
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(IDS) + n, do_sample=False)
+    gen = og.Generator(model, params)
+    if adapter is not None:
+        a = og.Adapters(model)
+        a.load(str(adapter), "a")
+        gen.set_active_adapter(a, "a")
+    gen.append_tokens(IDS)
+    out = []
+    while not gen.is_done():
+        gen.generate_next_token()
+        out.append(int(gen.get_next_tokens()[0]))
+    return out
+
+
+RSS_CHILD = """
+import sys
+sys.path.insert(0, {here!r})
+import onnxruntime_genai as og
+from decode_speed import plain_og_generate, plain_og_model
+m = plain_og_model({folder!r}, 1)
+a = None
+if {adapter!r}:
+    a = og.Adapters(m)
+    a.load({adapter!r}, "a")
+plain_og_generate(m, {ids!r}, 8, a)
+print([ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0])
+"""
+
+
+def peak_rss_mb(folder: Path, adapter: Path | None) -> float:
+    code = RSS_CHILD.format(here=str(HERE), folder=str(folder), adapter=str(adapter or ""), ids=IDS)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1]) / 1024
+
+
+def main() -> None:
+    import onnxruntime_genai as og
+    from sgedge.exporters.onnx_adapter import export_adapter_onnx
+    from sgedge.exporters.onnx_base import export_base_onnx
+    from sgedge.exporters.synthetic import build_lora, build_model
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--loads", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        w = Path(tmp)
+        family, style, cfg, vocab = SHAPES["smollm2-135m"]
+        hf = build_model(family, w / "hf", shape=cfg, tokenizer_style=style, vocab_size=vocab, init_std=0.02)
+        lora = build_lora(hf, w / "lora", r=16, alpha=32, std=0.02)
+        models = {"plain": plain_builder(hf, w / "plain", "int4", None),
+                  "slots": export_base_onnx(hf, w / "slots", dtype="int4").path}
+        adapter = export_adapter_onnx(lora, w / "a.onnx_adapter", base=models["slots"]).path
+        wrap_in_if(models["slots"], w / "if")
+        models["if"] = w / "if"
+        flagged = w / "a_flag.onnx_adapter"
+        add_flag(adapter, flagged)
+        cases = {"plain": ("plain", None), "slots": ("slots", None), "if": ("if", None),
+                 "slots + adapter": ("slots", adapter), "if + adapter": ("if", flagged)}
+
+        ref = {k: tokens(plain_og_model(models[m], 1), a) for k, (m, a) in cases.items() if k != "plain"}
+        print("tokens: if == slots without adapter:", ref["if"] == ref["slots"],
+              "| with adapter:", ref["if + adapter"] == ref["slots + adapter"],
+              "| the adapter changes them:", ref["slots + adapter"] != ref["slots"])
+
+        runs = {}
+        for k in range(args.loads):
+            for name, (m, a) in cases.items():
+                model = plain_og_model(models[m], 1)
+                ads = None
+                if a is not None:
+                    ads = og.Adapters(model)
+                    ads.load(str(a), "a")
+                runs[(name, k)] = (lambda mm, aa: lambda n: plain_og_generate(mm, IDS, n, aa))(model, ads)
+        for r in runs.values():
+            r(4)
+        samples: dict[str, list[float]] = {name: [] for name in cases}
+        order = list(runs)
+        for i in range(args.repeats):
+            random.Random(i).shuffle(order)
+            for key in sorted(order, key=lambda nk: nk[1]):
+                samples[key[0]].append(decode_rate(runs[key], 64, time.process_time))
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        print(f"decode tok/s, one thread, CPU clock, {args.repeats} rounds x {args.loads} loads:")
+        for name, rate in med.items():
+            print(f"  {name:16s} {rate:7.1f}   peak RSS {peak_rss_mb(models[cases[name][0]], cases[name][1]):6.0f} MiB")
+        for a, b in (("slots", "plain"), ("if", "plain"), ("if + adapter", "slots + adapter")):
+            per_round = statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
+            print(f"  {a} / {b}: {med[a] / med[b]:.3f} (median of per-round ratios {per_round:.3f})")
+
+
+if __name__ == "__main__":
+    main()
