@@ -44,6 +44,11 @@ SHAPES = {
                                         "num_attention_heads": 14, "num_key_value_heads": 2,
                                         "tie_word_embeddings": True, "max_position_embeddings": 32768},
                      151936),
+    # For the smoke test of the benchmark scripts only: its figures mean nothing.
+    "tiny": ("llama", "smollm", {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                                 "num_attention_heads": 4, "num_key_value_heads": 2,
+                                 "tie_word_embeddings": True, "max_position_embeddings": 2048},
+             1000),
 }
 PROMPT = "The quick brown fox jumps over the lazy dog. Safety adapters keep the base model frozen."
 

@@ -1,0 +1,56 @@
+"""The benchmark scripts behind the performance figures still run end to end (tiny
+shape, one round: the numbers are not looked at, only that every engine ran)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture()
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+
+    def load(name: str):
+        sys.modules.pop(name, None)
+        return importlib.import_module(name)
+    return load
+
+
+def test_decode_speed_runs_every_engine(bench, tmp_path, capsys):
+    out = tmp_path / "rates.json"
+    rates = bench("decode_speed").main(["--shape", "tiny", "--onnx", "--precisions", "int4", "--repeats", "1",
+                                        "--tokens", "4", "--threads", "1", "--json", str(out)])
+    expected = {"llama-cpp-python", "llama-cpp-python + adapter", "sgedge", "sgedge + adapter",
+                "sgedge fused (adapter merged)", "onnxruntime-genai int4", "onnxruntime-genai int4 multi-LoRA",
+                "onnxruntime-genai int4 multi-LoRA + adapter", "sgedge onnx int4", "sgedge onnx int4 + adapter",
+                "sgedge onnx int4 fused", "sgedge onnx int4 fused, no adapter"}
+    # A rate per engine; its value is noise at this size (it can even come out negative).
+    assert expected <= set(rates) and all(math.isfinite(r) for r in rates.values())
+    assert json.loads(out.read_text())["rates"] == rates
+    assert "ratio sgedge onnx int4 + adapter / onnxruntime-genai int4 multi-LoRA + adapter" in capsys.readouterr().out
+
+
+def test_decode_speed_refuses_a_gpu_run_without_cuda(bench):
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama-cpp-python has GPU offload")
+    with pytest.raises(SystemExit, match="built without CUDA"):
+        bench("decode_speed").main(["--shape", "tiny", "--device", "cuda"])
+
+
+def test_run_py_writes_the_tables(bench, tmp_path):
+    bench("run").main(["--shapes", "tiny", "--repeats", "1", "--threads", "1", "--out", str(tmp_path)])
+    doc = (tmp_path / "performance.md").read_text()
+    assert "## tiny" in doc and "onnxruntime-genai int4 multi-LoRA + adapter" in doc
+    assert (tmp_path / "performance.png").stat().st_size > 0
+    rows = json.loads((tmp_path / "performance.json").read_text())["tiny"]["rows"]
+    assert all(math.isfinite(r["decode_tok_s"]) and r["ttft_s"] > 0 for r in rows.values())
