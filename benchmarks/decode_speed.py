@@ -50,6 +50,23 @@ SHAPES = {
                                  "tie_word_embeddings": True, "max_position_embeddings": 2048},
              1000),
 }
+# Every sgedge runtime a benchmark opens, closed by close_runtimes() when it ends.
+OPENED: list = []
+
+
+def open_runtime(*args, **kwargs):
+    from sgedge.runtime.api import Runtime
+
+    rt = Runtime.open(*args, **kwargs)
+    OPENED.append(rt)
+    return rt
+
+
+def close_runtimes() -> None:
+    while OPENED:
+        OPENED.pop().close()
+
+
 PROMPT = "The quick brown fox jumps over the lazy dog. Safety adapters keep the base model frozen."
 
 
@@ -128,7 +145,6 @@ def plain_og_generate(model, ids: list[int], n: int, adapters=None) -> None:
 
 def onnx_engines(onnx: dict[str, Path], precision: str, threads: int,
                  device: str = "cpu") -> dict[str, Callable[[int], None]]:
-    from sgedge.runtime.api import Runtime
     from tokenizers import Tokenizer
 
     ids = Tokenizer.from_file(str(onnx["base"] / "tokenizer.json")).encode(PROMPT).ids
@@ -145,10 +161,10 @@ def onnx_engines(onnx: dict[str, Path], precision: str, threads: int,
             adapters.load(str(adapter), "a")
         return lambda n: plain_og_generate(model, ids, n, adapters)
 
-    rt = Runtime.open(onnx["base"], adapters=[onnx["adapter"]], threads=threads, device=device)
-    fused = Runtime.open(onnx["base"], adapters=[onnx["adapter"]], threads=threads, mode="fused", device=device)
+    rt = open_runtime(onnx["base"], adapters=[onnx["adapter"]], threads=threads, device=device)
+    fused = open_runtime(onnx["base"], adapters=[onnx["adapter"]], threads=threads, mode="fused", device=device)
     # A fixed policy of no adapter, fused: the empty LoRA slots are removed.
-    bare = Runtime.open(onnx["base"], threads=threads, mode="fused", device=device)
+    bare = open_runtime(onnx["base"], threads=threads, mode="fused", device=device)
     return {
         f"sgedge onnx {precision} fused, no adapter": lambda n: bare.generate(PROMPT, raw=True, max_tokens=n,
                                                                           ignore_eos=True),
@@ -202,7 +218,6 @@ def decode_rate(run: Callable[[int], None], n: int, clock: Callable[[], float] =
 def engines(paths: dict[str, Path], threads: int, with_transformers: bool,
             device: str = "cpu") -> dict[str, Callable[[int], None]]:
     from llama_cpp import Llama
-    from sgedge.runtime.api import Runtime
 
     out: dict[str, Callable[[int], None]] = {}
     # Every layer on the GPU for plain llama-cpp-python too (its default is 0 layers).
@@ -223,10 +238,10 @@ def engines(paths: dict[str, Path], threads: int, with_transformers: bool,
     out["llama-cpp-python"] = plain(Llama(str(paths["base"]), **kw))
     out["llama-cpp-python (second instance)"] = plain(Llama(str(paths["base"]), **kw))
     out["llama-cpp-python + adapter"] = plain(Llama(str(paths["base"]), lora_path=str(paths["adapter"]), **kw))
-    rt = Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, device=device)
+    rt = open_runtime(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, device=device)
     out["sgedge"] = lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, adapters=[], ignore_eos=True)
     out["sgedge + adapter"] = lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True)
-    fused = Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, mode="fused",
+    fused = open_runtime(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, mode="fused",
                          device=device)
     out["sgedge fused (adapter merged)"] = lambda n: fused.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True)
     if with_transformers:
@@ -310,6 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             shuffle(order)  # no engine always runs right after the same other one
             for key in sorted(order, key=lambda nk: nk[1]):  # load k of every engine, then load k+1
                 samples[key[0]].append(decode_rate(runs[key], args.tokens, clock))
+        close_runtimes()
     rates = {k: statistics.median(v) for k, v in samples.items()}
     print(f"{args.shape}, {args.dtype} base, rank-{args.rank} adapter on all 7 projections, {args.device}, "
           f"{args.threads} threads, decode tok/s ({args.clock} clock) over {args.tokens} tokens "

@@ -34,7 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from decode_speed import PROMPT, SHAPES, build, settle  # noqa: E402
+from decode_speed import PROMPT, SHAPES, build, close_runtimes, open_runtime, settle  # noqa: E402
 
 LONG_PROMPT = " ".join([PROMPT] * 12)
 # The ratios the performance targets are stated in.
@@ -155,17 +155,17 @@ def engines(paths: dict[str, Path], work: Path, threads: int) -> dict[str, Calla
     def ours(rt: Runtime, adapters=None) -> Callable[[str, int], None]:
         return lambda prompt, n: rt.generate(prompt, raw=True, max_tokens=n, adapters=adapters, ignore_eos=True)
 
-    dyn = Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=1024, threads=threads)
+    dyn = open_runtime(paths["base"], adapters=[paths["adapter"]], n_ctx=1024, threads=threads)
     runs["sgedge gguf dynamic, no adapter active"] = ours(dyn, [])
     runs["sgedge gguf dynamic + adapter"] = ours(dyn)
-    runs["sgedge gguf fused"] = ours(Runtime.open(paths["base"], adapters=[paths["adapter"]], n_ctx=1024,
+    runs["sgedge gguf fused"] = ours(open_runtime(paths["base"], adapters=[paths["adapter"]], n_ctx=1024,
                                                   threads=threads, mode="fused"))
     onnx_base = export_base_onnx(paths["hf"], work / "sg-onnx", dtype="int4").path
     onnx_adapter = export_adapter_onnx(paths["lora"], work / "a.onnx_adapter", base=onnx_base).path
-    onnx_dyn = Runtime.open(onnx_base, adapters=[onnx_adapter], threads=threads)
+    onnx_dyn = open_runtime(onnx_base, adapters=[onnx_adapter], threads=threads)
     runs["sgedge onnx int4 dynamic, no adapter active"] = ours(onnx_dyn, [])
     runs["sgedge onnx int4 dynamic + adapter"] = ours(onnx_dyn)
-    runs["sgedge onnx int4 fused"] = ours(Runtime.open(onnx_base, adapters=[onnx_adapter], threads=threads,
+    runs["sgedge onnx int4 fused"] = ours(open_runtime(onnx_base, adapters=[onnx_adapter], threads=threads,
                                                        mode="fused"))
     runs["_switch"] = dyn  # type: ignore[assignment]
     runs["_onnx"] = (onnx_base, onnx_adapter, onnx_dyn)  # type: ignore[assignment]
@@ -229,7 +229,7 @@ def measure_shape(shape: str, repeats: int, threads: int) -> dict:
             "switch_ms_onnx": switch_ms(onnx_dyn, onnx_adapter.stem),
             "base_mib": base_bytes / 2**20,
         }
-        dyn.close()
+        close_runtimes()
     return result
 
 
