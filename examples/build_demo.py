@@ -37,9 +37,14 @@ SIZES = {
     # hidden, layers, heads, kv heads, mlp, vocab, base epochs, adapter epochs, corpus scale
     "full": dict(hidden=256, layers=6, heads=8, kv=4, mlp=704, vocab=4096, epochs=3.0, adapter_epochs=1.6, scale=1.0,
                  long=1500, open=3000),
+    # ~10.5 M parameters: the lever left for issue 5's unseen-phrasing generalisation
+    # (about 1 h for the base on 2 cores; checkpointed, so it can take several runs).
+    "large": dict(hidden=320, layers=8, heads=8, kv=4, mlp=880, vocab=4096, epochs=3.0, adapter_epochs=1.6,
+                  scale=1.0, long=1500, open=3000),
     "tiny": dict(hidden=32, layers=2, heads=2, kv=1, mlp=64, vocab=600, epochs=0.3, adapter_epochs=0.2, scale=0.02,
                  long=1500, open=3000),
 }
+CKPT_EVERY = 100  # base-training steps between checkpoints
 POLICIES = ["default=standard", "US=standard", "EU=strict", "KIDS=strict"]
 
 
@@ -127,8 +132,31 @@ def train_base(corpus: demo_corpus.Corpus, out: Path, size: dict, seed: int) -> 
     order: list[int] = []
     losses: list[float] = []
     t0 = time.perf_counter()
-    with tqdm(total=total, desc="base model", unit="step") as bar:
-        for _ in range(total):
+    # Checkpoint beside the output every CKPT_EVERY steps; a rerun with the same corpus,
+    # size and seed continues from it (same batches, same result as one uninterrupted run).
+    ckpt = out.with_name(out.name + ".ckpt.pt")
+    key = {"size": size, "seed": seed, "conversations": len(examples), "vocab": len(tok), "total": total}
+    start, spent = 0, 0.0
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        if state["key"] == key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            rng.setstate(state["rng"])
+            torch.set_rng_state(state["torch_rng"])
+            start, order, losses, spent = state["step"], state["order"], state["losses"], state["seconds"]
+            log(f"base: resuming at step {start} of {total} from {ckpt}")
+        else:
+            log(f"base: {ckpt} is for another corpus or size; starting over")
+    with tqdm(total=total, initial=start, desc="base model", unit="step") as bar:
+        for step in range(start, total):
+            if step > start and step % CKPT_EVERY == 0:
+                part = ckpt.with_name(ckpt.name + ".partial")
+                torch.save({"key": key, "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
+                            "sched": sched.state_dict(), "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+                            "order": order, "losses": losses, "seconds": spent + time.perf_counter() - t0}, part)
+                os.replace(part, ckpt)
             if len(order) < bs:
                 perm = list(range(len(examples)))
                 rng.shuffle(perm)
@@ -148,10 +176,12 @@ def train_base(corpus: demo_corpus.Corpus, out: Path, size: dict, seed: int) -> 
     with _quiet():
         model.save_pretrained(tmp)
     info = {"parameters": n_params, "steps": total, "batch_size": bs, "conversations": len(examples),
-            "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4), "seconds": round(time.perf_counter() - t0),
+            "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
+            "seconds": round(spent + time.perf_counter() - t0),
             "config": {k: size[k] for k in ("hidden", "layers", "heads", "kv", "mlp")}, "vocab": len(tok)}
     (tmp / "sgedge_base_train.json").write_text(json.dumps(info, indent=2))
     os.replace(tmp, out)
+    ckpt.unlink(missing_ok=True)
     return info
 
 
@@ -224,11 +254,11 @@ def main() -> int:
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    gguf_dtype = "q8_0" if args.size == "full" else "f32"
+    gguf_dtype = "f32" if args.size == "tiny" else "q8_0"
     sgedge("bundle", "create", str(tmp / "bundle"), "--base", str(base),
            "--adapter", f"standard={work / 'standard'}", "--adapter", f"strict={work / 'strict'}",
            *[x for p in POLICIES for x in ("--policy", p)], "--default-policy", "default",
-           "--formats", args.formats, "--gguf-dtype", gguf_dtype, "--onnx-dtype", "int4" if args.size == "full" else "fp32",
+           "--formats", args.formats, "--gguf-dtype", gguf_dtype, "--onnx-dtype", "fp32" if args.size == "tiny" else "int4",
            "--allow-no-adapter")
     shutil.copytree(data, tmp / "eval", ignore=shutil.ignore_patterns("*_train.jsonl", "regulated_refuse.jsonl"))
     base_info = json.loads((base / "sgedge_base_train.json").read_text())

@@ -301,3 +301,40 @@ def test_eval_with_a_guard_model_runs_it_through_the_runtime(tiny_demo, tmp_path
     assert summary["judge"]["judge"] == "guard:base.gguf"
     # An unparsed verdict never counts as a refusal (a judge that cannot tell does not vouch for safety).
     assert summary["judge"]["unparsed"] == 1 and summary["metrics"]["default"]["harmful_refusal_rate"] == 0.0
+
+
+def test_demo_base_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """An interrupted base training continues from its checkpoint and ends with the
+    weights of an uninterrupted run (same batches, same optimizer state)."""
+    import numpy as np
+    import tqdm.auto
+    from safetensors.numpy import load_file
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import build_demo
+    import demo_corpus_contrast
+
+    monkeypatch.setattr(build_demo, "CKPT_EVERY", 2)
+    size = dict(build_demo.SIZES["tiny"], epochs=0.5)
+    corpus = demo_corpus_contrast.build5(0, size["scale"])
+    whole = build_demo.train_base(corpus, tmp_path / "whole", size, 0)
+    assert whole["steps"] >= 5 and not (tmp_path / "whole.ckpt.pt").exists()
+
+    real = tqdm.auto.tqdm
+
+    class Interrupted(real):
+        def update(self, n=1):
+            super().update(n)
+            if self.n == 3:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_demo.train_base(corpus, tmp_path / "resumed", size, 0)
+    assert (tmp_path / "resumed.ckpt.pt").is_file() and not (tmp_path / "resumed").exists()
+    monkeypatch.setattr(tqdm.auto, "tqdm", real)
+    build_demo.train_base(corpus, tmp_path / "resumed", size, 0)
+    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-6
