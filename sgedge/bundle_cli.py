@@ -115,6 +115,7 @@ def fuse(args: argparse.Namespace) -> int:
         if rt.policy != args.policy:
             raise InputError(f"bundle has no policy {args.policy!r} (known: {', '.join(sorted(rt.policies))})")
         path = rt.fused_path
-    size = path.stat().st_size / 1e6 if path else 0.0
+    files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
+    size = sum(f.stat().st_size for f in files) / 1e6
     print(f"policy {args.policy}: fused base {path} ({size:.1f} MB) ready in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -130,3 +130,25 @@ def test_onnx_fused_without_adapter_runs_a_slot_free_graph(tiny, tiny_onnx, tmp_
         assert fused.generate(PROMPT, max_tokens=6).tokens == dyn.generate(PROMPT, max_tokens=6).tokens
         with pytest.raises(InputError, match="adapter"):
             fused.generate(PROMPT, max_tokens=2, adapters=[("a1", 1.0)])
+
+
+def test_bundle_fuse_reports_an_onnx_folder_and_bare_fused_bundles(tiny, tmp_path, capsys):
+    import onnx
+
+    t = tiny("llama")
+    onnx_bundle, gguf_bundle = tmp_path / "o", tmp_path / "g"
+    policies = {"US": (PolicyItem("std"),)}
+    create_bundle(onnx_bundle, t.hf, {"std": t.lora1}, policies, default_policy="US", formats=("onnx",),
+                  allow_no_adapter=True)
+    create_bundle(gguf_bundle, t.hf, {"std": t.lora1}, policies, default_policy="US", gguf_dtype="f32",
+                  allow_no_adapter=True)
+    assert main(["bundle", "fuse", str(onnx_bundle), "--policy", "US"]) == 0
+    out = capsys.readouterr().out
+    assert "policy US: fused base" in out and float(out.rsplit("(", 1)[1].split(" MB")[0]) > 0.1, out
+    # The bare base of a bundle that allows it, fused: ONNX drops the empty slots, GGUF runs the base file.
+    with Runtime.open(onnx_bundle, no_adapter=True, mode="fused") as bare:
+        assert bare.active == [] and bare.fused_path is not None
+        graph = onnx.load(str(bare.fused_path / "model.onnx"), load_external_data=False).graph
+        assert not [n.name for n in graph.node if "lora" in n.name]
+    with Runtime.open(gguf_bundle, no_adapter=True, mode="fused") as bare:
+        assert bare.active == [] and bare.fused_path is None
