@@ -256,7 +256,7 @@ class Runtime:
 
     @property
     def mode(self) -> str:
-        return "fused" if self._fused else "dynamic"
+        return "fused" if self._fused or self.fused_path is not None else "dynamic"
 
     @property
     def policies(self) -> dict[str, list[ActiveAdapter]]:

@@ -121,7 +121,7 @@ def test_onnx_fused_without_adapter_runs_a_slot_free_graph(tiny, tiny_onnx, tmp_
     monkeypatch.setenv("SGEDGE_CACHE_DIR", str(tmp_path / "cache"))
     o = tiny_onnx("llama")
     with Runtime.open(o.base) as dyn, Runtime.open(o.base, mode="fused") as fused:
-        assert fused.fused_path is not None and fused.active == []
+        assert fused.fused_path is not None and fused.active == [] and fused.mode == "fused"
         graph = onnx.load(str(fused.fused_path / "model.onnx"), load_external_data=False).graph
         assert not [n.name for n in graph.node if "lora" in n.name], "every empty LoRA branch removed"
         assert not [i.name for i in graph.input if ".lora_" in i.name]
