@@ -146,6 +146,13 @@ def export_base_onnx(
             f"rope scaling {rope_type!r} is not reproduced by the ONNX Runtime GenAI builder "
             f"(supported: {', '.join(ONNX_ROPE_TYPES)}); export this model with --format gguf"
         )
+    if model.head_dim % 8:
+        # The builder emits GroupQueryAttention, whose kernels refuse such heads at the
+        # first token ("head_size must be a multiple of 8"); say so before exporting.
+        raise UnsupportedModelError(
+            f"head size {model.head_dim} is not a multiple of 8, which ONNX Runtime's GroupQueryAttention "
+            "needs; export this model with --format gguf"
+        )
     targets = list(lora_targets or fam.lora_modules)
     bad = [t for t in targets if t not in fam.lora_modules]
     if bad:

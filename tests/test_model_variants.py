@@ -54,3 +54,17 @@ def test_onnx_refuses_rope_scaling_the_builder_gets_wrong(tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"rope scaling 'linear' is not reproduced .*--format gguf"):
         export_base_onnx(hf, tmp_path / "onnx")
     assert not (tmp_path / "onnx").exists()
+
+
+def test_onnx_refuses_head_sizes_group_query_attention_cannot_run(tmp_path):
+    # hidden 40 / 4 heads = head size 10: the builder exports it, but onnxruntime's
+    # GroupQueryAttention fails at the first token; the exporter says so up front.
+    hf = build_model("llama", tmp_path / "hf", shape={"hidden_size": 40, "intermediate_size": 96,
+                                                      "num_attention_heads": 4, "num_key_value_heads": 2})
+    with pytest.raises(UnsupportedModelError, match=r"head size 10 is not a multiple of 8.*--format gguf"):
+        export_base_onnx(hf, tmp_path / "onnx")
+    assert not (tmp_path / "onnx").exists()
+    base = export_base_gguf(hf, tmp_path / "b.gguf", dtype="f32").path  # the GGUF path runs it
+    with Runtime.open(base, exact=True) as rt:
+        ids = rt.encode_prompt(PROMPT, raw=True)
+        assert float(np.abs(rt.logits(ids) - hf_logits(hf_model(hf), ids)).max()) < 1e-4
