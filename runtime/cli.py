@@ -25,6 +25,10 @@ def run(args: argparse.Namespace) -> int:
         from sgedge.demo import demo_bundle
 
         args.bundle = str(demo_bundle())
+    if args.bundle:
+        from sgedge.manifest import require_bundle
+
+        require_bundle(args.bundle)
     with Runtime.open(args.bundle or args.model, args.region, trusted_key=args.trusted_key, verify=args.verify,
                       no_adapter=args.no_adapter, adapters=adapters, backend=args.backend, device=args.device,
                       gpu_layers=args.gpu_layers, threads=args.threads, n_ctx=args.ctx,

@@ -169,11 +169,18 @@ def parse_manifest(raw: dict[str, Any]) -> Manifest:
     return m
 
 
-def read_manifest(bundle: str | Path) -> tuple[Manifest, bytes]:
-    """(manifest, the exact bytes read) — the bytes are what a signature covers."""
+def require_bundle(bundle: str | Path) -> Path:
+    """The manifest path of `bundle`, or ManifestError when the folder is no bundle."""
     path = Path(bundle) / MANIFEST
     if not path.is_file():
-        raise ManifestError(f"{bundle} is not an sgedge bundle (no {MANIFEST})")
+        hint = " (a .gguf file or an ONNX model folder goes to --model)" if Path(bundle).exists() else ""
+        raise ManifestError(f"{bundle} is not an sgedge bundle (no {MANIFEST}){hint}")
+    return path
+
+
+def read_manifest(bundle: str | Path) -> tuple[Manifest, bytes]:
+    """(manifest, the exact bytes read) — the bytes are what a signature covers."""
+    path = require_bundle(bundle)
     data = path.read_bytes()
     try:
         raw = json.loads(data)

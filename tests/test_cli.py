@@ -13,8 +13,10 @@ from sgedge.cli import main
 @pytest.fixture(scope="module")
 def paths(tiny, tiny_onnx, tmp_path_factory):
     t, o = tiny("llama"), tiny_onnx("llama")
+    out = tmp_path_factory.mktemp("cli")
+    (out / "h.txt").write_text("a harmful request\n")
     return {"model": str(t.gguf), "a1": str(t.a1), "a2": str(t.a2), "hf": str(t.hf), "lora": str(t.lora1),
-            "qwen_a": str(tiny("qwen2").a1), "out": str(tmp_path_factory.mktemp("cli")),
+            "qwen_a": str(tiny("qwen2").a1), "out": str(out),
             "onnx": str(o.base), "oa1": str(o.a1), "oa2": str(o.a2)}
 
 
@@ -45,6 +47,8 @@ CASES = [
     ("export adapter {lora} --format onnx -o {out}/a.onnx_adapter --base {onnx}", 0, "rank 8, 8 slots", None),
     ("export adapter {lora} --format onnx -o {out}/a.onnx_adapter --base {hf}", 1, "", "not an ONNX base exported by sgedge"),
     ("export base {hf} -o {out}/x.gguf --lora-targets q_proj", 1, "", "applies to --format onnx"),
+    ("run --bundle {onnx} Hi", 1, "", "{onnx} is not an sgedge bundle (no sgedge.json) (a .gguf file or an ONNX model folder goes to --model)"),
+    ("eval --bundle {out}/nowhere --harmful {out}/h.txt", 1, "", "{out}/nowhere is not an sgedge bundle (no sgedge.json)"),
 ]
 
 

@@ -30,6 +30,7 @@ from sgedge.toolkit.judge import KeywordJudge, keyword_judge, make_judge, rate
 from sgedge.toolkit.prompts import Prompt, load, parse_file_arg, read_prompts, select
 
 from sgedge.errors import InputError
+from sgedge.manifest import require_bundle
 
 SLOT = "[INSERT PROMPT HERE]"
 
@@ -185,6 +186,7 @@ def open_runtime(args: argparse.Namespace) -> tuple[Any, list[Config], str]:
         from sgedge.demo import demo_bundle
 
         bundle = str(demo_bundle())
+    require_bundle(bundle)
     rt = Runtime.open(bundle, args.policy[0] if args.policy else None, backend=args.backend, threads=args.threads,
                       n_ctx=args.ctx)
     keys = list(args.policy)
