@@ -59,6 +59,16 @@ class _Adapter:
     scale: float
 
 
+class _Closed:
+    """Stands in for a closed runtime's backend: every use says so (close stays a no-op)."""
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise InputError("this Runtime is closed; open another with Runtime.open(...)")
+
+
 class Runtime:
     """A loaded base model with resident adapters. Library code raises, never exits."""
 
@@ -375,6 +385,7 @@ class Runtime:
     def close(self) -> None:
         with self._lock:
             self._backend.close()
+            self._backend = _Closed()
 
     def __enter__(self) -> Runtime:
         return self

@@ -85,3 +85,16 @@ def test_unknown_adapter_name_refused(tiny):
     with Runtime.open(t.gguf, adapters=[t.a1]) as rt:
         with pytest.raises(InputError, match=r"not loaded: nope \(loaded: a1\)"):
             rt.generate("hi", raw=True, adapters=[("nope", 1.0)])
+
+
+@pytest.mark.parametrize("kind", ["gguf", "onnx"])
+def test_a_closed_runtime_says_it_is_closed(tiny, tiny_onnx, kind):
+    model = tiny("llama").gguf if kind == "gguf" else tiny_onnx("llama").base
+    rt = Runtime.open(model)
+    ids = rt.encode_prompt("Hello", raw=True)
+    rt.close()
+    for use in (lambda: rt.generate("Hello", raw=True, max_tokens=2), lambda: rt.logits(ids),
+                lambda: rt.encode_prompt("Hello"), lambda: list(rt.stream("Hello", max_tokens=2))):
+        with pytest.raises(InputError, match=r"this Runtime is closed"):
+            use()
+    rt.close()  # closing twice is harmless
