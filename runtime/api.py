@@ -60,7 +60,11 @@ class _Adapter:
 
 
 class _Closed:
-    """Stands in for a closed runtime's backend: every use says so (close stays a no-op)."""
+    """Stands in for a closed runtime's backend: what it was stays readable (name,
+    adapters), every use says the runtime is closed, close stays a no-op."""
+
+    def __init__(self, backend: Any) -> None:
+        self.name, self.adapters = backend.name, dict(backend.adapters)
 
     def close(self) -> None:
         pass
@@ -384,8 +388,10 @@ class Runtime:
 
     def close(self) -> None:
         with self._lock:
-            self._backend.close()
-            self._backend = _Closed()
+            backend = self._backend
+            if not isinstance(backend, _Closed):
+                self._backend = _Closed(backend)
+            backend.close()
 
     def __enter__(self) -> Runtime:
         return self
