@@ -212,6 +212,7 @@ def main() -> int:
                          "(default $SGEDGE_DATA or ../shared/data; the build says so when it is missing)")
     ap.add_argument("--stage", choices=["base", "adapters", "all"], default="all", help="stop after this stage")
     ap.add_argument("--adapter-rank", type=int, default=8, help="LoRA rank of the safety adapters")
+    ap.add_argument("--adapter-epochs", type=float, help="epochs of adapter training (default: the size's)")
     args = ap.parse_args()
     size = SIZES[args.size]
     work, out = Path(args.work), Path(args.out)
@@ -239,7 +240,7 @@ def main() -> int:
         log(f"base: {info}")
     if args.stage == "base":
         return 0
-    ep = str(size["adapter_epochs"])
+    ep = str(args.adapter_epochs if args.adapter_epochs is not None else size["adapter_epochs"])
     common = ["--base", str(base), "--epochs", ep, "--rank", str(args.adapter_rank), "--seed", str(args.seed)]
     if not (work / "standard").exists():
         sgedge("train", *common, "--harmful", str(data / "harmful_train.jsonl"),
@@ -269,7 +270,8 @@ def main() -> int:
         "name": "sgedge demo",
         "built_by": "examples/build_demo.py",
         "command": f"python examples/build_demo.py --size {args.size} --seed {args.seed} --formats {args.formats} "
-                   f"--corpus {args.corpus}" + (f" --adapter-rank {args.adapter_rank}" if args.adapter_rank != 8 else ""),
+                   f"--corpus {args.corpus}" + (f" --adapter-rank {args.adapter_rank}" if args.adapter_rank != 8 else "")
+                   + (f" --adapter-epochs {args.adapter_epochs:g}" if args.adapter_epochs is not None else ""),
         "seed": args.seed,
         "size": args.size,
         "base": {"architecture": "llama", **base_info},
