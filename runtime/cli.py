@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bundle:
         from sgedge.manifest import require_bundle
 
-        require_bundle(args.bundle)
+        require_bundle(args.bundle, "a .gguf file or an ONNX model folder goes to --model")
     with Runtime.open(args.bundle or args.model, args.region, trusted_key=args.trusted_key, verify=args.verify,
                       no_adapter=args.no_adapter, adapters=adapters, backend=args.backend, device=args.device,
                       gpu_layers=args.gpu_layers, threads=args.threads, n_ctx=args.ctx,

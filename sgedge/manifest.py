@@ -169,12 +169,13 @@ def parse_manifest(raw: dict[str, Any]) -> Manifest:
     return m
 
 
-def require_bundle(bundle: str | Path) -> Path:
-    """The manifest path of `bundle`, or ManifestError when the folder is no bundle."""
+def require_bundle(bundle: str | Path, hint: str = "") -> Path:
+    """The manifest path of `bundle`, or ManifestError when the folder is no bundle
+    (`hint` is added when the path exists, e.g. where else a model goes)."""
     path = Path(bundle) / MANIFEST
     if not path.is_file():
-        hint = " (a .gguf file or an ONNX model folder goes to --model)" if Path(bundle).exists() else ""
-        raise ManifestError(f"{bundle} is not an sgedge bundle (no {MANIFEST}){hint}")
+        extra = f" ({hint})" if hint and Path(bundle).exists() else ""
+        raise ManifestError(f"{bundle} is not an sgedge bundle (no {MANIFEST}){extra}")
     return path
 
 

@@ -186,7 +186,7 @@ def open_runtime(args: argparse.Namespace) -> tuple[Any, list[Config], str]:
         from sgedge.demo import demo_bundle
 
         bundle = str(demo_bundle())
-    require_bundle(bundle)
+    require_bundle(bundle, "a .gguf file or an ONNX model folder goes to --model")
     rt = Runtime.open(bundle, args.policy[0] if args.policy else None, backend=args.backend, threads=args.threads,
                       n_ctx=args.ctx)
     keys = list(args.policy)
