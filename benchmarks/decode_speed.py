@@ -17,9 +17,12 @@ Decode rate = (N - 1) / (T(N tokens) - T(1 token)): the same outside measure for
 engine, so prefill and first-sample costs cancel. Engines are interleaved over
 --repeats rounds (in a shuffled order each round) and the median is reported, with the
 median of per-round ratios. Each plain engine is also loaded a second time: the ratio
-of the two identical loads (A/A) shows what this machine can resolve. Usage:
+of the two identical loads (A/A) shows what this machine can resolve. The engines load
+in a shuffled order, and with --loads K each load of them in a new order, every other
+one the reverse of the one before: an engine loaded later in a process runs faster
+here (see load_orders), so use an even K for ratios. Usage:
     python benchmarks/decode_speed.py [--shape smollm2-135m|qwen2.5-0.5b] [--dtype q8_0] [--transformers]
-    python benchmarks/decode_speed.py --onnx --threads 1 --clock cpu    # ratios on a noisy VM
+    python benchmarks/decode_speed.py --onnx --threads 1 --clock cpu --loads 4    # ratios on a noisy VM
     python benchmarks/decode_speed.py --device cuda --transformers      # on a GPU (benchmarks/gpu/)
 """
 
@@ -50,6 +53,8 @@ SHAPES = {
                                  "tie_word_embeddings": True, "max_position_embeddings": 2048},
              1000),
 }
+# An engine loader: loads one model and returns its rows (name -> run(n_tokens)).
+Unit = Callable[[], "dict[str, Callable[[int], None]]"]
 # Every sgedge runtime a benchmark opens, closed by close_runtimes() when it ends.
 OPENED: list = []
 
@@ -143,40 +148,50 @@ def plain_og_generate(model, ids: list[int], n: int, adapters=None) -> None:
         gen.get_next_tokens()
 
 
-def onnx_engines(onnx: dict[str, Path], precision: str, threads: int,
-                 device: str = "cpu") -> dict[str, Callable[[int], None]]:
+def onnx_engines(onnx: dict[str, Path], precision: str, threads: int, device: str = "cpu") -> list[Unit]:
     from tokenizers import Tokenizer
 
     ids = Tokenizer.from_file(str(onnx["base"] / "tokenizer.json")).encode(PROMPT).ids
 
-    stock = plain_og_model(onnx["stock"], threads, device)  # one model, run with and without its adapter
+    def plain(name: str, folder: Path) -> Unit:
+        def load() -> dict[str, Callable[[int], None]]:
+            model = plain_og_model(folder, threads, device)
+            return {name: lambda n: plain_og_generate(model, ids, n)}
+        return load
 
-    def plain(folder: Path, adapter: Path | None = None) -> Callable[[int], None]:
+    def multi_lora() -> dict[str, Callable[[int], None]]:
         import onnxruntime_genai as og
 
-        model = stock if folder == onnx["stock"] else plain_og_model(folder, threads, device)
-        adapters = None
-        if adapter is not None:
-            adapters = og.Adapters(model)
-            adapters.load(str(adapter), "a")
-        return lambda n: plain_og_generate(model, ids, n, adapters)
+        model = plain_og_model(onnx["stock"], threads, device)  # one model, run with and without its adapter
+        adapters = og.Adapters(model)
+        adapters.load(str(onnx["stock_adapter"]), "a")
+        return {f"onnxruntime-genai {precision} multi-LoRA": lambda n: plain_og_generate(model, ids, n),
+                f"onnxruntime-genai {precision} multi-LoRA + adapter":
+                    lambda n: plain_og_generate(model, ids, n, adapters)}
 
-    rt = open_runtime(onnx["base"], adapters=[onnx["adapter"]], threads=threads, device=device)
-    fused = open_runtime(onnx["base"], adapters=[onnx["adapter"]], threads=threads, mode="fused", device=device)
-    # A fixed policy of no adapter, fused: the empty LoRA slots are removed.
-    bare = open_runtime(onnx["base"], threads=threads, mode="fused", device=device)
-    return {
-        f"sgedge onnx {precision} fused, no adapter": lambda n: bare.generate(PROMPT, raw=True, max_tokens=n,
-                                                                          ignore_eos=True),
-        f"sgedge onnx {precision} fused": lambda n: fused.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True),
-        f"onnxruntime-genai {precision}": plain(onnx["plain"]),
-        f"onnxruntime-genai {precision} (second load)": plain(onnx["plain"]),
-        f"onnxruntime-genai {precision} + adapter (baked)": plain(onnx["plain_adapter"]),
-        f"onnxruntime-genai {precision} multi-LoRA": plain(onnx["stock"]),
-        f"onnxruntime-genai {precision} multi-LoRA + adapter": plain(onnx["stock"], onnx["stock_adapter"]),
-        f"sgedge onnx {precision}": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, adapters=[], ignore_eos=True),
-        f"sgedge onnx {precision} + adapter": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True),
-    }
+    def dynamic() -> dict[str, Callable[[int], None]]:
+        rt = open_runtime(onnx["base"], adapters=[onnx["adapter"]], threads=threads, device=device)
+        return {f"sgedge onnx {precision}":
+                    lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, adapters=[], ignore_eos=True),
+                f"sgedge onnx {precision} + adapter":
+                    lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True)}
+
+    def fused(name: str, adapters: list[Path]) -> Unit:
+        # With no adapter, a fixed policy of the bare base: the empty LoRA slots are removed.
+        def load() -> dict[str, Callable[[int], None]]:
+            rt = open_runtime(onnx["base"], adapters=adapters, threads=threads, mode="fused", device=device)
+            return {name: lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True)}
+        return load
+
+    return [
+        fused(f"sgedge onnx {precision} fused, no adapter", []),
+        fused(f"sgedge onnx {precision} fused", [onnx["adapter"]]),
+        plain(f"onnxruntime-genai {precision}", onnx["plain"]),
+        plain(f"onnxruntime-genai {precision} (second load)", onnx["plain"]),
+        plain(f"onnxruntime-genai {precision} + adapter (baked)", onnx["plain_adapter"]),
+        multi_lora,
+        dynamic,
+    ]
 
 
 def check_cuda(args: argparse.Namespace) -> None:
@@ -215,59 +230,82 @@ def decode_rate(run: Callable[[int], None], n: int, clock: Callable[[], float] =
     return (n - 1) / ((t2 - t1) - (t1 - t0))
 
 
-def engines(paths: dict[str, Path], threads: int, with_transformers: bool,
-            device: str = "cpu") -> dict[str, Callable[[int], None]]:
-    from llama_cpp import Llama
-
-    out: dict[str, Callable[[int], None]] = {}
+def engines(paths: dict[str, Path], threads: int, with_transformers: bool, device: str = "cpu") -> list[Unit]:
     # Every layer on the GPU for plain llama-cpp-python too (its default is 0 layers).
     kw = {"n_ctx": 512, "n_threads": threads, "n_threads_batch": threads, "verbose": False,
           "n_gpu_layers": -1 if device == "cuda" else 0}
 
-    def plain(llm: Llama) -> Callable[[int], None]:
-        ids = llm.tokenize(PROMPT.encode(), add_bos=True)
+    def plain(name: str, **extra: str) -> Unit:
+        def load() -> dict[str, Callable[[int], None]]:
+            from llama_cpp import Llama
 
-        def run(n: int) -> None:
-            got = 0
-            for _ in llm.generate(ids, top_k=1, temp=0.0, reset=True):
-                got += 1
-                if got == n:
-                    break
-        return run
+            llm = Llama(str(paths["base"]), **kw, **extra)
+            ids = llm.tokenize(PROMPT.encode(), add_bos=True)
 
-    out["llama-cpp-python"] = plain(Llama(str(paths["base"]), **kw))
-    out["llama-cpp-python (second instance)"] = plain(Llama(str(paths["base"]), **kw))
-    out["llama-cpp-python + adapter"] = plain(Llama(str(paths["base"]), lora_path=str(paths["adapter"]), **kw))
-    rt = open_runtime(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, device=device)
-    out["sgedge"] = lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, adapters=[], ignore_eos=True)
-    out["sgedge + adapter"] = lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True)
-    fused = open_runtime(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, mode="fused",
-                         device=device)
-    out["sgedge fused (adapter merged)"] = lambda n: fused.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True)
-    if with_transformers:
-        import peft
-        import torch
-        import transformers
+            def run(n: int) -> None:
+                got = 0
+                for _ in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+                    got += 1
+                    if got == n:
+                        break
+            return {name: run}
+        return load
 
-        torch.set_num_threads(threads)
-        tok = transformers.AutoTokenizer.from_pretrained(paths["hf"])
-        ids = tok(PROMPT, return_tensors="pt").input_ids.to(device)
-        base = transformers.AutoModelForCausalLM.from_pretrained(paths["hf"], dtype=torch.float32).eval().to(device)
+    def dynamic() -> dict[str, Callable[[int], None]]:
+        rt = open_runtime(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, device=device)
+        return {"sgedge": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, adapters=[], ignore_eos=True),
+                "sgedge + adapter": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True)}
 
-        def hf(model) -> Callable[[int], None]:
+    def fused() -> dict[str, Callable[[int], None]]:
+        rt = open_runtime(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, mode="fused",
+                          device=device)
+        return {"sgedge fused (adapter merged)": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n,
+                                                                       ignore_eos=True)}
+
+    def hf(name: str, with_adapter: bool) -> Unit:
+        def load() -> dict[str, Callable[[int], None]]:
+            import peft
+            import torch
+            import transformers
+
+            torch.set_num_threads(threads)
+            ids = transformers.AutoTokenizer.from_pretrained(paths["hf"])(PROMPT, return_tensors="pt").input_ids
+            model = transformers.AutoModelForCausalLM.from_pretrained(paths["hf"], dtype=torch.float32)
+            if with_adapter:
+                model = peft.PeftModel.from_pretrained(model, str(paths["lora"]))
+            model = model.eval().to(device)
+            ids = ids.to(device)
+
             def run(n: int) -> None:
                 with torch.no_grad():
                     model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
                 if device == "cuda":
                     torch.cuda.synchronize()
-            return run
+            return {name: run}
+        return load
 
-        out["transformers f32"] = hf(base)
-        peft_model = peft.PeftModel.from_pretrained(
-            transformers.AutoModelForCausalLM.from_pretrained(paths["hf"], dtype=torch.float32), str(paths["lora"])
-        ).eval().to(device)
-        out["transformers + PEFT f32"] = hf(peft_model)
-    return out
+    units = [plain("llama-cpp-python"), plain("llama-cpp-python (second instance)"),
+             plain("llama-cpp-python + adapter", lora_path=str(paths["adapter"])), dynamic, fused]
+    if with_transformers:
+        units += [hf("transformers f32", False), hf("transformers + PEFT f32", True)]
+    return units
+
+
+def load_orders(n_units: int, loads: int, seed: int = 0) -> list[list[int]]:
+    """The order in which each load loads the engines. Here an engine loaded later in a
+    process decodes faster than one loaded earlier (up to ~10%, int4 ONNX at one thread,
+    for identical loads of the same files), so a fixed order biases every ratio. Load k
+    uses a fresh shuffle and load k+1 its reverse: with an even --loads every engine's
+    mean position is the same."""
+    rng, orders = random.Random(seed), []
+    for k in range(loads):
+        if k % 2:
+            orders.append(orders[-1][::-1])
+        else:
+            order = list(range(n_units))
+            rng.shuffle(order)
+            orders.append(order)
+    return orders
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -281,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=physical_cores())
     p.add_argument("--loads", type=int, default=1,
-                   help="load every engine this many times and pool their samples (evens out per-load bias)")
+                   help="load every engine this many times, in balanced orders, and pool their samples "
+                        "(evens out per-load and load-order bias; use an even number)")
     p.add_argument("--transformers", action="store_true", help="add transformers (+ PEFT) f32 rows")
     p.add_argument("--onnx", action="store_true", help="add onnxruntime-genai rows (fp32 and int4)")
     p.add_argument("--skip-gguf", action="store_true", help="only the ONNX rows (with --onnx)")
@@ -310,13 +349,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         paths = build(Path(tmp), args.shape, args.dtype, args.rank)
         onnx = {p: build_onnx(Path(tmp), paths, p) for p in args.precisions.split(",")} if args.onnx else {}
         # Each engine loaded --loads times: one load can sit a few percent off another of
-        # the same files for its whole life (memory placement), so samples are pooled.
+        # the same files for its whole life (memory placement, load order), so samples are
+        # pooled over loads made in balanced orders.
+        units = [] if args.skip_gguf else engines(paths, args.threads, args.transformers, args.device)
+        for precision, files in onnx.items():
+            units += onnx_engines(files, precision, args.threads, args.device)
         runs: dict[tuple[str, int], Callable[[int], None]] = {}
-        for k in range(args.loads):
-            loaded = {} if args.skip_gguf else engines(paths, args.threads, args.transformers, args.device)
-            for precision, files in onnx.items():
-                loaded.update(onnx_engines(files, precision, args.threads, args.device))
-            runs.update({(name, k): run for name, run in loaded.items()})
+        for k, order in enumerate(load_orders(len(units), args.loads)):
+            for i in order:
+                runs.update({(name, k): run for name, run in units[i]().items()})
         for run in runs.values():  # warm-up: page in weights, build graphs
             run(4)
         samples: dict[str, list[float]] = {name: [] for name, _ in runs}

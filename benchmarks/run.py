@@ -7,7 +7,8 @@ memory-bandwidth bound. Writes docs/performance.md and docs/performance.png.
 
 Columns: decode tok/s = (N-1) / (T(N) - T(1)) with N=64 and a short prompt; prefill
 tok/s = P / T(1) and TTFT = T(1) for a long prompt of P tokens (no KV reuse between runs),
-medians over --repeats rounds with the engines interleaved in each round; switch = one change of the active adapter set
+medians over --repeats rounds x --loads loads of every engine (loaded in balanced
+orders: see decode_speed.load_orders), the engines interleaved in each round; switch = one change of the active adapter set
 (GGUF: llama_set_adapters_lora; ONNX: cached composition); RSS = peak resident memory
 of a fresh process that opens the base with 1 or 4 adapters resident and generates 8
 tokens with the first one active;
@@ -34,7 +35,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from decode_speed import PROMPT, SHAPES, build, close_runtimes, open_runtime, settle  # noqa: E402
+from decode_speed import PROMPT, SHAPES, build, close_runtimes, load_orders, open_runtime, settle  # noqa: E402
 
 LONG_PROMPT = " ".join([PROMPT] * 12)
 # The ratios the performance targets are stated in.
@@ -92,84 +93,110 @@ def sample(run: Callable[[str, int], None]) -> tuple[float, float]:
     return 63 / ((t2 - t1) - (t1 - t0)), time.perf_counter() - t3
 
 
-def engines(paths: dict[str, Path], work: Path, threads: int) -> dict[str, Callable[[str, int], None]]:
-    import onnxruntime_genai as og
-    from decode_speed import plain_builder, plain_og_generate, plain_og_model
-    from llama_cpp import Llama
+Run = Callable[[str, int], None]
+
+
+def exports(paths: dict[str, Path], work: Path) -> dict[str, Path]:
+    """The ONNX models every load of the engines reads (exported once)."""
+    from decode_speed import plain_builder
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
-    from sgedge.runtime.api import Runtime
-    from tokenizers import Tokenizer
 
-    runs: dict[str, Callable[[str, int], None]] = {}
-    import peft
-    import torch
-    import transformers
-
-    torch.set_num_threads(threads)
-    tok = transformers.AutoTokenizer.from_pretrained(paths["hf"])
-    pm = peft.PeftModel.from_pretrained(
-        transformers.AutoModelForCausalLM.from_pretrained(paths["hf"], dtype=torch.float32), str(paths["lora"])).eval()
-
-    def hf_run(prompt: str, n: int) -> None:
-        ids_pt = tok(prompt, return_tensors="pt").input_ids
-        with torch.no_grad():
-            pm.generate(ids_pt, max_new_tokens=n, min_new_tokens=n, do_sample=False)
-    runs["transformers + PEFT f32"] = hf_run
-
-    def plain_llama(llm: Llama) -> Callable[[str, int], None]:
-        def run(prompt: str, n: int) -> None:
-            ids = llm.tokenize(prompt.encode(), add_bos=True)
-            llm.reset()  # no KV prefix reuse between runs: every engine pays its prefill
-            for i, _ in enumerate(llm.generate(ids, top_k=1, temp=0.0, reset=True)):
-                if i + 1 == n:
-                    break
-        return run
-
-    kw = {"n_ctx": 1024, "n_threads": threads, "n_threads_batch": threads, "verbose": False}
-    runs["llama-cpp-python q8_0"] = plain_llama(Llama(str(paths["base"]), **kw))
-    runs["llama-cpp-python q8_0 + adapter"] = plain_llama(Llama(str(paths["base"]), lora_path=str(paths["adapter"]), **kw))
-
-    plain_onnx = plain_builder(paths["hf"], work / "og-plain", "int4", None)
-    plain_onnx_lora = plain_builder(paths["hf"], work / "og-lora", "int4", paths["lora"])
-    og_tok = Tokenizer.from_file(str(plain_onnx / "tokenizer.json"))
-
-    def plain_og(folder: Path) -> Callable[[str, int], None]:
-        model = plain_og_model(folder, threads)
-        return lambda prompt, n: plain_og_generate(model, og_tok.encode(prompt).ids, n)
-
-    runs["onnxruntime-genai int4"] = plain_og(plain_onnx)
-    runs["onnxruntime-genai int4 + adapter (baked)"] = plain_og(plain_onnx_lora)
     # onnxruntime-genai's own switchable multi-LoRA model: one LoRA branch per projection,
     # weights as graph inputs, the adapter loaded with og.Adapters ("the same work").
     stock = export_base_onnx(paths["hf"], work / "og-multi-lora", dtype="int4", pack=False).path
-    stock_adapter = export_adapter_onnx(paths["lora"], work / "stock.onnx_adapter", base=stock).path
-    stock_model = plain_og_model(stock, threads)
-    stock_adapters = og.Adapters(stock_model)
-    stock_adapters.load(str(stock_adapter), "a")
-    runs["onnxruntime-genai int4 multi-LoRA"] = (
-        lambda prompt, n: plain_og_generate(stock_model, og_tok.encode(prompt).ids, n))
-    runs["onnxruntime-genai int4 multi-LoRA + adapter"] = (
-        lambda prompt, n: plain_og_generate(stock_model, og_tok.encode(prompt).ids, n, stock_adapters))
+    onnx_base = export_base_onnx(paths["hf"], work / "sg-onnx", dtype="int4").path
+    return {
+        "plain": plain_builder(paths["hf"], work / "og-plain", "int4", None),
+        "baked": plain_builder(paths["hf"], work / "og-lora", "int4", paths["lora"]),
+        "stock": stock,
+        "stock_adapter": export_adapter_onnx(paths["lora"], work / "stock.onnx_adapter", base=stock).path,
+        "base": onnx_base,
+        "adapter": export_adapter_onnx(paths["lora"], work / "a.onnx_adapter", base=onnx_base).path,
+    }
 
-    def ours(rt: Runtime, adapters=None) -> Callable[[str, int], None]:
+
+def engines(paths: dict[str, Path], onnx: dict[str, Path], threads: int,
+            opened: dict[str, object]) -> list[Callable[[], dict[str, Run]]]:
+    """One loader per model; each loads its model and returns its rows. The dynamic
+    runtimes are also put in `opened` (first load only) for the switch measurement."""
+    from tokenizers import Tokenizer
+
+    og_tok = Tokenizer.from_file(str(onnx["plain"] / "tokenizer.json"))
+    kw = {"n_ctx": 1024, "n_threads": threads, "n_threads_batch": threads, "verbose": False}
+
+    def hf() -> dict[str, Run]:
+        import peft
+        import torch
+        import transformers
+
+        torch.set_num_threads(threads)
+        tok = transformers.AutoTokenizer.from_pretrained(paths["hf"])
+        pm = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(
+            paths["hf"], dtype=torch.float32), str(paths["lora"])).eval()
+
+        def run(prompt: str, n: int) -> None:
+            with torch.no_grad():
+                pm.generate(tok(prompt, return_tensors="pt").input_ids, max_new_tokens=n, min_new_tokens=n,
+                            do_sample=False)
+        return {"transformers + PEFT f32": run}
+
+    def llama(name: str, **extra: str) -> Callable[[], dict[str, Run]]:
+        def load() -> dict[str, Run]:
+            from llama_cpp import Llama
+
+            llm = Llama(str(paths["base"]), **kw, **extra)
+
+            def run(prompt: str, n: int) -> None:
+                ids = llm.tokenize(prompt.encode(), add_bos=True)
+                llm.reset()  # no KV prefix reuse between runs: every engine pays its prefill
+                for i, _ in enumerate(llm.generate(ids, top_k=1, temp=0.0, reset=True)):
+                    if i + 1 == n:
+                        break
+            return {name: run}
+        return load
+
+    def og_plain(name: str, folder: Path) -> Callable[[], dict[str, Run]]:
+        def load() -> dict[str, Run]:
+            from decode_speed import plain_og_generate, plain_og_model
+
+            model = plain_og_model(folder, threads)
+            return {name: lambda prompt, n: plain_og_generate(model, og_tok.encode(prompt).ids, n)}
+        return load
+
+    def og_multi_lora() -> dict[str, Run]:
+        import onnxruntime_genai as og
+        from decode_speed import plain_og_generate, plain_og_model
+
+        model = plain_og_model(onnx["stock"], threads)
+        adapters = og.Adapters(model)
+        adapters.load(str(onnx["stock_adapter"]), "a")
+        return {"onnxruntime-genai int4 multi-LoRA": lambda prompt, n: plain_og_generate(
+                    model, og_tok.encode(prompt).ids, n),
+                "onnxruntime-genai int4 multi-LoRA + adapter": lambda prompt, n: plain_og_generate(
+                    model, og_tok.encode(prompt).ids, n, adapters)}
+
+    def ours(rt, adapters=None) -> Run:
         return lambda prompt, n: rt.generate(prompt, raw=True, max_tokens=n, adapters=adapters, ignore_eos=True)
 
-    dyn = open_runtime(paths["base"], adapters=[paths["adapter"]], n_ctx=1024, threads=threads)
-    runs["sgedge gguf dynamic, no adapter active"] = ours(dyn, [])
-    runs["sgedge gguf dynamic + adapter"] = ours(dyn)
-    runs["sgedge gguf fused"] = ours(open_runtime(paths["base"], adapters=[paths["adapter"]], n_ctx=1024,
-                                                  threads=threads, mode="fused"))
-    onnx_base = export_base_onnx(paths["hf"], work / "sg-onnx", dtype="int4").path
-    onnx_adapter = export_adapter_onnx(paths["lora"], work / "a.onnx_adapter", base=onnx_base).path
-    onnx_dyn = open_runtime(onnx_base, adapters=[onnx_adapter], threads=threads)
-    runs["sgedge onnx int4 dynamic, no adapter active"] = ours(onnx_dyn, [])
-    runs["sgedge onnx int4 dynamic + adapter"] = ours(onnx_dyn)
-    runs["sgedge onnx int4 fused"] = ours(open_runtime(onnx_base, adapters=[onnx_adapter], threads=threads,
-                                                       mode="fused"))
-    runs["_switch"] = dyn  # type: ignore[assignment]
-    runs["_onnx"] = (onnx_base, onnx_adapter, onnx_dyn)  # type: ignore[assignment]
-    return runs
+    def dynamic(kind: str, base: Path, adapter: Path) -> Callable[[], dict[str, Run]]:
+        def load() -> dict[str, Run]:
+            rt = open_runtime(base, adapters=[adapter], n_ctx=1024, threads=threads)
+            opened.setdefault(kind, rt)
+            return {f"sgedge {kind} dynamic, no adapter active": ours(rt, []),
+                    f"sgedge {kind} dynamic + adapter": ours(rt)}
+        return load
+
+    def fused(kind: str, base: Path, adapter: Path) -> Callable[[], dict[str, Run]]:
+        return lambda: {f"sgedge {kind} fused": ours(open_runtime(base, adapters=[adapter], n_ctx=1024,
+                                                                   threads=threads, mode="fused"))}
+
+    return [hf, llama("llama-cpp-python q8_0"),
+            llama("llama-cpp-python q8_0 + adapter", lora_path=str(paths["adapter"])),
+            og_plain("onnxruntime-genai int4", onnx["plain"]),
+            og_plain("onnxruntime-genai int4 + adapter (baked)", onnx["baked"]), og_multi_lora,
+            dynamic("gguf", paths["base"], paths["adapter"]), fused("gguf", paths["base"], paths["adapter"]),
+            dynamic("onnx int4", onnx["base"], onnx["adapter"]), fused("onnx int4", onnx["base"], onnx["adapter"])]
 
 
 def switch_ms(rt, name: str, pairs: int = 2000) -> float:
@@ -181,25 +208,36 @@ def switch_ms(rt, name: str, pairs: int = 2000) -> float:
     return (time.perf_counter() - t0) / pairs * 1000
 
 
-def measure_shape(shape: str, repeats: int, threads: int) -> dict:
+def measure_shape(shape: str, repeats: int, threads: int, loads: int = 2) -> dict:
     from sgedge.exporters.synthetic import build_lora
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ["SGEDGE_CACHE_DIR"] = str(work / "cache")
         paths = build(work, shape, "q8_0", 16)
-        runs = engines(paths, work, threads)
-        dyn = runs.pop("_switch")
-        onnx_base, onnx_adapter, onnx_dyn = runs.pop("_onnx")
+        onnx = exports(paths, work)
+        opened: dict[str, object] = {}
+        units = engines(paths, onnx, threads, opened)
+        # Every engine loaded `loads` times in balanced orders (decode_speed.load_orders:
+        # an engine loaded later in a process runs faster here), samples pooled.
+        runs: dict[tuple[str, int], Run] = {}
+        unit_of: dict[str, int] = {}  # rows are reported in the units' order
+        for k, order in enumerate(load_orders(len(units), loads)):
+            for i in order:
+                for name, run in units[i]().items():
+                    runs[name, k] = run
+                    unit_of[name] = i
+        dyn, onnx_dyn = opened["gguf"], opened["onnx int4"]
+        onnx_base, onnx_adapter = onnx["base"], onnx["adapter"]
         for run in runs.values():
             run(PROMPT, 2)
         # Engines interleaved within each round, so that this VM's drift hits them alike.
-        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in sorted(unit_of, key=unit_of.get)}
         order, shuffle = list(runs), random.Random(0).shuffle
         for _ in range(repeats):
             shuffle(order)
-            for name in order:
-                samples[name].append(sample(runs[name]))
+            for key in sorted(order, key=lambda nk: nk[1]):
+                samples[key[0]].append(sample(runs[key]))
         rows = {name: {"decode_tok_s": statistics.median(d for d, _ in s),
                        "ttft_s": statistics.median(t for _, t in s)} for name, s in samples.items()}
         n_prompt = len(dyn.encode_prompt(LONG_PROMPT, raw=True))
@@ -297,6 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="smollm2-135m,qwen2.5-0.5b")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--loads", type=int, default=2,
+                   help="load every engine this many times, in balanced orders, and pool the samples (even)")
     p.add_argument("--threads", type=int, default=physical_cores())
     p.add_argument("--out", type=Path, default=HERE.parent / "docs")
     p.add_argument("--docs-only", action="store_true", help="rewrite the docs from OUT/performance.json, measure nothing")
@@ -310,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     results = json.loads(store.read_text()) if store.is_file() else {}
     bw = 0.0 if args.docs_only else bandwidth_gb_s(args.threads)
     for shape in [] if args.docs_only else shapes:
-        results[shape] = measure_shape(shape, args.repeats, args.threads)
+        results[shape] = measure_shape(shape, args.repeats, args.threads, args.loads)
         results[shape].update(bandwidth_gb_s=bw, date=time.strftime("%Y-%m-%d"))
         print(shape, json.dumps(results[shape], indent=1, default=float), flush=True)
     args.out.mkdir(exist_ok=True)

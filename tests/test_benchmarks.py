@@ -54,3 +54,13 @@ def test_run_py_writes_the_tables(bench, tmp_path):
     assert (tmp_path / "performance.png").stat().st_size > 0
     rows = json.loads((tmp_path / "performance.json").read_text())["tiny"]["rows"]
     assert all(math.isfinite(r["decode_tok_s"]) and r["ttft_s"] > 0 for r in rows.values())
+
+
+def test_load_orders_balance_every_engines_position(bench):
+    # An engine loaded later in a process runs faster on this machine, so no engine may
+    # always load early: over an even number of loads every mean position is the middle.
+    orders = bench("decode_speed").load_orders(7, 4)
+    assert all(sorted(o) == list(range(7)) for o in orders)
+    assert orders[0] != orders[2] and orders[1] == orders[0][::-1]
+    for engine in range(7):
+        assert sum(o.index(engine) for o in orders) / len(orders) == 3.0
