@@ -23,6 +23,6 @@ echo "llama-cpp-python CUDA build: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/mac
 $PY -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .
 $PY -c "import llama_cpp, sgedge; assert llama_cpp.llama_supports_gpu_offload(), 'no CUDA in llama.cpp'; print('ok', llama_cpp.__version__)"
 for shape in ${SHAPES:-qwen2.5-0.5b smollm2-135m}; do
-  $PY benchmarks/decode_speed.py --device cuda --transformers --shape "$shape" --repeats "${REPEATS:-5}" \
+  $PY benchmarks/decode_speed.py --device cuda --transformers --shape "$shape" --repeats "${REPEATS:-5}" --loads "${LOADS:-2}" \
     --json "$OUT/gpu-$shape.json" 2>&1 | tee "$OUT/gpu-$shape.txt"
 done
