@@ -172,6 +172,10 @@ def set_policy(bundle: str | Path, key: str, items: Sequence[PolicyItem], *, def
     if unknown:
         raise InputError(f"policy {key!r} names unknown adapter(s) {', '.join(unknown)} "
                          f"(bundle has: {', '.join(manifest.adapters)})")
+    clash = [k for k in manifest.policies if k != key and k.casefold() == key.casefold()]
+    if clash:
+        raise InputError(f"policy {key!r} would stand next to {clash[0]!r}: keys match ignoring case; "
+                         f"use {clash[0]!r} to change that policy")
     new = replace(manifest, policies={**manifest.policies, key: tuple(items)},
                   default_policy=key if default else manifest.default_policy)
     write_manifest(bundle, new)

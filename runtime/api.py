@@ -279,6 +279,11 @@ class Runtime:
             return {}
         return {k: [ActiveAdapter(i.adapter, i.scale) for i in v] for k, v in self._manifest.policies.items()}
 
+    def policy_key(self, key: str) -> str | None:
+        """The bundle's policy key that `key` names (exact, else ignoring case: "eu" -> "EU");
+        None when the bundle has no such policy or this is not a bundle."""
+        return None if self._manifest is None else self._manifest.policy_key(key)
+
     def load_adapter(self, path: str | Path, name: str | None = None) -> str:
         with self._lock:
             return self._backend.load_adapter(Path(path), name)
@@ -304,10 +309,11 @@ class Runtime:
             raise InputError("give either policy= or adapters=, not both")
         if policy is not None:
             if isinstance(policy, str):
-                if self._manifest is None or policy not in self._manifest.policies:
+                name = None if self._manifest is None else self._manifest.policy_key(policy)
+                if name is None:
                     known = ", ".join(sorted(self.policies)) or "none (not a bundle)"
                     raise InputError(f"unknown policy {policy!r} (known: {known})")
-                key = tuple((i.adapter, i.scale) for i in self._manifest.policies[policy])
+                key = tuple((i.adapter, i.scale) for i in self._manifest.policies[name])
             elif len(policy) == 0:
                 key = ()
             else:

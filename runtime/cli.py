@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -34,6 +35,11 @@ def run(args: argparse.Namespace) -> int:
                       gpu_layers=args.gpu_layers, threads=args.threads, n_ctx=args.ctx,
                       allow_unbound_adapters=args.allow_unbound_adapter,
                       mode="fused" if args.fused else "dynamic") as rt:
+        region = args.region if args.region is not None else os.environ.get("SGEDGE_REGION")
+        if args.bundle and region and not args.no_adapter and rt.policy_key(region) is None:
+            # Not an error (the manifest names a default policy), but never silent.
+            print(f"sgedge: this bundle has no policy for {region!r}; its default policy {rt.policy!r} applies "
+                  f"(policies: {', '.join(sorted(rt.policies))})", file=sys.stderr)
         sink = None
         if not args.json:
             def sink(text: str) -> None:

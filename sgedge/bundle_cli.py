@@ -108,14 +108,17 @@ def keygen(args: argparse.Namespace) -> int:
 def fuse(args: argparse.Namespace) -> int:
     import time
 
+    from sgedge.manifest import read_manifest
     from sgedge.runtime.api import Runtime
 
     t0 = time.perf_counter()
-    with Runtime.open(args.bundle, args.policy, trusted_key=args.trusted_key, mode="fused") as rt:
-        if rt.policy != args.policy:
-            raise InputError(f"bundle has no policy {args.policy!r} (known: {', '.join(sorted(rt.policies))})")
+    manifest, _ = read_manifest(args.bundle)
+    key = manifest.policy_key(args.policy)  # checked first: an unknown key must not fuse the default policy
+    if key is None:
+        raise InputError(f"bundle has no policy {args.policy!r} (known: {', '.join(sorted(manifest.policies))})")
+    with Runtime.open(args.bundle, key, trusted_key=args.trusted_key, mode="fused") as rt:
         path = rt.fused_path
     files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
     size = sum(f.stat().st_size for f in files) / 1e6
-    print(f"policy {args.policy}: fused base {path} ({size:.1f} MB) ready in {time.perf_counter() - t0:.1f} s")
+    print(f"policy {key}: fused base {path} ({size:.1f} MB) ready in {time.perf_counter() - t0:.1f} s")
     return 0

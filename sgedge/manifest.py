@@ -84,11 +84,24 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- policy resolution ----------------------------------------------------------
+    def policy_key(self, key: str) -> str | None:
+        """The policy key that `key` names: exact, else the one key equal to it ignoring
+        case ("eu" -> "EU"; a region typed in lower case must not fall to the default
+        policy). None when no key matches."""
+        if key in self.policies:
+            return key
+        folded = [k for k in self.policies if k.casefold() == key.casefold()]
+        if len(folded) > 1:
+            raise InputError(f"region/policy {key!r} matches {', '.join(sorted(folded))} in this bundle, which differ "
+                             "only in case; give the exact key")
+        return folded[0] if folded else None
+
     def resolve(self, key: str | None) -> tuple[str, tuple[PolicyItem, ...]]:
         """The policy for `key` (falling back to the default policy), or a clear error."""
         known = ", ".join(sorted(self.policies)) or "none"
-        if key is not None and key in self.policies:
-            return key, self.policies[key]
+        found = None if key is None else self.policy_key(key)
+        if found is not None:
+            return found, self.policies[found]
         if self.default_policy is not None:
             return self.default_policy, self.policies[self.default_policy]
         if key is None:
@@ -98,6 +111,11 @@ class Manifest:
     def check(self) -> None:
         """Cross-references: every policy's adapter exists, default policy exists, bindings agree."""
         problems = []
+        by_case: dict[str, list[str]] = {}
+        for key in self.policies:
+            by_case.setdefault(key.casefold(), []).append(key)
+        problems += [f"policy keys {' and '.join(sorted(ks))} differ only in case (regions and audiences match "
+                     "case-insensitively)" for ks in by_case.values() if len(ks) > 1]
         for key, items in self.policies.items():
             if not items:
                 problems.append(f"policy {key!r} has no adapter (use allow_no_adapter for a bare base)")

@@ -91,6 +91,33 @@ def test_unknown_region_uses_default_only_when_declared(bundle):
         Runtime.open(bundle, region="BR")
 
 
+def test_region_keys_match_ignoring_case(bundle, capsys):
+    # "eu" typed in lower case is the EU policy, not a silent fall to the default one.
+    with Runtime.open(bundle, region="eu") as rt:
+        assert rt.policy == "EU" and [a.name for a in rt.active] == ["strict"]
+        assert rt.policy_key("kids") == "KIDS" and rt.policy_key("BR") is None
+        assert "".join(rt.stream("Hello", max_tokens=4, policy="us"))
+    assert main(["run", "--bundle", str(bundle), "--region", "kids", "--max-tokens", "2", "--json", "Hi"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["policy"] == "KIDS" and out.err == ""
+    with pytest.raises(InputError, match=r"policy 'eu' would stand next to 'EU': keys match ignoring case"):
+        set_policy(bundle, "eu", POLICIES["US"])
+    raw = json.loads((bundle / "sgedge.json").read_text())
+    raw["policies"]["eu"] = raw["policies"]["US"]
+    (bundle / "sgedge.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match=r"policy keys EU and eu differ only in case"):
+        Runtime.open(bundle, region="EU")
+
+
+def test_default_policy_standing_in_for_a_region_is_announced(bundle, capsys):
+    assert main(["run", "--bundle", str(bundle), "--region", "BR", "--max-tokens", "2", "Hi"]) == 0
+    err = capsys.readouterr().err
+    assert "no policy for 'BR'; its default policy 'US' applies (policies: EU, KIDS, US)" in err
+    assert main(["bundle", "fuse", str(bundle), "--policy", "BR"]) == 1
+    assert "bundle has no policy 'BR' (known: EU, KIDS, US)" in capsys.readouterr().err
+    assert not (bundle / ".fused").exists()  # nothing fused for the default policy on the way
+
+
 def test_bare_base_needs_permission(bundle, capsys):
     assert main(["run", "--bundle", str(bundle), "--no-adapter", "Hi"]) == 1
     assert "forbids running without a safety adapter" in capsys.readouterr().err

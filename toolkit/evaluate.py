@@ -195,8 +195,13 @@ def open_runtime(args: argparse.Namespace) -> tuple[Any, list[Config], str]:
             rt.close()
             raise InputError(f"{bundle}: no default policy; choose one with --policy ({', '.join(rt.policies)})")
         keys = [rt.policy]
-    for k in keys:
-        if k not in rt.policies:
+    for i, k in enumerate(keys):
+        try:
+            keys[i] = rt.policy_key(k)
+        except InputError:
+            rt.close()
+            raise
+        if keys[i] is None:
             rt.close()
             raise InputError(f"--policy {k}: not in the bundle (policies: {', '.join(rt.policies)})")
     configs = [Config(k, policy=k) for k in keys]
