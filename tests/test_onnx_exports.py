@@ -177,3 +177,23 @@ def test_fp16_base_stays_close_to_fp32(tmp_path):
     for a, b in zip(out["fp32"], out["fp16"], strict=True):
         assert float(np.abs(a - b).max()) < 0.01
     assert float(np.abs(out["fp16"][0] - out["fp16"][1]).max()) > 0.05  # the adapter does change the output
+
+
+def test_adapter_header_reader_matches_onnxruntime(tiny_onnx, tmp_path):
+    # sgedge reads an adapter's shapes and binding itself (no second ONNX Runtime loaded);
+    # it must agree with onnxruntime's own reader and refuse what is not an adapter.
+    import onnxruntime as ort
+    from sgedge.runtime.onnx_adapter_io import read_adapter_shapes
+
+    o = tiny_onnx("llama")
+    version, shapes = read_adapter_shapes(o.a1)
+    ref = ort.AdapterFormat.read_adapter(str(o.a1))
+    assert version == ref.get_model_version()
+    assert shapes == {k: tuple(v.shape()) for k, v in ref.get_parameters().items()} and len(shapes) > 0
+    data = o.a1.read_bytes()
+    for name, body in [("empty", b""), ("text", b"not an adapter at all " * 8), ("cut", data[: len(data) // 2]),
+                       ("wrong-id", data[:4] + b"ABCD" + data[8:])]:
+        bad = tmp_path / f"{name}.onnx_adapter"
+        bad.write_bytes(body)
+        with pytest.raises(AdapterMismatchError, match=r"is not an ONNX Runtime adapter file"):
+            read_adapter_shapes(bad)
