@@ -124,6 +124,12 @@ class Runtime:
         model = Path(model)
         if mode not in MODES:
             raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if n_ctx < 0:
+            raise InputError(f"n_ctx (--ctx) must be >= 0, 0 meaning the model's trained context (got {n_ctx})")
+        if threads is not None and threads < 0:
+            raise InputError(f"threads must be >= 1, or 0 / None for the physical core count (got {threads})")
+        if gpu_layers is not None and gpu_layers < -1:
+            raise InputError(f"gpu_layers must be -1 (all), 0 or a layer count (got {gpu_layers})")
         if (model / "sgedge.json").is_file():
             return cls._open_bundle(model, region, trusted_key=trusted_key, verify=verify, no_adapter=no_adapter,
                                     backend=backend, device=device, gpu_layers=gpu_layers, threads=threads,
