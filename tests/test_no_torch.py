@@ -18,10 +18,10 @@ with Runtime.open({str(t.gguf)!r}, adapters=[{str(t.a1)!r}]) as rt:
     r = rt.generate("Hello", raw=True, max_tokens=4)
 rc = main(["run", "--model", {str(t.gguf)!r}, "--adapter", {str(t.a2)!r} + ":0.5", "--raw", "--max-tokens", "3", "--json", "Hi"])
 rc += main(["run", "--model", {str(o.base)!r}, "--adapter", {str(o.a1)!r}, "--max-tokens", "3", "--json", "Hi"])
-# One adapter at scale 1 needs no second ONNX Runtime (the onnxruntime package): only composing does.
-second_ort = "onnxruntime" in sys.modules
 with Runtime.open({str(o.base)!r}, adapters=[{str(o.a1)!r}, {str(o.a2)!r}]) as rt:
     r2 = rt.generate("Hello", max_tokens=4, adapters=[("a1", 1.0), ("a2", 0.5)])
+# Nor a second ONNX Runtime (the onnxruntime package) next to onnxruntime-genai's, even to compose.
+second_ort = "onnxruntime" in sys.modules
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "peft"))
 print(json.dumps({{"tokens": min(len(r.tokens), len(r2.tokens)), "rc": rc, "heavy": heavy, "ort": second_ort}}))
 """

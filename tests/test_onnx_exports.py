@@ -190,6 +190,21 @@ def test_adapter_header_reader_matches_onnxruntime(tiny_onnx, tmp_path):
     ref = ort.AdapterFormat.read_adapter(str(o.a1))
     assert version == ref.get_model_version()
     assert shapes == {k: tuple(v.shape()) for k, v in ref.get_parameters().items()} and len(shapes) > 0
+    # The writer: onnxruntime reads back the same parameters and binding.
+    from sgedge.runtime.onnx_adapter_io import read_adapter, write_adapter
+
+    params = {k: v.numpy() for k, v in ref.get_parameters().items()}
+    params["half.lora_A.MatMul.weight"] = np.arange(6, dtype=np.float16).reshape(3, 2)
+    params["empty.lora_B.MatMul.weight"] = np.zeros((0, 5), np.float32)
+    mine = tmp_path / "mine.onnx_adapter"
+    write_adapter(mine, params, 12345)
+    back = ort.AdapterFormat.read_adapter(str(mine))
+    assert back.get_model_version() == 12345
+    got = {k: v.numpy() for k, v in back.get_parameters().items()}
+    assert set(got) == set(params) and all(got[k].dtype == params[k].dtype for k in params)
+    assert all(np.array_equal(got[k], params[k]) for k in params)
+    version, ours = read_adapter(mine)
+    assert version == 12345 and all(np.array_equal(ours[k], params[k]) for k in params)
     data = o.a1.read_bytes()
     for name, body in [("empty", b""), ("text", b"not an adapter at all " * 8), ("cut", data[: len(data) // 2]),
                        ("wrong-id", data[:4] + b"ABCD" + data[8:])]:
