@@ -102,6 +102,16 @@ def _open_slots(model_file: Path, pack: bool = True) -> dict[str, dict]:
         g.input.append(helper.make_tensor_value_info(init.name, init.data_type, shape))
     for name, slot in slots.items():
         slot["parts"] = packed.get(name) or [[name.rsplit(".", 1)[-1], slot["out"]]]
+    # The builder recorded x·A as [batch, seq, 1] (its rank-1 placeholder). ONNX Runtime
+    # plans buffers from recorded shapes: with slots of different ranks in one run (an
+    # adapter on some layers only, or with a rank_pattern) it reuses one slot's buffer
+    # for another's and fails ("Shape mismatch attempting to re-use buffer"). Drop those
+    # records; shapes are inferred from each slot's own rank axis.
+    a_inputs = {n for n in (i.name for i in g.input) if n.endswith(".lora_A.MatMul.weight")}
+    rank_outputs = {o for n in g.node if any(i in a_inputs for i in n.input) for o in n.output}
+    kept = [v for v in g.value_info if v.name not in rank_outputs]
+    del g.value_info[:]
+    g.value_info.extend(kept)
     data = model_file.with_name(model_file.name + ".data")
     model_file.unlink()
     if data.exists():

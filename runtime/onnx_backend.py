@@ -202,6 +202,17 @@ class OnnxBackend:
             gen.set_active_adapter(self._adapters_og, self._active_name)
         return gen
 
+    def _engine_error(self, e: Exception) -> BackendError:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = ""
+        if "re-use buffer" in msg:
+            # Exports made before sgedge recorded each slot's rank axis kept the builder's
+            # [batch, seq, 1] shapes, which break adapters whose slots differ in rank.
+            hint = (f"; {self.path} was exported by an older sgedge that cannot run adapters whose layers "
+                    "differ in rank (layers_to_transform, rank_pattern): export the base again with "
+                    "`sgedge export base --format onnx`")
+        return BackendError(f"onnxruntime-genai failed while running {self.path} ({msg[:300]}){hint}")
+
     def _check_room(self, n: int) -> None:
         if n > self.n_ctx:
             raise InputError(f"{n} tokens do not fit the context of {self.n_ctx} tokens; shorten the prompt or max_tokens")
@@ -209,8 +220,11 @@ class OnnxBackend:
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         self._check_room(len(tokens) + 1)
         gen = self._generator(len(tokens) + 1)
-        gen.append_tokens(list(tokens))
-        return np.asarray(gen.get_output("logits"), dtype=np.float32)[0]
+        try:
+            gen.append_tokens(list(tokens))
+            return np.asarray(gen.get_output("logits"), dtype=np.float32)[0]
+        except RuntimeError as e:
+            raise self._engine_error(e) from e
 
     def generate(self, prompt: Sequence[int], sampling: Sampling, timings: Timings) -> Iterator[tuple[int, str]]:
         if not prompt:
@@ -219,12 +233,18 @@ class OnnxBackend:
         gen = self._generator(len(prompt) + sampling.max_tokens, sampling)
         stream = self._tokenizer.create_stream()
         t0 = time.perf_counter()
-        gen.append_tokens(list(prompt))
+        try:
+            gen.append_tokens(list(prompt))
+        except RuntimeError as e:
+            raise self._engine_error(e) from e
         t1 = time.perf_counter()
         timings.prefill_s, timings.prompt_tokens = t1 - t0, len(prompt)
         n = 0
         while n < sampling.max_tokens and not gen.is_done():
-            gen.generate_next_token()
+            try:
+                gen.generate_next_token()
+            except RuntimeError as e:
+                raise self._engine_error(e) from e
             tok = int(gen.get_next_tokens()[0])
             if tok in self._eos and not sampling.ignore_eos:
                 break

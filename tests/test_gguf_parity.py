@@ -69,8 +69,9 @@ def test_teacher_forced_logits_match_peft(runtimes, family, case):
         {"use_rslora": True},
         {"rank_pattern": {"k_proj": 4, "down_proj": 2, "qkv_proj": 4}, "alpha_pattern": {"o_proj": 64, "down_proj": 3}},
         {"targets": ["q_proj", "v_proj"]},
+        {"layers_to_transform": [1]},
     ],
-    ids=["rslora", "rank-alpha-patterns", "q-v-only"],
+    ids=["rslora", "rank-alpha-patterns", "q-v-only", "one-layer"],
 )
 def test_peft_scaling_options_match(tiny, tmp_path, family, options):
     from sgedge.exporters.gguf_adapter import export_adapter_gguf

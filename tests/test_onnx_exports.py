@@ -48,10 +48,16 @@ def test_base_packs_projections_like_the_plain_builder(tiny_onnx):
     assert slots["model.layers.1.mlp.down_proj"]["parts"] == [["down_proj", slots["model.layers.1.mlp.down_proj"]["out"]]]
 
 
-@pytest.mark.parametrize(("r", "targets"), [(16, None), (2, ["q_proj", "v_proj"])], ids=["rank16", "q-v-only"])
-def test_other_ranks_and_slot_subsets(tiny, tiny_onnx, tmp_path, r, targets):
+@pytest.mark.parametrize(("r", "targets", "extra"), [
+    (16, None, {}),
+    (2, ["q_proj", "v_proj"], {}),
+    # Slots of different ranks in one run: ONNX Runtime must not plan one buffer for them.
+    (4, None, {"layers_to_transform": [1]}),
+    (4, None, {"rank_pattern": {"o_proj": 2, "down_proj": 6}, "alpha_pattern": {"down_proj": 3}}),
+], ids=["rank16", "q-v-only", "one-layer", "rank-pattern"])
+def test_other_ranks_and_slot_subsets(tiny, tiny_onnx, tmp_path, r, targets, extra):
     t, o = tiny("qwen2"), tiny_onnx("qwen2")
-    lora = build_lora(t.hf, tmp_path / "lora", r=r, alpha=r, targets=targets, seed=7)
+    lora = build_lora(t.hf, tmp_path / "lora", r=r, alpha=r, targets=targets, seed=7, **extra)
     path = export_adapter_onnx(lora, tmp_path / "x.onnx_adapter", base=o.base).path
     with Runtime.open(o.base, adapters=[o.a1, path]) as rt:
         ids = rt.encode_prompt(PROMPT, raw=True)
@@ -212,3 +218,26 @@ def test_adapter_header_reader_matches_onnxruntime(tiny_onnx, tmp_path):
         bad.write_bytes(body)
         with pytest.raises(AdapterMismatchError, match=r"is not an ONNX Runtime adapter file"):
             read_adapter_shapes(bad)
+
+
+def test_base_exported_before_rank_axes_says_to_export_again(tiny, tmp_path):
+    # Bases exported by earlier sgedge versions record x·A as [batch, seq, 1]; with an
+    # adapter whose layers differ in rank ONNX Runtime fails mid-generation. That failure
+    # must say what to do, not surface as a raw engine error.
+    from onnx import TensorProto, helper
+
+    from sgedge.errors import BackendError
+
+    t = tiny("llama")
+    base = export_base_onnx(t.hf, tmp_path / "base").path
+    lora = build_lora(t.hf, tmp_path / "lora", r=4, alpha=4, layers_to_transform=[1])
+    adapter = export_adapter_onnx(lora, tmp_path / "x.onnx_adapter", base=base).path
+    model = onnx.load(str(base / "model.onnx"), load_external_data=False)
+    for node in model.graph.node:
+        if node.name.endswith("lora_A/MatMul"):
+            model.graph.value_info.append(helper.make_tensor_value_info(
+                node.output[0], TensorProto.FLOAT, ["batch_size", "sequence_length", 1]))
+    onnx.save(model, str(base / "model.onnx"))
+    with Runtime.open(base, adapters=[adapter]) as rt, pytest.raises(
+            BackendError, match=r"exported by an older sgedge .* export the base again"):
+        rt.generate("Hello", raw=True, max_tokens=3)
