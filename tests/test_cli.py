@@ -103,3 +103,17 @@ def test_device_gpu_without_gpu_build(paths, capsys):
 )
 def test_parse_adapter_arg(spec, expected):
     assert parse_adapter_arg(spec) == expected
+
+
+def test_closed_pipe_ends_quietly():
+    # `sgedge run ... | head -1`: the reader leaves early; no traceback, exit 141 like Unix tools.
+    import subprocess
+    import sys
+
+    code = ("import sgedge.cli as c\n"
+            "def gone():\n"
+            "    raise BrokenPipeError(32, 'Broken pipe')\n"
+            "c.main = gone\n"
+            "c.entry()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 141 and proc.stderr == ""
