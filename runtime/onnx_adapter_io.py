@@ -29,7 +29,7 @@ FORMAT_VERSION = 1
 _FILE_ID = b"TORT"
 # TensorDataType codes of the schema that an adapter parameter may use here.
 _DTYPES = {1: np.dtype("<f4"), 10: np.dtype("<f2")}
-_CODES = {np.dtype(v).newbyteorder("<"): k for k, v in _DTYPES.items()}
+_CODES = {v: k for k, v in _DTYPES.items()}
 
 
 def fingerprint_tag(fingerprint: str) -> int:

@@ -30,7 +30,7 @@ from sgedge.toolkit.judge import KeywordJudge, keyword_judge, make_judge, rate
 from sgedge.toolkit.prompts import Prompt, load, parse_file_arg, read_prompts, select
 
 from sgedge.errors import InputError
-from sgedge.manifest import require_bundle
+from sgedge.manifest import read_manifest, require_bundle
 
 SLOT = "[INSERT PROMPT HERE]"
 
@@ -187,23 +187,19 @@ def open_runtime(args: argparse.Namespace) -> tuple[Any, list[Config], str]:
 
         bundle = str(demo_bundle())
     require_bundle(bundle, "a .gguf file or an ONNX model folder goes to --model")
-    rt = Runtime.open(bundle, args.policy[0] if args.policy else None, backend=args.backend, threads=args.threads,
-                      n_ctx=args.ctx)
-    keys = list(args.policy)
+    manifest, _ = read_manifest(bundle)
+    keys = []
+    for k in args.policy:  # checked before the model is loaded; "eu" names the EU policy
+        name = manifest.policy_key(k)
+        if name is None:
+            raise InputError(f"--policy {k}: not in the bundle (policies: {', '.join(manifest.policies)})")
+        keys.append(name)
+    rt = Runtime.open(bundle, keys[0] if keys else None, backend=args.backend, threads=args.threads, n_ctx=args.ctx)
     if not keys:
         if rt.policy is None:
             rt.close()
             raise InputError(f"{bundle}: no default policy; choose one with --policy ({', '.join(rt.policies)})")
         keys = [rt.policy]
-    for i, k in enumerate(keys):
-        try:
-            keys[i] = rt.policy_key(k)
-        except InputError:
-            rt.close()
-            raise
-        if keys[i] is None:
-            rt.close()
-            raise InputError(f"--policy {k}: not in the bundle (policies: {', '.join(rt.policies)})")
     configs = [Config(k, policy=k) for k in keys]
     if args.no_adapter:
         configs.append(Config("no adapter", policy=[]))
