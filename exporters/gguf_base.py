@@ -60,16 +60,16 @@ def _write_hparams(w, model: HFModel) -> None:
     if head_dim != hidden // model.n_head or model.family.name == "qwen3":
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
-    rot = float(rope.get("partial_rotary_factor", model.config.get("partial_rotary_factor", 1.0)))
-    w.add_rope_dimension_count(int(rot * head_dim))
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    w.add_rope_dimension_count(model.rotary_dim)
+    rope_type = model.rope_type
     if model.family.name == "phi3":
-        orig = rope.get("original_max_position_embeddings",
-                        model.config.get("original_max_position_embeddings"))
-        w.add_rope_scaling_orig_ctx_len(int(orig or model.hparam("max_position_embeddings")))
+        w.add_rope_scaling_orig_ctx_len(model.original_context)
         w.add_sliding_window(int(model.config.get("sliding_window") or 0))
-        if rope.get("long_factor"):
-            raise UnsupportedModelError("Phi-3 long-context rope factors (longrope) are not supported yet")
+        if rope_type in ("longrope", "su"):
+            w.add_rope_scaling_attn_factors(model.longrope_attention_factor)
+        elif rope_type != "default":
+            raise UnsupportedModelError(f"rope scaling type {rope_type!r} is not supported for Phi-3 "
+                                        "(supported: default, longrope)")
     elif rope_type == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(float(rope["factor"]))
@@ -79,6 +79,25 @@ def _write_hparams(w, model: HFModel) -> None:
         w.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
     elif rope_type not in ("default", "llama3"):
         raise UnsupportedModelError(f"rope scaling type {rope_type!r} is not supported yet")
+
+
+def _longrope_factors(model: HFModel) -> dict[str, np.ndarray]:
+    """LongRoPE's per-frequency divisors as llama.cpp's `rope_factors_long/short` tensors:
+    llama.cpp uses the long set when the context is longer than the original one,
+    transformers when the sequence is."""
+    import gguf
+
+    rope, half = model.rope_parameters, model.rotary_dim // 2
+    out = {}
+    for key, tensor in (("long_factor", gguf.MODEL_TENSOR.ROPE_FACTORS_LONG),
+                        ("short_factor", gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT)):
+        factors = np.asarray(rope.get(key) or [], dtype=np.float32)
+        if factors.shape != (half,):
+            raise UnsupportedModelError(
+                f"rope {key} has {factors.size} values; LongRoPE needs one per rotated frequency ({half})"
+            )
+        out[gguf.TENSOR_NAMES[tensor] + ".weight"] = factors
+    return out
 
 
 def _llama3_rope_freqs(model: HFModel) -> np.ndarray:
@@ -176,8 +195,11 @@ def _write_float_gguf(model: HFModel, out: Path, dtype: str, pre_tokenizer: str 
     w.add_vocab_size(len(vocab.tokens))
     _write_hparams(w, model)
     add_vocab(w, model.path, vocab)
-    if model.rope_parameters.get("rope_type") == "llama3":
+    if model.rope_type == "llama3":
         w.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", _llama3_rope_freqs(model))
+    if model.family.name == "phi3" and model.rope_type in ("longrope", "su"):
+        for name, factors in _longrope_factors(model).items():
+            w.add_tensor(name, factors)
     n = 0
     for name, data in model.tensors():
         if name not in plan:

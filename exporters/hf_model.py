@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -60,6 +61,36 @@ class HFModel:
     @property
     def head_dim(self) -> int:
         return int(self.hparam("head_dim", default=int(self.hparam("hidden_size")) // self.n_head))
+
+    @property
+    def rotary_dim(self) -> int:
+        """How many of a head's dimensions rope rotates (Phi-4-mini: 0.75 of them)."""
+        rope = self.rope_parameters
+        factor = float(rope.get("partial_rotary_factor", self.config.get("partial_rotary_factor", 1.0)))
+        return int(factor * self.head_dim)
+
+    @property
+    def rope_type(self) -> str:
+        rope = self.rope_parameters
+        return str(rope.get("rope_type", rope.get("type", "default")))
+
+    @property
+    def original_context(self) -> int:
+        """The context the model was pretrained with (LongRoPE and Phi-3's sliding rope)."""
+        orig = self.rope_parameters.get("original_max_position_embeddings",
+                                        self.config.get("original_max_position_embeddings"))
+        return int(orig or self.hparam("max_position_embeddings"))
+
+    @property
+    def longrope_attention_factor(self) -> float:
+        """What transformers multiplies cos/sin by under LongRoPE (Phi-3 128k, Phi-3.5,
+        Phi-4-mini), short and long factors alike."""
+        rope = self.rope_parameters
+        if rope.get("attention_factor") is not None:
+            return float(rope["attention_factor"])
+        orig = float(self.original_context)
+        factor = float(rope.get("factor") or int(self.hparam("max_position_embeddings")) / orig)
+        return math.sqrt(1 + math.log(factor) / math.log(orig)) if factor > 1.0 else 1.0
 
     @property
     def rope_parameters(self) -> dict[str, Any]:

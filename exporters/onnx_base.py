@@ -11,6 +11,7 @@ nothing, and any `.onnx_adapter` with matching names overrides the inputs at run
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ from sgedge._fs import normalize_modes
 from sgedge.errors import BackendError, InputError, UnsupportedModelError
 
 ONNX_DTYPES = ("fp32", "fp16", "int4")
-ONNX_ROPE_TYPES = ("default", "llama3")
+ONNX_ROPE_TYPES = ("default", "llama3", "longrope")
 SCHEMA_VERSION = 2
 _LORA_INIT = re.compile(r"^(?P<slot>.+)\.lora_(?P<ab>[AB])\.MatMul\.weight$")
 
@@ -51,8 +52,66 @@ def _slot_adapter(model: HFModel, targets: Sequence[str], out: Path) -> None:
     build_lora(model.path, out, r=1, alpha=1, targets=list(targets), std=0.0)
 
 
+def _builder_input(model: HFModel, work: Path) -> Path:
+    """The model directory to hand the builder. Its Phi-3 LongRoPE code reads the rope
+    dict's legacy "type" key, which configs saved by transformers 5 no longer write: such a
+    model is staged with that key added (files linked, not copied, where possible)."""
+    if model.rope_type != "longrope":
+        return model.path
+    raw = json.loads((model.path / "config.json").read_text("utf-8"))
+    key = "rope_parameters" if isinstance(raw.get("rope_parameters"), dict) else "rope_scaling"
+    if not isinstance(raw.get(key), dict) or "type" in raw[key]:
+        return model.path
+    raw[key]["type"] = model.rope_type
+    staged = work / "source"
+    staged.mkdir()
+    for f in model.path.iterdir():
+        if f.is_file() and f.name != "config.json":
+            _link_or_copy(f.resolve(), staged / f.name)
+    (staged / "config.json").write_text(json.dumps(raw, indent=2))
+    return staged
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    for link in (os.symlink, os.link):
+        try:
+            link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copy2(src, dst)
+
+
+def _check_rope(model: HFModel) -> None:
+    rope_type = model.rope_type
+    if rope_type not in ONNX_ROPE_TYPES or (rope_type == "longrope" and model.family.name != "phi3"):
+        # Checked here: the builder accepts 'linear' but its logits differ from
+        # transformers' by ~1.8 on a tiny model; 'yarn' fails inside the builder; its
+        # LongRoPE code is Phi-3's.
+        raise UnsupportedModelError(
+            f"rope scaling {rope_type!r} is not reproduced by the ONNX Runtime GenAI builder for "
+            f"{model.family.name} (supported: default, llama3, and longrope for Phi-3); "
+            "export this model with --format gguf"
+        )
+    if rope_type == "longrope":
+        # The builder scales cos/sin by short_mscale / long_mscale, or else by
+        # sqrt(1 + ln(s) / ln(original)) with s the context ratio; transformers by an
+        # explicit attention_factor, or the same formula with an explicit factor.
+        rope, orig = model.rope_parameters, model.original_context
+        ratio = int(model.hparam("max_position_embeddings")) / orig
+        default = math.sqrt(1 + math.log(ratio) / math.log(orig)) if ratio > 1 else 1.0
+        want = model.longrope_attention_factor
+        for key in ("short_mscale", "long_mscale"):
+            builder = float(rope.get(key) or 0) or default
+            if abs(builder - want) > 1e-6:
+                raise UnsupportedModelError(
+                    f"this LongRoPE config scales attention by {want:.6g} where the ONNX Runtime GenAI "
+                    f"builder would use {builder:.6g} ({key} / context ratio); export this model with --format gguf"
+                )
+
+
 def _run_builder(model: HFModel, slot_dir: Path, out: Path, cache: Path, dtype: str,
-                 targets: Sequence[str]) -> None:
+                 targets: Sequence[str], source: Path) -> None:
     extra = [f"adapter_path={slot_dir}"]
     if dtype == "int4":
         # Quantize the base only: keep every LoRA MatMul float so adapters stay exact.
@@ -62,7 +121,7 @@ def _run_builder(model: HFModel, slot_dir: Path, out: Path, cache: Path, dtype: 
         names = [f"/model/layers.{i}/{sections[leaf]}/{leaf}/lora_{ab}/MatMul"
                  for i in range(model.n_layers) for leaf in leaves for ab in "AB"]
         extra.append("nodes_to_exclude=" + ",".join(names))
-    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(model.path), "-o", str(out),
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
            "-p", dtype, "-e", "cpu", "-c", str(cache), "--extra_options", *extra]
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -148,20 +207,16 @@ def export_base_onnx(
         raise InputError(f"unknown ONNX dtype {dtype!r}; choose one of {', '.join(ONNX_DTYPES)}")
     model = HFModel.open(model_dir)
     fam = model.family
-    rope_type = model.rope_parameters.get("rope_type", model.rope_parameters.get("type", "default"))
-    if rope_type not in ONNX_ROPE_TYPES:
-        # Checked here: the builder accepts 'linear' but its logits differ from
-        # transformers' by ~1.8 on a tiny model; 'yarn' fails inside the builder.
+    _check_rope(model)
+    if model.head_dim % 16 or model.rotary_dim % 16:
+        # The builder emits GroupQueryAttention, whose CPU kernel refuses such heads at
+        # the first token ("head_size shall be a multiple of 16", "cos_cache dimension 1
+        # must be <= head_size / 2 and a multiple of 8"); say so before exporting.
+        what = (f"head size {model.head_dim}" if model.head_dim % 16 else
+                f"rotary dimension {model.rotary_dim} (partial_rotary_factor of head size {model.head_dim})")
         raise UnsupportedModelError(
-            f"rope scaling {rope_type!r} is not reproduced by the ONNX Runtime GenAI builder "
-            f"(supported: {', '.join(ONNX_ROPE_TYPES)}); export this model with --format gguf"
-        )
-    if model.head_dim % 8:
-        # The builder emits GroupQueryAttention, whose kernels refuse such heads at the
-        # first token ("head_size must be a multiple of 8"); say so before exporting.
-        raise UnsupportedModelError(
-            f"head size {model.head_dim} is not a multiple of 8, which ONNX Runtime's GroupQueryAttention "
-            "needs; export this model with --format gguf"
+            f"{what} is not a multiple of 16, which ONNX Runtime's GroupQueryAttention needs; "
+            "export this model with --format gguf"
         )
     targets = list(lora_targets or fam.lora_modules)
     bad = [t for t in targets if t not in fam.lora_modules]
@@ -175,7 +230,8 @@ def export_base_onnx(
         if progress:
             progress(1, 3)
         built = work_p / "model"
-        _run_builder(model, work_p / "slots", built, work_p / "cache", dtype, targets)
+        _run_builder(model, work_p / "slots", built, work_p / "cache", dtype, targets,
+                     _builder_input(model, work_p))
         if progress:
             progress(2, 3)
         slots = _open_slots(built / "model.onnx", pack)

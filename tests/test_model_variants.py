@@ -1,7 +1,10 @@
 """Config variants real checkpoints use (tied embeddings, Llama 3.1 rope, explicit
-head_dim, one KV head, yarn / linear rope, sliding window): exports stay exact."""
+head_dim, one KV head, yarn / linear rope, sliding window, Phi-4-mini's partial rotary):
+exports stay exact."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -25,6 +28,8 @@ VARIANTS = {
     "mistral-sliding-window": ("mistral", {"sliding_window": 4096}, False),
     "qwen2-yarn": ("qwen2", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
                                                   "original_max_position_embeddings": 128}}, False),
+    "phi3-partial-rotary-tied": ("phi3", {"hidden_size": 256, "partial_rotary_factor": 0.75,
+                                          "tie_word_embeddings": True}, True),
     "llama-linear-rope": ("llama", {"rope_parameters": {"rope_type": "linear", "factor": 2.0,
                                                          "rope_theta": 10000.0}}, False),
 }
@@ -56,15 +61,79 @@ def test_onnx_refuses_rope_scaling_the_builder_gets_wrong(tmp_path):
     assert not (tmp_path / "onnx").exists()
 
 
-def test_onnx_refuses_head_sizes_group_query_attention_cannot_run(tmp_path):
-    # hidden 40 / 4 heads = head size 10: the builder exports it, but onnxruntime's
-    # GroupQueryAttention fails at the first token; the exporter says so up front.
-    hf = build_model("llama", tmp_path / "hf", shape={"hidden_size": 40, "intermediate_size": 96,
-                                                      "num_attention_heads": 4, "num_key_value_heads": 2})
-    with pytest.raises(UnsupportedModelError, match=r"head size 10 is not a multiple of 8.*--format gguf"):
+@pytest.mark.parametrize("family,shape,message", [
+    ("llama", {"hidden_size": 40, "intermediate_size": 96}, r"head size 10 is not a multiple of 16"),
+    ("llama", {"hidden_size": 96}, r"head size 24 is not a multiple of 16"),
+    ("phi3", {"partial_rotary_factor": 0.5}, r"rotary dimension 8 \(partial_rotary_factor of head size 16\) is not a multiple of 16"),
+])
+def test_onnx_refuses_head_sizes_group_query_attention_cannot_run(tmp_path, family, shape, message):
+    # The builder exports these, but onnxruntime's GroupQueryAttention fails at the
+    # first token (head size 24: "head_size shall be a multiple of 16"; 8 rotated
+    # dimensions: "cos_cache dimension 1 must be ... a multiple of 8"); the exporter
+    # says so up front.
+    hf = build_model(family, tmp_path / "hf", shape={"num_attention_heads": 4, "num_key_value_heads": 2, **shape})
+    with pytest.raises(UnsupportedModelError, match=message + r".*--format gguf"):
         export_base_onnx(hf, tmp_path / "onnx")
     assert not (tmp_path / "onnx").exists()
     base = export_base_gguf(hf, tmp_path / "b.gguf", dtype="f32").path  # the GGUF path runs it
     with Runtime.open(base, exact=True) as rt:
+        ids = rt.encode_prompt(PROMPT, raw=True)
+        assert float(np.abs(rt.logits(ids) - hf_logits(hf_model(hf), ids)).max()) < 1e-4
+
+
+def _legacy_rope_config(model_dir):
+    """Rewrite a config the way Phi-3.5 / Phi-4-mini ship it (transformers 4): top-level
+    rope_theta and original_max_position_embeddings, rope_scaling with "type"."""
+    path = model_dir / "config.json"
+    cfg = json.loads(path.read_text())
+    rope = cfg.pop("rope_parameters")
+    cfg["rope_theta"] = rope.pop("rope_theta")
+    cfg["original_max_position_embeddings"] = rope.pop("original_max_position_embeddings")
+    rope.pop("rope_type")
+    cfg["rope_scaling"] = {**rope, "type": "longrope"}
+    path.write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("config_style", ["transformers-5", "legacy"])
+def test_phi3_longrope_matches_peft_on_short_and_long_prompts(tmp_path, config_style):
+    # Phi-3 128k / Phi-3.5 / Phi-4-mini rope: per-frequency short and long factors and an
+    # attention factor (here sqrt(1 + ln 4 / ln 256)). transformers uses the long factors
+    # once the sequence passes the original context (256 here); ONNX Runtime GenAI does
+    # the same, llama.cpp once the context (n_ctx) does, so GGUF is checked at n_ctx 256
+    # with a short prompt and at n_ctx 1024 with a prompt longer than 256 tokens.
+    shape = {"max_position_embeddings": 1024, "original_max_position_embeddings": 256,
+             "partial_rotary_factor": 0.75, "hidden_size": 256,
+             "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0,
+                                 "long_factor": [1.0 + 3 * i for i in range(24)],
+                                 "short_factor": [1.0 + 0.5 * i for i in range(24)]}}
+    hf = build_model("phi3", tmp_path / "hf", shape=shape, seed=3)
+    if config_style == "legacy":
+        _legacy_rope_config(hf)
+    lora = build_lora(hf, tmp_path / "lora", r=8, alpha=16)
+    ref = hf_model(hf, [(lora, 1.0)])
+    base = export_base_gguf(hf, tmp_path / "b.gguf", dtype="f32").path
+    adapter = export_adapter_gguf(lora, tmp_path / "a.gguf").path
+    onnx_base = export_base_onnx(hf, tmp_path / "onnx").path
+    onnx_adapter = export_adapter_onnx(lora, tmp_path / "a.onnx_adapter", base=onnx_base).path
+    for n_ctx, text in ((256, PROMPT), (1024, PROMPT * 12)):
+        with Runtime.open(base, adapters=[adapter], exact=True, n_ctx=n_ctx) as rt:
+            ids = rt.encode_prompt(text, raw=True)
+            assert (len(ids) > 256) == (n_ctx > 256)
+            want = hf_logits(ref, ids)
+            assert float(np.abs(rt.logits(ids) - want).max()) < 1e-4, n_ctx
+        with Runtime.open(onnx_base, adapters=[onnx_adapter], n_ctx=n_ctx) as rt:
+            assert float(np.abs(rt.logits(ids) - want).max()) < 1e-4, n_ctx
+
+
+def test_onnx_refuses_longrope_attention_factor_the_builder_ignores(tmp_path):
+    shape = {"max_position_embeddings": 1024, "original_max_position_embeddings": 256,
+             "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "attention_factor": 1.5,
+                                 "long_factor": [2.0] * 8, "short_factor": [1.0] * 8}}
+    hf = build_model("phi3", tmp_path / "hf", shape=shape)
+    with pytest.raises(UnsupportedModelError, match=r"scales attention by 1\.5 where .* 1\.11803.*--format gguf"):
+        export_base_onnx(hf, tmp_path / "onnx")
+    assert not (tmp_path / "onnx").exists()
+    base = export_base_gguf(hf, tmp_path / "b.gguf", dtype="f32").path  # GGUF honours it
+    with Runtime.open(base, exact=True, n_ctx=256) as rt:
         ids = rt.encode_prompt(PROMPT, raw=True)
         assert float(np.abs(rt.logits(ids) - hf_logits(hf_model(hf), ids)).max()) < 1e-4
