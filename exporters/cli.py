@@ -61,6 +61,8 @@ def export_base(args: argparse.Namespace) -> int:
                              progress=progress, threads=args.threads)
     print(f"wrote {r.path} ({r.family}, {r.dtype}, {r.n_tensors} tensors, {_mb(r.size_bytes)})")
     print(f"base fingerprint {r.fingerprint}")
+    for note in r.notes:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -77,7 +79,7 @@ def export_adapter(args: argparse.Namespace) -> int:
     with _progress("export adapter", args.quiet) as progress:
         r = export_adapter_gguf(args.peft_dir, args.output, base=args.base, dtype=args.dtype,
                                 allow_pickle=args.allow_pickle, progress=progress)
-    print(f"wrote {r.path} ({r.family} LoRA, rank {r.rank}, alpha {r.alpha:g}, {r.n_modules} layers: "
+    print(f"wrote {r.path} ({r.family} LoRA, rank {r.rank}, alpha {r.alpha:g}, {r.n_modules} LoRA modules on "
           f"{', '.join(r.targets)}; {_mb(r.size_bytes)})")
     print(f"bound to base {r.fingerprint}")
     return 0

@@ -35,6 +35,7 @@ class BaseExport:
     fingerprint: str
     n_tensors: int
     size_bytes: int
+    notes: tuple[str, ...] = ()
 
 
 def _gguf_arch(model: HFModel):
@@ -240,4 +241,15 @@ def export_base_gguf(
                 f32 = Path(tdir) / "base-f32.gguf"
                 n = _write_float_gguf(model, f32, "f32", pre_tokenizer, progress)
                 quantize_gguf(f32, tmp, dtype, threads=threads)
-    return BaseExport(out, model.family.name, dtype, model.fingerprint, n, out.stat().st_size)
+    return BaseExport(out, model.family.name, dtype, model.fingerprint, n, out.stat().st_size, _notes(model))
+
+
+def _notes(model: HFModel) -> tuple[str, ...]:
+    """What the GGUF file will do differently from transformers, said at export time."""
+    window = model.sliding_window
+    if window is None:
+        return ()
+    return (f"transformers attends to the last {window} tokens (sliding window) in "
+            f"{sum(model.sliding_layers)} of {model.n_layers} layers; llama.cpp attends to the whole "
+            f"context, so past {window} tokens its answers differ from transformers' (as in any llama.cpp "
+            "application); --format onnx applies the window",)

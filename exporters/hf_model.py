@@ -75,6 +75,30 @@ class HFModel:
         return str(rope.get("rope_type", rope.get("type", "default")))
 
     @property
+    def sliding_layers(self) -> list[bool]:
+        """Which layers transformers runs with sliding-window attention."""
+        n = self.n_layers
+        if not self.config.get("sliding_window"):
+            return [False] * n
+        types = self.config.get("layer_types")
+        if types:
+            return [t == "sliding_attention" for t in types]
+        if self.family.name in ("qwen2", "qwen3"):  # transformers 4 layout
+            if not self.config.get("use_sliding_window"):
+                return [False] * n
+            first = int(self.config.get("max_window_layers") or n)
+            return [i >= first for i in range(n)]
+        return [self.family.name in ("mistral", "phi3")] * n
+
+    @property
+    def sliding_window(self) -> int | None:
+        """The attention window transformers applies, where it is shorter than the context."""
+        window = self.config.get("sliding_window")
+        if window and any(self.sliding_layers) and int(window) < int(self.hparam("max_position_embeddings")):
+            return int(window)
+        return None
+
+    @property
     def original_context(self) -> int:
         """The context the model was pretrained with (LongRoPE and Phi-3's sliding rope)."""
         orig = self.rope_parameters.get("original_max_position_embeddings",

@@ -53,16 +53,23 @@ def _slot_adapter(model: HFModel, targets: Sequence[str], out: Path) -> None:
 
 
 def _builder_input(model: HFModel, work: Path) -> Path:
-    """The model directory to hand the builder. Its Phi-3 LongRoPE code reads the rope
-    dict's legacy "type" key, which configs saved by transformers 5 no longer write: such a
-    model is staged with that key added (files linked, not copied, where possible)."""
-    if model.rope_type != "longrope":
-        return model.path
+    """The model directory to hand the builder: the model's own, or a staged copy (files
+    linked, not copied, where possible) whose config.json says what the builder otherwise
+    misses. Its Phi-3 LongRoPE code reads the rope dict's legacy "type" key, which
+    transformers 5 no longer writes; it applies a sliding window only to the layers that
+    `layer_types` names, which Mistral and Phi-3 configs leave out (transformers applies
+    their window to every layer)."""
     raw = json.loads((model.path / "config.json").read_text("utf-8"))
+    patched = False
     key = "rope_parameters" if isinstance(raw.get("rope_parameters"), dict) else "rope_scaling"
-    if not isinstance(raw.get(key), dict) or "type" in raw[key]:
+    if model.rope_type == "longrope" and isinstance(raw.get(key), dict) and "type" not in raw[key]:
+        raw[key]["type"] = model.rope_type
+        patched = True
+    if model.sliding_window is not None and not raw.get("layer_types"):
+        raw["layer_types"] = ["sliding_attention" if s else "full_attention" for s in model.sliding_layers]
+        patched = True
+    if not patched:
         return model.path
-    raw[key]["type"] = model.rope_type
     staged = work / "source"
     staged.mkdir()
     for f in model.path.iterdir():

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from reference import PROMPT, hf_logits, hf_model
+from reference import PROMPT, assert_greedy_matches, hf_logits, hf_model
 from sgedge.exporters.gguf_adapter import export_adapter_gguf
 from sgedge.exporters.gguf_base import export_base_gguf
 from sgedge.exporters.onnx_adapter import export_adapter_onnx
@@ -137,3 +137,55 @@ def test_onnx_refuses_longrope_attention_factor_the_builder_ignores(tmp_path):
     with Runtime.open(base, exact=True, n_ctx=256) as rt:
         ids = rt.encode_prompt(PROMPT, raw=True)
         assert float(np.abs(rt.logits(ids) - hf_logits(hf_model(hf), ids)).max()) < 1e-4
+
+
+SLIDING = {
+    "mistral": {"sliding_window": 16},
+    "phi3": {"sliding_window": 16},
+    "qwen2-last-layer": {"sliding_window": 16, "use_sliding_window": True, "max_window_layers": 1},
+}
+
+
+@pytest.mark.parametrize("name", list(SLIDING))
+def test_sliding_window_onnx_applies_it_gguf_says_it_does_not(tmp_path, name):
+    # transformers lets each token see the last 16 only. ONNX Runtime GenAI does too once
+    # the config names the sliding layers (the exporter adds `layer_types` for Mistral
+    # and Phi-3, whose configs leave it out): exact over a 28-token prompt and 40 greedy
+    # tokens past the window. llama.cpp attends to everything: exact within the window,
+    # different past it, and the export says so.
+    family = name.split("-")[0]
+    hf = build_model(family, tmp_path / "hf", shape=SLIDING[name], seed=3)
+    lora = build_lora(hf, tmp_path / "lora", r=8, alpha=16)
+    ref = hf_model(hf, [(lora, 1.0)])
+    onnx_base = export_base_onnx(hf, tmp_path / "onnx").path
+    onnx_adapter = export_adapter_onnx(lora, tmp_path / "a.onnx_adapter", base=onnx_base).path
+    with Runtime.open(onnx_base, adapters=[onnx_adapter]) as rt:
+        ids = rt.encode_prompt(PROMPT, raw=True)
+        assert len(ids) > 16
+        want = hf_logits(ref, ids)
+        assert float(np.abs(rt.logits(ids) - want).max()) < 1e-4
+        res = rt.generate("Hi", raw=True, max_tokens=40)
+        assert len(res.prompt_tokens) + len(res.tokens) > 32
+        assert assert_greedy_matches(ref, res.prompt_tokens, res.tokens, 1e-3) == len(res.tokens)
+    gguf = export_base_gguf(hf, tmp_path / "b.gguf", dtype="f32")
+    assert len(gguf.notes) == 1 and "last 16 tokens" in gguf.notes[0] and "--format onnx" in gguf.notes[0]
+    adapter = export_adapter_gguf(lora, tmp_path / "a.gguf").path
+    with Runtime.open(gguf.path, adapters=[adapter], exact=True) as rt:
+        diff = np.abs(rt.logits(ids) - want).max(axis=-1)
+    assert float(diff[:16].max()) < 1e-4 and float(diff[16:].max()) > 1e-2
+
+
+def test_no_sliding_window_note_where_the_window_never_binds(tmp_path):
+    # Phi-3.5 / Phi-4-mini carry a window longer than their context; Qwen2.5 one it does not use.
+    for family, shape in (("phi3", {"sliding_window": 1024}), ("qwen2", {"sliding_window": 16})):
+        hf = build_model(family, tmp_path / family, shape={"max_position_embeddings": 512, **shape})
+        assert export_base_gguf(hf, tmp_path / f"{family}.gguf", dtype="f32").notes == ()
+
+
+def test_export_cli_prints_the_sliding_window_note(tmp_path, capsys):
+    from sgedge.cli import main
+
+    hf = build_model("mistral", tmp_path / "hf", shape={"sliding_window": 16})
+    assert main(["export", "base", str(hf), "-o", str(tmp_path / "b.gguf"), "--dtype", "f32", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "note: transformers attends to the last 16 tokens (sliding window) in 2 of 2 layers" in err
