@@ -21,6 +21,7 @@ from sgedge.runtime.chat import render_chat
 from sgedge.runtime.types import ActiveAdapter, GenerationResult, Sampling, Timings
 
 from sgedge.errors import InputError
+from sgedge.manifest import adapter_scale
 
 AdapterSpec = str | Path | tuple[str | Path, float]
 BACKENDS = ("gguf", "onnx")
@@ -28,13 +29,17 @@ MODES = ("dynamic", "fused")
 
 
 def parse_adapter_arg(spec: str) -> tuple[str, float]:
-    """'PATH[:SCALE]' -> (path, scale). The scale is split off only when it is a number."""
+    """'PATH[:SCALE]' -> (path, scale). The scale is split off only when it is a number
+    (a path may hold colons), or when PATH exists and SPEC does not (then it must be one)."""
     head, sep, tail = spec.rpartition(":")
     if sep and head:
         try:
-            return head, float(tail)
+            float(tail)
         except ValueError:
-            pass
+            if Path(head).is_file() and not Path(spec).exists():
+                adapter_scale(tail, f"--adapter {spec}")
+        else:
+            return head, adapter_scale(tail, f"--adapter {spec}")
     return spec, 1.0
 
 
@@ -183,7 +188,8 @@ class Runtime:
     @classmethod
     def _open_model(cls, model: Path, kind: str, adapters: Sequence[AdapterSpec], *, allow_unbound: bool,
                     t0: float, mode: str = "dynamic", **engine: Any) -> Runtime:
-        specs = [(Path(a[0]), float(a[1])) if isinstance(a, tuple) else (Path(a), 1.0) for a in adapters]
+        specs = [(Path(a[0]), adapter_scale(a[1], f"adapter {a[0]}")) if isinstance(a, tuple) else (Path(a), 1.0)
+                 for a in adapters]
         for p, _ in specs:
             if not p.is_file():
                 raise InputError(f"adapter {p} does not exist")
@@ -325,7 +331,8 @@ class Runtime:
             else:
                 raise InputError("policy= takes a policy name, or [] for the bare base")
         else:
-            key = self._default if adapters is None else tuple((n, float(s)) for n, s in adapters)
+            key = self._default if adapters is None else tuple((n, adapter_scale(s, f"adapter {n!r}"))
+                                                               for n, s in adapters)
         if self._fused:
             if policy is None and adapters is None or key == self._fused:
                 return ()  # already merged into the loaded weights

@@ -11,6 +11,7 @@ the manifest names a default policy, and running the bare base needs
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -71,6 +72,18 @@ class PolicyItem:
     scale: float = 1.0
 
 
+def adapter_scale(value: Any, where: str) -> float:
+    """An adapter scale as a finite float (negative subtracts the adapter, 0 switches it
+    off); NaN or infinity would turn every logit into NaN, so they are refused."""
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: scale {value!r} is not a number") from None
+    if not math.isfinite(scale):
+        raise InputError(f"{where}: scale {value!r} is not a finite number")
+    return scale
+
+
 @dataclass(frozen=True)
 class Manifest:
     base: BaseEntry
@@ -120,6 +133,8 @@ class Manifest:
             if not items:
                 problems.append(f"policy {key!r} has no adapter (use allow_no_adapter for a bare base)")
             for it in items:
+                if not math.isfinite(it.scale):
+                    problems.append(f"policy {key!r} scales {it.adapter!r} by {it.scale}, not a finite number")
                 if it.adapter not in self.adapters:
                     problems.append(f"policy {key!r} names unknown adapter {it.adapter!r}")
         if self.default_policy is not None and self.default_policy not in self.policies:
@@ -143,6 +158,14 @@ class Manifest:
 
 _TOP = {"schema_version", "producer", "base", "adapters", "policies", "default_policy", "allow_no_adapter",
         "require_signature"}
+
+
+def _policy_scale(item: dict[str, Any], key: str) -> float:
+    try:
+        return float(item.get("scale", 1.0))
+    except (TypeError, ValueError):
+        raise ManifestError(f"{MANIFEST}: policy {key!r} scales {item.get('adapter')!r} by "
+                            f"{item.get('scale')!r}, not a number") from None
 
 
 def _need(d: dict[str, Any], key: str, where: str) -> Any:
@@ -178,7 +201,7 @@ def parse_manifest(raw: dict[str, Any]) -> Manifest:
             tuple(_need(a, "targets", where)),
             {k: _artifact(v, f"{where}.{k}") for k, v in _need(a, "formats", where).items()},
             str(a.get("version", "1")), a.get("description", ""))
-    policies = {k: tuple(PolicyItem(_need(i, "adapter", f"policy {k!r}"), float(i.get("scale", 1.0))) for i in v)
+    policies = {k: tuple(PolicyItem(_need(i, "adapter", f"policy {k!r}"), _policy_scale(i, k)) for i in v)
                 for k, v in _need(raw, "policies", "the manifest").items()}
     m = Manifest(base, adapters, policies, raw.get("default_policy"), bool(raw.get("allow_no_adapter", False)),
                  bool(raw.get("require_signature", False)), raw.get("producer", ""), version,
@@ -226,8 +249,5 @@ def parse_policy_arg(spec: str) -> tuple[str, tuple[PolicyItem, ...]]:
     items = []
     for part in rest.split("+"):
         name, _, scale = part.partition(":")
-        try:
-            items.append(PolicyItem(name, float(scale) if scale else 1.0))
-        except ValueError as e:
-            raise InputError(f"--policy {spec!r}: scale {scale!r} is not a number") from e
+        items.append(PolicyItem(name, adapter_scale(scale, f"--policy {spec!r}") if scale else 1.0))
     return key, tuple(items)

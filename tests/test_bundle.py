@@ -236,6 +236,29 @@ def test_add_adapter_patches_without_touching_the_base(bundle, tiny, tmp_path, c
         assert [a.name for a in rt.active] == ["strict", "standard"]
 
 
+def test_scales_that_are_not_finite_numbers_are_refused(bundle, capsys):
+    # A NaN or infinite scale turns every logit into NaN (the run printed "!!!!"), so it is
+    # refused wherever a scale comes in: manifest, set-policy, the Python API.
+    assert main(["bundle", "set-policy", str(bundle), "X=strict:inf"]) == 1
+    assert "scale 'inf' is not a finite number" in capsys.readouterr().err
+    raw = json.loads((bundle / "sgedge.json").read_text())
+    raw["policies"]["US"][0]["scale"] = float("nan")  # json writes NaN, which json reads back
+    (bundle / "sgedge.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match=r"policy 'US' scales 'standard' by nan, not a finite number"):
+        Runtime.open(bundle, region="EU")
+    raw["policies"]["US"][0]["scale"] = "half"
+    (bundle / "sgedge.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match=r"policy 'US' scales 'standard' by 'half', not a number"):
+        Runtime.open(bundle, region="EU")
+    raw["policies"]["US"][0]["scale"] = 1.0
+    (bundle / "sgedge.json").write_text(json.dumps(raw))
+    with Runtime.open(bundle, region="EU") as rt:
+        with pytest.raises(InputError, match=r"adapter 'standard': scale inf is not a finite number"):
+            rt.generate("Hi", max_tokens=2, adapters=[("standard", float("inf"))])
+        with pytest.raises(InputError, match=r"adapter 'standard': scale 'x' is not a number"):
+            rt.generate("Hi", max_tokens=2, adapters=[("standard", "x")])
+
+
 def test_set_policy_with_unknown_adapter_refused(bundle, capsys):
     assert main(["bundle", "set-policy", str(bundle), "X=nope"]) == 1
     assert "unknown adapter(s) nope" in capsys.readouterr().err
