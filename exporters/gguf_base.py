@@ -193,6 +193,8 @@ def _write_float_gguf(model: HFModel, out: Path, dtype: str, pre_tokenizer: str 
     w.add_string(binding.KEY_PRODUCER, f"sgedge {sgedge.__version__}")
     w.add_string(binding.KEY_BASE_FINGERPRINT, model.fingerprint)
     w.add_string(binding.KEY_FAMILY, model.family.name)
+    if model.stop_token_ids:
+        w.add_string(binding.KEY_STOP_TOKENS, json.dumps(model.stop_token_ids))
     w.add_vocab_size(len(vocab.tokens))
     _write_hparams(w, model)
     add_vocab(w, model.path, vocab)

@@ -75,6 +75,22 @@ class HFModel:
         return str(rope.get("rope_type", rope.get("type", "default")))
 
     @property
+    def stop_token_ids(self) -> list[int]:
+        """The ids transformers' generate() ends at: generation_config.json's eos_token_id
+        (Llama 3.1 and Phi-3 list several), else config.json's."""
+        eos: Any = None
+        gen = self.path / "generation_config.json"
+        if gen.is_file():
+            try:
+                eos = json.loads(gen.read_text("utf-8")).get("eos_token_id")
+            except (json.JSONDecodeError, AttributeError):
+                eos = None
+        if eos is None:
+            eos = self.config.get("eos_token_id")
+        ids = eos if isinstance(eos, list) else [eos]
+        return [int(i) for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+
+    @property
     def sliding_layers(self) -> list[bool]:
         """Which layers transformers runs with sliding-window attention."""
         n = self.n_layers

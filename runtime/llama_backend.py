@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -71,6 +72,15 @@ def check_adapter_fits(base: GGUFInfo, adapter: GGUFInfo, *, allow_unbound: bool
         raise AdapterMismatchError(
             f"adapter {where} does not belong to base {base.path}: " + "; ".join(problems[:6])
         )
+
+
+def _stop_tokens(info: GGUFInfo, n_vocab: int) -> frozenset[int]:
+    """The extra end-of-generation ids sgedge's exporter recorded (unreadable: none)."""
+    try:
+        ids = json.loads(info.get(binding.KEY_STOP_TOKENS) or "[]")
+    except json.JSONDecodeError:
+        return frozenset()
+    return frozenset(i for i in ids if isinstance(i, int) and 0 <= i < n_vocab)
 
 
 class LlamaBackend:
@@ -140,6 +150,7 @@ class LlamaBackend:
         self._piece_buf = ctypes.create_string_buffer(256)
         self.n_vocab = int(llama.llama_vocab_n_tokens(self._vocab))
         self.spm = self.info.get("tokenizer.ggml.model") == "llama"
+        self._stop = _stop_tokens(self.info, self.n_vocab)
 
     # -- adapters ---------------------------------------------------------------
     @property
@@ -300,7 +311,7 @@ class LlamaBackend:
             n = 0
             while n < sampling.max_tokens:
                 tok = llama.llama_sampler_sample(chain, self._ctx, -1)
-                if not sampling.ignore_eos and llama.llama_vocab_is_eog(self._vocab, tok):
+                if not sampling.ignore_eos and (tok in self._stop or llama.llama_vocab_is_eog(self._vocab, tok)):
                     break
                 n += 1
                 # SentencePiece pieces start with a space; like HF decode, drop it once.

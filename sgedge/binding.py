@@ -23,6 +23,9 @@ KEY_BASE_FINGERPRINT = "sgedge.base.fingerprint"
 KEY_BASE_ARCH = "sgedge.base.architecture"
 KEY_FAMILY = "sgedge.base.family"
 KEY_ADAPTER_TARGETS = "sgedge.adapter.targets"
+# JSON list of the token ids transformers' generate() stops at (generation_config.json's
+# eos_token_id); llama.cpp recognises most of them as end-of-generation by their text only.
+KEY_STOP_TOKENS = "sgedge.stop_token_ids"
 KEY_ADAPTER_RANK = "sgedge.adapter.rank"
 
 _CHUNK = 16 << 20

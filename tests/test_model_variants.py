@@ -189,3 +189,29 @@ def test_export_cli_prints_the_sliding_window_note(tmp_path, capsys):
     assert main(["export", "base", str(hf), "-o", str(tmp_path / "b.gguf"), "--dtype", "f32", "-q"]) == 0
     err = capsys.readouterr().err
     assert "note: transformers attends to the last 16 tokens (sliding window) in 2 of 2 layers" in err
+
+
+@pytest.mark.parametrize("family", ["phi3", "qwen2"])
+def test_generation_stops_where_transformers_stops(tmp_path, family):
+    # generation_config.json may list several end ids (Phi-3: <|endoftext|>, <|assistant|>,
+    # <|end|>), some of which llama.cpp does not know by their text. Make a token the model
+    # is about to produce one of them: transformers, GGUF and ONNX all stop right before it.
+    import torch
+    import transformers
+
+    hf = build_model(family, tmp_path / "hf", seed=5)
+    with Runtime.open(export_base_gguf(hf, tmp_path / "free.gguf", dtype="f32").path, exact=True) as rt:
+        free = rt.generate(PROMPT, raw=True, max_tokens=24)
+    stop_at = next(i for i, t in enumerate(free.tokens) if i >= 2 and t not in free.tokens[:i])
+    gen_path = hf / "generation_config.json"
+    gen = json.loads(gen_path.read_text())
+    gen["eos_token_id"] = [gen["eos_token_id"], free.tokens[stop_at]]
+    gen_path.write_text(json.dumps(gen))
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([free.prompt_tokens]), max_new_tokens=24, do_sample=False)
+    assert out[0, len(free.prompt_tokens):].tolist() == free.tokens[:stop_at + 1]  # HF emits the stop id, then ends
+    for base in (export_base_gguf(hf, tmp_path / "b.gguf", dtype="f32").path, export_base_onnx(hf, tmp_path / "onnx").path):
+        with Runtime.open(base, **({"exact": True} if base.suffix == ".gguf" else {})) as rt:
+            res = rt.generate(PROMPT, raw=True, max_tokens=24)
+        assert res.tokens == free.tokens[:stop_at] and res.finish_reason == "stop", base.name
