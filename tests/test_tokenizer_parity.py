@@ -53,8 +53,13 @@ def test_chat_prompt_equals_hf_chat_template(tiny, family):
 
     t = tiny(family)
     tok = AutoTokenizer.from_pretrained(t.hf)
-    messages = [{"role": "user", "content": "How do I bake bread? Step 1, please."}]
-    ref = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    ref = ref["input_ids"] if isinstance(ref, dict) or hasattr(ref, "keys") else ref
+    conversations = [
+        [{"role": "user", "content": "How do I bake bread? Step 1, please."}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+         {"role": "assistant", "content": "Hello! How can I help?"}, {"role": "user", "content": "Café 東京 😀?"}],
+    ]
     with Runtime.open(t.gguf, n_ctx=512) as rt:
-        assert rt.encode_prompt(messages) == list(ref)
+        for messages in conversations:
+            ref = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ref = ref["input_ids"] if isinstance(ref, dict) or hasattr(ref, "keys") else ref
+            assert rt.encode_prompt(messages) == list(ref)
