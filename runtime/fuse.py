@@ -1,7 +1,8 @@
 """Fused mode: a base with a fixed policy's adapters merged in, for deployments whose
 policy is chosen once at start-up. llama.cpp's LoRA path costs 25-35% of decode speed
 (extra matmuls per projection); a fused base runs at bare-base speed. (ONNX: the
-composed adapter is baked into the slotted graph as constants; see fuse_onnx.)
+composed adapter is merged into float weights, or baked into an int4 graph as
+constant LoRA branches; see fuse_onnx.)
 
 The merge happens in float: each adapted tensor is dequantized (gguf-py), W += sum of
 scale * alpha / rank * B @ A (A and B exactly as llama.cpp applies them, so the rope
@@ -47,7 +48,8 @@ def _digests(path: Path, cache: HashCache) -> dict[str, str]:
 
 
 def fuse_key(base: Path, adapters: Sequence[tuple[Path, float]], cache: HashCache) -> str:
-    h = hashlib.sha256(b"sgedge-fuse-v1\n")
+    # v2 for ONNX: the adapter is merged into float weights (before: kept as LoRA branches).
+    h = hashlib.sha256(b"sgedge-fuse-v1\n" if base.is_file() else b"sgedge-fuse-onnx-v2\n")
     for digest in _digests(base, cache).values():
         h.update(digest.encode())
     for path, scale in adapters:
@@ -168,15 +170,17 @@ def ensure_fused(base: Path, adapters: Sequence[tuple[Path, float]], cache_dir: 
     return FusedFile(path, key, True, time.perf_counter() - t0)
 
 
-def fuse_onnx(base_dir: Path, adapters: Sequence[tuple[Path, float]], out_dir: Path) -> None:
-    """Write `out_dir`: the slotted ONNX base with the composed adapter baked in as
-    constants (ONNX Runtime can prepack them), and the LoRA branch of every slot the
-    adapters do not use removed. The result has no adapter inputs."""
+def fuse_onnx(base_dir: Path, adapters: Sequence[tuple[Path, float]], out_dir: Path, *, merge: bool = True) -> None:
+    """Write `out_dir`: the slotted ONNX base with the composed adapter merged into the
+    projections' float weights (onnx_merge) or, for int4 projections (or merge=False),
+    baked in as constant LoRA branches (ONNX Runtime can prepack them); the LoRA branch
+    of every slot the adapters do not use is removed. The result has no adapter inputs."""
     import shutil
 
     import onnx
     from onnx import numpy_helper
     from sgedge.runtime.onnx_adapter_io import compose
+    from sgedge.runtime.onnx_merge import float_projection, merge_update
 
     _, params = compose(list(adapters))
     model = onnx.load(str(base_dir / "model.onnx"), load_external_data=True)
@@ -188,17 +192,26 @@ def fuse_onnx(base_dir: Path, adapters: Sequence[tuple[Path, float]], out_dir: P
     inits = {i.name: i for i in g.initializer}
     for name, arr in params.items():
         inits[name].CopyFrom(numpy_helper.from_array(arr.astype(numpy_helper.to_array(inits[name]).dtype), name))
-    # Unused slots: route each Add's consumers to the base MatMul output, drop the branch.
-    unused = {n for n in slot_inputs if n not in params}
+    # Slots the policy uses: merge A @ B into the projection's weight where it is float
+    # (onnx_merge); elsewhere (int4) the branch stays, its weights constants. Unused
+    # slots, and merged ones: route each Add's consumers to the projection's output and
+    # drop the branch.
     producers = {o: n for n in g.node for o in n.output}
     drop, rename = set(), {}
     for node in g.node:
         if node.op_type == "Add" and len(node.input) == 2 and node.input[1] in producers:
             b_node = producers[node.input[1]]
-            if b_node.op_type == "MatMul" and b_node.input[1] in unused:
-                a_node = producers.get(b_node.input[0])
-                drop.update({id(node), id(b_node)} | ({id(a_node)} if a_node is not None else set()))
-                rename[node.output[0]] = node.input[0]
+            if b_node.op_type != "MatMul" or b_node.input[1] not in slot_inputs:
+                continue
+            a_node = producers.get(b_node.input[0])
+            if b_node.input[1] in params:
+                target = float_projection(node, producers, inits) if merge and a_node is not None else None
+                if target is None:
+                    continue
+                a_name = next(i for i in a_node.input if i in params)
+                merge_update(target, inits, params[a_name].astype(np.float32) @ params[b_node.input[1]].astype(np.float32))
+            drop.update({id(node), id(b_node)} | ({id(a_node)} if a_node is not None else set()))
+            rename[node.output[0]] = node.input[0]
     kept = [n for n in g.node if id(n) not in drop]
     for n in kept:
         for i, name in enumerate(n.input):
