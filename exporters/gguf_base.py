@@ -66,7 +66,7 @@ def _write_hparams(w, model: HFModel) -> None:
     if model.family.name == "phi3":
         w.add_rope_scaling_orig_ctx_len(model.original_context)
         w.add_sliding_window(int(model.config.get("sliding_window") or 0))
-        if rope_type in ("longrope", "su"):
+        if rope_type == "longrope":
             w.add_rope_scaling_attn_factors(model.longrope_attention_factor)
         elif rope_type != "default":
             raise UnsupportedModelError(f"rope scaling type {rope_type!r} is not supported for Phi-3 "
@@ -200,7 +200,7 @@ def _write_float_gguf(model: HFModel, out: Path, dtype: str, pre_tokenizer: str 
     add_vocab(w, model.path, vocab)
     if model.rope_type == "llama3":
         w.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", _llama3_rope_freqs(model))
-    if model.family.name == "phi3" and model.rope_type in ("longrope", "su"):
+    if model.family.name == "phi3" and model.rope_type == "longrope":
         for name, factors in _longrope_factors(model).items():
             w.add_tensor(name, factors)
     n = 0

@@ -72,7 +72,8 @@ class HFModel:
     @property
     def rope_type(self) -> str:
         rope = self.rope_parameters
-        return str(rope.get("rope_type", rope.get("type", "default")))
+        kind = str(rope.get("rope_type", rope.get("type", "default")))
+        return "longrope" if kind == "su" else kind  # transformers reads Phi-3's early "su" as LongRoPE
 
     @property
     def stop_token_ids(self) -> list[int]:

@@ -81,16 +81,17 @@ def test_onnx_refuses_head_sizes_group_query_attention_cannot_run(tmp_path, fami
         assert float(np.abs(rt.logits(ids) - hf_logits(hf_model(hf), ids)).max()) < 1e-4
 
 
-def _legacy_rope_config(model_dir):
+def _legacy_rope_config(model_dir, kind="longrope"):
     """Rewrite a config the way Phi-3.5 / Phi-4-mini ship it (transformers 4): top-level
-    rope_theta and original_max_position_embeddings, rope_scaling with "type"."""
+    rope_theta and original_max_position_embeddings, rope_scaling with "type" (early
+    Phi-3 128k configs said "su")."""
     path = model_dir / "config.json"
     cfg = json.loads(path.read_text())
     rope = cfg.pop("rope_parameters")
     cfg["rope_theta"] = rope.pop("rope_theta")
     cfg["original_max_position_embeddings"] = rope.pop("original_max_position_embeddings")
     rope.pop("rope_type")
-    cfg["rope_scaling"] = {**rope, "type": "longrope"}
+    cfg["rope_scaling"] = {**rope, "type": kind}
     path.write_text(json.dumps(cfg))
 
 
@@ -123,6 +124,31 @@ def test_phi3_longrope_matches_peft_on_short_and_long_prompts(tmp_path, config_s
             assert float(np.abs(rt.logits(ids) - want).max()) < 1e-4, n_ctx
         with Runtime.open(onnx_base, adapters=[onnx_adapter], n_ctx=n_ctx) as rt:
             assert float(np.abs(rt.logits(ids) - want).max()) < 1e-4, n_ctx
+
+
+def test_phi3_su_rope_exports_as_longrope(tmp_path):
+    # Early Phi-3 128k configs name LongRoPE "su" (transformers 5 itself no longer loads
+    # them with a top-level original_max_position_embeddings, so no reference run here):
+    # the GGUF export is the LongRoPE one.
+    from sgedge.runtime.gguf_meta import read_gguf_info
+
+    shape = {"max_position_embeddings": 1024, "original_max_position_embeddings": 256,
+             "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0,
+                                 "long_factor": [2.0] * 8, "short_factor": [1.5] * 8}}
+    hf = build_model("phi3", tmp_path / "hf", shape=shape)
+    _legacy_rope_config(hf, "longrope")
+    longrope = read_gguf_info(export_base_gguf(hf, tmp_path / "l.gguf", dtype="f32").path)
+    _legacy_rope_config_kind(hf, "su")
+    su = read_gguf_info(export_base_gguf(hf, tmp_path / "s.gguf", dtype="f32").path)
+    assert su.shapes == longrope.shapes and "rope_factors_long.weight" in su.shapes
+    assert su.get("phi3.rope.scaling.attn_factor") == longrope.get("phi3.rope.scaling.attn_factor") > 1.0
+
+
+def _legacy_rope_config_kind(model_dir, kind):
+    path = model_dir / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["rope_scaling"]["type"] = kind
+    path.write_text(json.dumps(cfg))
 
 
 def test_onnx_refuses_longrope_attention_factor_the_builder_ignores(tmp_path):
