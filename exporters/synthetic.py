@@ -47,6 +47,9 @@ INST_TEMPLATE = (
 LLAMA3_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+O200K_PATTERN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 QWEN2_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -72,7 +75,7 @@ def _byte_level_tokenizer(style: str, vocab_size: int, corpus: Sequence[str] = C
             [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
         )
     else:
-        pattern = LLAMA3_PATTERN if style == "llama3" else QWEN2_PATTERN
+        pattern = {"llama3": LLAMA3_PATTERN, "o200k": O200K_PATTERN}.get(style, QWEN2_PATTERN)
         tok.pre_tokenizer = pre_tokenizers.Sequence(
             [
                 pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
@@ -150,7 +153,7 @@ def _spm_tokenizer(vocab_size: int, phi3: bool = False) -> tuple[Any, dict[str, 
 
 
 def save_tokenizer(out_dir: Path, style: str, vocab_size: int = 400, corpus: Sequence[str] | None = None) -> Any:
-    """Train and save a tokenizer of `style` (llama3, qwen2, gpt2, smollm, spm, phi3) to `out_dir`.
+    """Train and save a tokenizer of `style` (llama3, qwen2, o200k, gpt2, smollm, spm, phi3) to `out_dir`.
 
     `corpus` (byte-level styles only) replaces the built-in lines the BPE is trained on.
     """

@@ -63,3 +63,26 @@ def test_chat_prompt_equals_hf_chat_template(tiny, family):
             ref = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
             ref = ref["input_ids"] if isinstance(ref, dict) or hasattr(ref, "keys") else ref
             assert rt.encode_prompt(messages) == list(ref)
+
+
+def test_o200k_split_is_recognised_as_gpt_4o(tmp_path):
+    # Phi-4-mini ships OpenAI's o200k split regex (Split + ByteLevel without regex): the
+    # export names it llama.cpp's "gpt-4o" pre-tokenizer without --pre-tokenizer, and the
+    # tokens equal transformers' (cased words, contractions, digits in threes, "/").
+    from sgedge.exporters.gguf_base import export_base_gguf
+    from sgedge.exporters.synthetic import build_model
+    from sgedge.runtime.gguf_meta import read_gguf_info
+    from transformers import AutoTokenizer
+
+    hf = build_model("phi3", tmp_path / "hf", tokenizer_style="o200k")
+    base = export_base_gguf(hf, tmp_path / "b.gguf", dtype="f32").path
+    assert read_gguf_info(base).get("tokenizer.ggml.pre") == "gpt-4o"
+    tok = AutoTokenizer.from_pretrained(hf)
+    extra = ["HelloWorld CamelCaseWords HTTPServer don'T", "path/to/file\n/usr/bin", "1234567 12 1"]
+    be = LlamaBackend(base, n_ctx=512)
+    try:
+        bad = [(t, tok(t).input_ids, be.tokenize(t, add_special=True)) for t in STRINGS + extra]
+        bad = [b for b in bad if b[1] != b[2]]
+        assert not bad, "\n".join(f"{t!r}: hf={r} sgedge={o}" for t, r, o in bad)
+    finally:
+        be.close()
