@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,7 +93,11 @@ def create_bundle(
     allow_no_adapter: bool = False,
     require_signature: bool = False,
     descriptions: Mapping[str, str] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Manifest:
+    """Export base and adapters into a new bundle folder `out` (all or nothing).
+    `on_note` receives what an export says the runtime will do differently from
+    transformers (e.g. a sliding window llama.cpp does not apply)."""
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.onnx_base import export_base_onnx
 
@@ -121,6 +125,8 @@ def create_bundle(
         if "gguf" in formats:
             r = export_base_gguf(base, tmp / "base.gguf", dtype=gguf_dtype)
             fingerprint, family = r.fingerprint, r.family
+            for note in r.notes if on_note else ():
+                on_note(f"GGUF base: {note}")
             base_formats["gguf"] = _artifact(tmp, "base.gguf", gguf_dtype)
         if "onnx" in formats:
             o = export_base_onnx(base, tmp / "base_onnx", dtype=onnx_dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from sgedge.errors import InputError
 
@@ -29,7 +30,8 @@ def create(args: argparse.Namespace) -> int:
     m = create_bundle(args.out, args.base, _adapter_args(args.adapter), policies,
                       default_policy=args.default_policy, formats=[f.strip() for f in args.formats.split(",")],
                       gguf_dtype=gguf_dtype, onnx_dtype=onnx_dtype, allow_no_adapter=args.allow_no_adapter,
-                      require_signature=args.require_signature)
+                      require_signature=args.require_signature,
+                      on_note=lambda note: print(f"note: {note}", file=sys.stderr))
     print(f"created bundle {args.out}: {m.base.family} base ({', '.join(m.base.formats)}), "
           f"{len(m.adapters)} adapter(s), {len(m.policies)} policies")
     return 0

@@ -241,3 +241,14 @@ def test_generation_stops_where_transformers_stops(tmp_path, family):
         with Runtime.open(base, **({"exact": True} if base.suffix == ".gguf" else {})) as rt:
             res = rt.generate(PROMPT, raw=True, max_tokens=24)
         assert res.tokens == free.tokens[:stop_at] and res.finish_reason == "stop", base.name
+
+
+def test_bundle_create_passes_the_sliding_window_note_on(tmp_path, capsys):
+    from sgedge.cli import main
+
+    hf = build_model("mistral", tmp_path / "hf", shape={"sliding_window": 16})
+    lora = build_lora(hf, tmp_path / "lora", r=4)
+    assert main(["bundle", "create", str(tmp_path / "b"), "--base", str(hf), "--adapter", f"std={lora}",
+                 "--policy", "US=std", "--default-policy", "US", "--gguf-dtype", "f32"]) == 0
+    err = capsys.readouterr().err
+    assert "note: GGUF base: transformers attends to the last 16 tokens" in err
