@@ -75,9 +75,20 @@ def _write_hparams(w, model: HFModel) -> None:
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(float(rope["factor"]))
     elif rope_type == "yarn":
+        # llama.cpp's YaRN is transformers' default one (attention factor 0.1 ln(s) + 1,
+        # correction range rounded outwards); other settings would run differently.
+        custom = [k for k in ("attention_factor", "mscale", "mscale_all_dim") if rope.get(k) is not None]
+        custom += ["truncate"] if rope.get("truncate") is False else []
+        if custom:
+            raise UnsupportedModelError(f"YaRN with {', '.join(custom)} is not reproduced by llama.cpp's YaRN; "
+                                        "export this model with --format onnx")
         w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
         w.add_rope_scaling_factor(float(rope["factor"]))
-        w.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+        w.add_rope_scaling_orig_ctx_len(model.original_context)
+        if rope.get("beta_fast") is not None:
+            w.add_rope_scaling_yarn_beta_fast(float(rope["beta_fast"]))
+        if rope.get("beta_slow") is not None:
+            w.add_rope_scaling_yarn_beta_slow(float(rope["beta_slow"]))
     elif rope_type not in ("default", "llama3"):
         raise UnsupportedModelError(f"rope scaling type {rope_type!r} is not supported yet")
 

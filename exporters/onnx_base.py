@@ -31,7 +31,10 @@ from sgedge._fs import normalize_modes
 from sgedge.errors import BackendError, InputError, UnsupportedModelError
 
 ONNX_DTYPES = ("fp32", "fp16", "int4")
-ONNX_ROPE_TYPES = ("default", "llama3", "longrope")
+ONNX_ROPE_TYPES = ("default", "llama3", "longrope", "linear", "yarn")
+# Rope types whose cos/sin tables do not depend on the sequence: the builder writes
+# plain rope tables and sgedge replaces them with transformers' own (_exact_rope_tables).
+_TABLE_ROPE_TYPES = ("linear", "yarn")
 SCHEMA_VERSION = 2
 _LORA_INIT = re.compile(r"^(?P<slot>.+)\.lora_(?P<ab>[AB])\.MatMul\.weight$")
 
@@ -65,6 +68,17 @@ def _builder_input(model: HFModel, work: Path) -> Path:
     if model.rope_type == "longrope" and isinstance(raw.get(key), dict) and "type" not in raw[key]:
         raw[key]["type"] = model.rope_type
         patched = True
+    if model.rope_type in _TABLE_ROPE_TYPES:
+        # The builder ignores linear scaling and fails on YaRN without explicit betas:
+        # let it write plain tables, replaced afterwards by transformers' own.
+        theta = model.rope_parameters.get("rope_theta", raw.get("rope_theta", 10000.0))
+        plain = {"rope_type": "default", "rope_theta": theta}
+        partial = model.rope_parameters.get("partial_rotary_factor")
+        if partial is not None:
+            plain["partial_rotary_factor"] = partial
+        raw["rope_parameters"] = plain
+        raw.pop("rope_scaling", None)
+        patched = True
     if model.sliding_window is not None and not raw.get("layer_types"):
         raw["layer_types"] = ["sliding_attention" if s else "full_attention" for s in model.sliding_layers]
         patched = True
@@ -92,12 +106,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def _check_rope(model: HFModel) -> None:
     rope_type = model.rope_type
     if rope_type not in ONNX_ROPE_TYPES or (rope_type == "longrope" and model.family.name != "phi3"):
-        # Checked here: the builder accepts 'linear' but its logits differ from
-        # transformers' by ~1.8 on a tiny model; 'yarn' fails inside the builder; its
-        # LongRoPE code is Phi-3's.
+        # Checked here: the builder's LongRoPE code is Phi-3's; 'dynamic' rope changes
+        # with the sequence length, which fixed cos/sin tables cannot follow.
         raise UnsupportedModelError(
             f"rope scaling {rope_type!r} is not reproduced by the ONNX Runtime GenAI builder for "
-            f"{model.family.name} (supported: default, llama3, and longrope for Phi-3); "
+            f"{model.family.name} (supported: default, llama3, linear, yarn, and longrope for Phi-3); "
             "export this model with --format gguf"
         )
     if rope_type == "longrope":
@@ -115,6 +128,22 @@ def _check_rope(model: HFModel) -> None:
                     f"this LongRoPE config scales attention by {want:.6g} where the ONNX Runtime GenAI "
                     f"builder would use {builder:.6g} ({key} / context ratio); export this model with --format gguf"
                 )
+
+
+def _exact_rope_tables(model: HFModel) -> dict[str, np.ndarray] | None:
+    """cos/sin tables as transformers computes them (its own rope init function, the
+    attention factor folded in), for the rope types in _TABLE_ROPE_TYPES."""
+    if model.rope_type not in _TABLE_ROPE_TYPES:
+        return None
+    import torch
+    from transformers import AutoConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    config = AutoConfig.from_pretrained(model.path)
+    inv_freq, scale = ROPE_INIT_FUNCTIONS[model.rope_type](config, "cpu")
+    positions = torch.arange(int(model.hparam("max_position_embeddings")), dtype=torch.float32)
+    freqs = torch.outer(positions, inv_freq.float())
+    return {"cos_cache": (freqs.cos() * scale).numpy(), "sin_cache": (freqs.sin() * scale).numpy()}
 
 
 def _run_builder(model: HFModel, slot_dir: Path, out: Path, cache: Path, dtype: str,
@@ -137,7 +166,7 @@ def _run_builder(model: HFModel, slot_dir: Path, out: Path, cache: Path, dtype: 
         raise BackendError(f"the ONNX Runtime GenAI builder failed on {model.path}: {tail}")
 
 
-def _open_slots(model_file: Path, pack: bool = True) -> dict[str, dict]:
+def _open_slots(model_file: Path, pack: bool = True, rope_tables: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
     """Pack sibling projections (exporters/onnx_pack.py), then turn LoRA initializers into
     inputs with empty defaults, in place. Returns the slots: in/out features, dtype and
     the projections each slot covers ([[leaf, out], ...], in column order)."""
@@ -148,6 +177,7 @@ def _open_slots(model_file: Path, pack: bool = True) -> dict[str, dict]:
     m = onnx.load(str(model_file), load_external_data=True)
     packed = pack_projections(m) if pack else {}
     g = m.graph
+    _replace_tables(g, rope_tables or {})
     slots: dict[str, dict] = {}
     for init in g.initializer:
         match = _LORA_INIT.match(init.name)
@@ -184,6 +214,20 @@ def _open_slots(model_file: Path, pack: bool = True) -> dict[str, dict]:
         data.unlink()
     onnx.save(m, str(model_file), save_as_external_data=True, location=data.name, size_threshold=1024)
     return slots
+
+
+def _replace_tables(g, tables: dict[str, np.ndarray]) -> None:
+    from onnx import numpy_helper
+
+    found = {i.name: i for i in g.initializer if i.name in tables}
+    if len(found) != len(tables):
+        raise BackendError(f"the builder's graph has no rope table(s) {sorted(set(tables) - set(found))}")
+    for name, init in found.items():
+        old = numpy_helper.to_array(init)
+        if old.shape != tables[name].shape:
+            raise BackendError(f"rope table {name}: the builder wrote {old.shape}, transformers gives "
+                               f"{tables[name].shape}")
+        init.CopyFrom(numpy_helper.from_array(tables[name].astype(old.dtype), name))
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
@@ -241,7 +285,7 @@ def export_base_onnx(
                      _builder_input(model, work_p))
         if progress:
             progress(2, 3)
-        slots = _open_slots(built / "model.onnx", pack)
+        slots = _open_slots(built / "model.onnx", pack, _exact_rope_tables(model))
         meta = {
             "schema_version": SCHEMA_VERSION,
             "producer": f"sgedge {sgedge.__version__}",

@@ -131,6 +131,12 @@ class LlamaBackend:
             cparams.n_threads = n_threads
             cparams.n_threads_batch = n_threads
             cparams.no_perf = True
+            # The model's own YaRN correction range: this llama.cpp keeps its defaults
+            # (32 / 1) unless the context says otherwise, whatever the GGUF records.
+            for key in ("yarn_beta_fast", "yarn_beta_slow"):
+                value = self.info.get(f"{self.info.arch}.rope.scaling.{key}")
+                if isinstance(value, float | int):
+                    setattr(cparams, key, float(value))
             if exact:
                 # llama.cpp's defaults (f16 KV cache, flash attention) move logits by
                 # ~5e-3; f32 cache without flash attention matches transformers to ~1e-5.

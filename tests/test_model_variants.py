@@ -27,11 +27,14 @@ VARIANTS = {
     "llama-1-kv-head": ("llama", {"num_key_value_heads": 1, "head_dim": 32}, False),
     "mistral-sliding-window": ("mistral", {"sliding_window": 4096}, False),
     "qwen2-yarn": ("qwen2", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
-                                                  "original_max_position_embeddings": 128}}, False),
+                                                  "original_max_position_embeddings": 128}}, True),
+    "qwen3-yarn-betas": ("qwen3", {"rope_parameters": {"rope_type": "yarn", "factor": 8.0, "rope_theta": 1e6,
+                                                        "original_max_position_embeddings": 64,
+                                                        "beta_fast": 16.0, "beta_slow": 2.0}}, True),
     "phi3-partial-rotary-tied": ("phi3", {"hidden_size": 256, "partial_rotary_factor": 0.75,
                                           "tie_word_embeddings": True}, True),
     "llama-linear-rope": ("llama", {"rope_parameters": {"rope_type": "linear", "factor": 2.0,
-                                                         "rope_theta": 10000.0}}, False),
+                                                         "rope_theta": 10000.0}}, True),
 }
 
 
@@ -53,10 +56,13 @@ def test_variant_exports_match_peft(tmp_path, name):
             assert float(np.abs(rt.logits(ids) - hf_logits(ref, ids)).max()) < 1e-4
 
 
-def test_onnx_refuses_rope_scaling_the_builder_gets_wrong(tmp_path):
-    family, shape, _ = VARIANTS["llama-linear-rope"]
-    hf = build_model(family, tmp_path / "hf", shape=shape)
-    with pytest.raises(UnsupportedModelError, match=r"rope scaling 'linear' is not reproduced .*--format gguf"):
+def test_onnx_refuses_rope_that_follows_the_sequence_length(tmp_path):
+    # Dynamic NTK rope changes with the sequence, which fixed cos/sin tables cannot do.
+    # (linear and YaRN: the builder ignores or fails on them, so sgedge writes
+    # transformers' own tables into the graph; exact in test_variant_exports_match_peft.)
+    hf = build_model("llama", tmp_path / "hf", shape={"rope_parameters": {"rope_type": "dynamic", "factor": 2.0,
+                                                                          "rope_theta": 10000.0}})
+    with pytest.raises(UnsupportedModelError, match=r"rope scaling 'dynamic' is not reproduced .*--format gguf"):
         export_base_onnx(hf, tmp_path / "onnx")
     assert not (tmp_path / "onnx").exists()
 
@@ -252,3 +258,18 @@ def test_bundle_create_passes_the_sliding_window_note_on(tmp_path, capsys):
                  "--policy", "US=std", "--default-policy", "US", "--gguf-dtype", "f32"]) == 0
     err = capsys.readouterr().err
     assert "note: GGUF base: transformers attends to the last 16 tokens" in err
+
+
+def test_yarn_attention_factor_onnx_exact_gguf_refused(tmp_path):
+    # An explicit YaRN attention_factor: llama.cpp's YaRN cannot take it (refused, with
+    # the way out); the ONNX export writes transformers' own tables, so it is exact.
+    shape = {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
+                                 "original_max_position_embeddings": 128, "attention_factor": 1.3}}
+    hf = build_model("qwen2", tmp_path / "hf", shape=shape, seed=3)
+    with pytest.raises(UnsupportedModelError, match=r"YaRN with attention_factor .*--format onnx"):
+        export_base_gguf(hf, tmp_path / "b.gguf", dtype="f32")
+    assert not (tmp_path / "b.gguf").exists()
+    base = export_base_onnx(hf, tmp_path / "onnx").path
+    with Runtime.open(base) as rt:
+        ids = rt.encode_prompt(PROMPT, raw=True)
+        assert float(np.abs(rt.logits(ids) - hf_logits(hf_model(hf), ids)).max()) < 1e-4
