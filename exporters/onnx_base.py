@@ -58,10 +58,12 @@ def _slot_adapter(model: HFModel, targets: Sequence[str], out: Path) -> None:
 def _builder_input(model: HFModel, work: Path) -> Path:
     """The model directory to hand the builder: the model's own, or a staged copy (files
     linked, not copied, where possible) whose config.json says what the builder otherwise
-    misses. Its Phi-3 LongRoPE code reads the rope dict's legacy "type" key, which
-    transformers 5 no longer writes; it applies a sliding window only to the layers that
-    `layer_types` names, which Mistral and Phi-3 configs leave out (transformers applies
-    their window to every layer)."""
+    misses or gets wrong. Its Phi-3 LongRoPE code reads the rope dict's legacy "type" key,
+    which transformers 5 no longer writes; it ignores linear rope scaling and fails on YaRN
+    without explicit betas, so those get plain rope (the tables are replaced afterwards,
+    _exact_rope_tables); it applies a sliding window only to the layers that `layer_types`
+    names, which Mistral and Phi-3 configs leave out (transformers applies their window
+    to every layer)."""
     raw = json.loads((model.path / "config.json").read_text("utf-8"))
     patched = False
     key = "rope_parameters" if isinstance(raw.get("rope_parameters"), dict) else "rope_scaling"
@@ -69,8 +71,6 @@ def _builder_input(model: HFModel, work: Path) -> Path:
         raw[key]["type"] = model.rope_type
         patched = True
     if model.rope_type in _TABLE_ROPE_TYPES:
-        # The builder ignores linear scaling and fails on YaRN without explicit betas:
-        # let it write plain tables, replaced afterwards by transformers' own.
         theta = model.rope_parameters.get("rope_theta", raw.get("rope_theta", 10000.0))
         plain = {"rope_type": "default", "rope_theta": theta}
         partial = model.rope_parameters.get("partial_rotary_factor")

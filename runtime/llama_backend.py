@@ -80,6 +80,8 @@ def _stop_tokens(info: GGUFInfo, n_vocab: int) -> frozenset[int]:
         ids = json.loads(info.get(binding.KEY_STOP_TOKENS) or "[]")
     except json.JSONDecodeError:
         return frozenset()
+    if not isinstance(ids, list):
+        return frozenset()
     return frozenset(i for i in ids if isinstance(i, int) and 0 <= i < n_vocab)
 
 

@@ -208,10 +208,18 @@ def test_sliding_window_onnx_applies_it_gguf_says_it_does_not(tmp_path, name):
 
 
 def test_no_sliding_window_note_where_the_window_never_binds(tmp_path):
-    # Phi-3.5 / Phi-4-mini carry a window longer than their context; Qwen2.5 one it does not use.
-    for family, shape in (("phi3", {"sliding_window": 1024}), ("qwen2", {"sliding_window": 16})):
-        hf = build_model(family, tmp_path / family, shape={"max_position_embeddings": 512, **shape})
-        assert export_base_gguf(hf, tmp_path / f"{family}.gguf", dtype="f32").notes == ()
+    # Phi-3.5 / Phi-4-mini carry a window longer than their context; Qwen2.5 ships one it
+    # does not use (transformers 4 layout: sliding_window set, use_sliding_window false,
+    # no layer_types), and the same config with use_sliding_window true does bind.
+    hf = build_model("phi3", tmp_path / "phi3", shape={"max_position_embeddings": 512, "sliding_window": 1024})
+    assert export_base_gguf(hf, tmp_path / "phi3.gguf", dtype="f32").notes == ()
+    hf = build_model("qwen2", tmp_path / "qwen2", shape={"max_position_embeddings": 512})
+    cfg = json.loads((hf / "config.json").read_text())
+    cfg.pop("layer_types", None)
+    for use, notes in ((False, 0), (True, 1)):
+        cfg.update(sliding_window=16, use_sliding_window=use, max_window_layers=1)
+        (hf / "config.json").write_text(json.dumps(cfg))
+        assert len(export_base_gguf(hf, tmp_path / f"qwen2-{use}.gguf", dtype="f32").notes) == notes
 
 
 def test_export_cli_prints_the_sliding_window_note(tmp_path, capsys):
