@@ -90,6 +90,7 @@ def create_bundle(
     formats: Sequence[str] = ("gguf",),
     gguf_dtype: str = "f16",
     onnx_dtype: str = "fp32",
+    onnx_ep: str = "cpu",
     allow_no_adapter: bool = False,
     require_signature: bool = False,
     descriptions: Mapping[str, str] | None = None,
@@ -129,7 +130,7 @@ def create_bundle(
                 on_note(f"GGUF base: {note}")
             base_formats["gguf"] = _artifact(tmp, "base.gguf", gguf_dtype)
         if "onnx" in formats:
-            o = export_base_onnx(base, tmp / "base_onnx", dtype=onnx_dtype)
+            o = export_base_onnx(base, tmp / "base_onnx", dtype=onnx_dtype, ep=onnx_ep)
             fingerprint, family = o.fingerprint, o.family
             base_formats["onnx"] = _artifact(tmp, "base_onnx", onnx_dtype)
         entries = {}

@@ -46,16 +46,19 @@ def export_base(args: argparse.Namespace) -> int:
         targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()] if args.lora_targets else None
         with _progress("export base", args.quiet) as progress:
             o = export_base_onnx(args.model_dir, args.output, dtype=dtype or "fp32", lora_targets=targets,
-                                 progress=progress)
-        print(f"wrote {o.path}/ ({o.family}, {o.dtype}, {o.n_slots} LoRA slots, {_mb(o.size_bytes)})")
+                                 ep=args.ep or "cpu", progress=progress)
+        print(f"wrote {o.path}/ ({o.family}, {o.dtype} for {o.ep}, {o.n_slots} LoRA slots, {_mb(o.size_bytes)})")
         print(f"base fingerprint {o.fingerprint}")
         return 0
     from sgedge.exporters.gguf_base import export_base_gguf
 
-    if args.lora_targets:
-        from sgedge.errors import InputError
+    from sgedge.errors import InputError
 
+    if args.lora_targets:
         raise InputError("--lora-targets applies to --format onnx (a GGUF base takes adapters on any layer)")
+    if args.ep:
+        raise InputError("--ep applies to --format onnx (a GGUF base runs on CPU or GPU as it is; "
+                         "choose the device with sgedge run --device)")
     with _progress("export base", args.quiet) as progress:
         r = export_base_gguf(args.model_dir, args.output, dtype=dtype or "f16", pre_tokenizer=args.pre_tokenizer,
                              progress=progress, threads=args.threads)

@@ -31,6 +31,10 @@ from sgedge._fs import normalize_modes
 from sgedge.errors import BackendError, InputError, UnsupportedModelError
 
 ONNX_DTYPES = ("fp32", "fp16", "int4")
+# Execution providers an export can target (the builder's -e): the graph differs (CUDA
+# takes fp16 activations and shares the KV buffer between steps). DirectML is not
+# offered: nobody has run sgedge's slotted graph on it.
+ONNX_EPS = ("cpu", "cuda")
 ONNX_ROPE_TYPES = ("default", "llama3", "longrope", "linear", "yarn")
 # Rope types whose cos/sin tables do not depend on the sequence: the builder writes
 # plain rope tables and sgedge replaces them with transformers' own (_exact_rope_tables).
@@ -47,6 +51,7 @@ class OnnxBaseExport:
     fingerprint: str
     n_slots: int
     size_bytes: int
+    ep: str = "cpu"
 
 
 def _slot_adapter(model: HFModel, targets: Sequence[str], out: Path) -> None:
@@ -147,7 +152,7 @@ def _exact_rope_tables(model: HFModel) -> dict[str, np.ndarray] | None:
 
 
 def _run_builder(model: HFModel, slot_dir: Path, out: Path, cache: Path, dtype: str,
-                 targets: Sequence[str], source: Path) -> None:
+                 targets: Sequence[str], source: Path, ep: str = "cpu") -> None:
     extra = [f"adapter_path={slot_dir}"]
     if dtype == "int4":
         # Quantize the base only: keep every LoRA MatMul float so adapters stay exact.
@@ -158,7 +163,7 @@ def _run_builder(model: HFModel, slot_dir: Path, out: Path, cache: Path, dtype: 
                  for i in range(model.n_layers) for leaf in leaves for ab in "AB"]
         extra.append("nodes_to_exclude=" + ",".join(names))
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
-           "-p", dtype, "-e", "cpu", "-c", str(cache), "--extra_options", *extra]
+           "-p", dtype, "-e", ep, "-c", str(cache), "--extra_options", *extra]
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -252,10 +257,18 @@ def export_base_onnx(
     dtype: str = "fp32",
     lora_targets: Sequence[str] | None = None,
     pack: bool = True,
+    ep: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> OnnxBaseExport:
     if dtype not in ONNX_DTYPES:
         raise InputError(f"unknown ONNX dtype {dtype!r}; choose one of {', '.join(ONNX_DTYPES)}")
+    if ep not in ONNX_EPS:
+        raise InputError(f"unknown execution provider {ep!r} (--ep); choose one of {', '.join(ONNX_EPS)}")
+    if ep == "cuda" and dtype == "fp32":
+        # The builder folds q/k/v into one fp32 Attention operator for CUDA and leaves
+        # their LoRA out, silently: adapters on q/k/v would have nowhere to go.
+        raise UnsupportedModelError("--ep cuda takes fp16 or int4 (the builder's fp32 CUDA graph has no LoRA "
+                                    "slots on q/k/v); use --dtype fp16, or --ep cpu for fp32")
     model = HFModel.open(model_dir)
     fam = model.family
     _check_rope(model)
@@ -282,7 +295,7 @@ def export_base_onnx(
             progress(1, 3)
         built = work_p / "model"
         _run_builder(model, work_p / "slots", built, work_p / "cache", dtype, targets,
-                     _builder_input(model, work_p))
+                     _builder_input(model, work_p), ep)
         if progress:
             progress(2, 3)
         slots = _open_slots(built / "model.onnx", pack, _exact_rope_tables(model))
@@ -293,6 +306,7 @@ def export_base_onnx(
             "family": fam.name,
             "fingerprint": model.fingerprint,
             "dtype": dtype,
+            "ep": ep,
             "lora_targets": targets,
             "slots": slots,
         }
@@ -301,4 +315,4 @@ def export_base_onnx(
         if progress:
             progress(3, 3)
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
-    return OnnxBaseExport(out, fam.name, dtype, model.fingerprint, len(slots), size)
+    return OnnxBaseExport(out, fam.name, dtype, model.fingerprint, len(slots), size, ep)

@@ -25,6 +25,9 @@ from sgedge.runtime.types import Sampling, Timings
 from sgedge.errors import AdapterMismatchError, BackendError, InputError
 
 DEVICES = ("auto", "cpu", "gpu", "cuda", "dml")
+# A base exported for a GPU provider (--ep cuda) runs only there (tests turn this off
+# to check such graphs on the CPU provider, which runs most of them).
+REQUIRE_BUILT_PROVIDER = True
 BASE_META = "sgedge_base.json"  # an ONNX base's sgedge metadata (exporters.onnx_base writes it)
 _SLOT_SUFFIXES = (".lora_A.MatMul.weight", ".lora_B.MatMul.weight")
 
@@ -57,6 +60,15 @@ class OnnxBackend:
             raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
         provider = self._provider(device)
         self.device = provider or "cpu"
+        built_for = self.meta.get("ep", "cpu")
+        if built_for != self.device and built_for != "cpu" and REQUIRE_BUILT_PROVIDER:
+            # The builder's CUDA graph uses operators the CPU provider lacks (Qwen3's
+            # q/k norm fused into attention fails at the first token); say so up front.
+            why = ("--device cpu was asked for" if device == "cpu" else
+                   "this onnxruntime-genai has no CUDA provider")
+            raise InputError(f"{self.path} was exported for {built_for} (--ep {built_for}) and {why}; "
+                             f"export the base with --ep cpu to run it on the CPU, or install "
+                             f"onnxruntime-genai-cuda and use --device cuda")
         try:
             config = og.Config(str(self.path))
             config.clear_providers()

@@ -28,6 +28,8 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--dtype", help="gguf: f32, f16 (default), bf16, q8_0, q4_k_m; onnx: fp32 (default), fp16, int4")
     b.add_argument("--lora-targets", help="onnx: comma-separated linear layers that get LoRA slots "
                    "(default: all the family's projections)")
+    b.add_argument("--ep", choices=["cpu", "cuda"], help="onnx: the execution provider the graph is built for "
+                   "(default cpu; cuda takes fp16 or int4 and is what runs fast on an NVIDIA GPU)")
     b.add_argument("--pre-tokenizer", help="llama.cpp pre-tokenizer name, when sgedge cannot recognise it")
     b.add_argument("--threads", type=int, help="threads for quantization (default: physical cores)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -95,6 +97,8 @@ def _bundle_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--dtype", help="both formats: f32/fp32, f16/fp16, q8_0 (gguf), q4_k_m / int4")
     c.add_argument("--gguf-dtype")
     c.add_argument("--onnx-dtype")
+    c.add_argument("--onnx-ep", choices=["cpu", "cuda"], default="cpu",
+                   help="execution provider the ONNX base is built for (cuda: fp16 or int4, for NVIDIA GPUs)")
     c.add_argument("--allow-no-adapter", action="store_true", help="allow running the bare base")
     c.add_argument("--require-signature", action="store_true", help="refuse to run unless a trusted key verifies it")
     c.set_defaults(handler="sgedge.bundle_cli:create")

@@ -315,3 +315,16 @@ def test_threads_per_policy_share_one_runtime_without_cross_talk(made, fmt):
             th.join()
         assert all(r == [single[k]] * 3 for k, r in results.items())
         assert len({tuple(v) for v in single.values()}) == 3
+
+
+def test_bundle_for_cuda_fails_closed_without_it(tiny, tmp_path, capsys):
+    # `bundle create --onnx-ep cuda` builds the ONNX base for ONNX Runtime's CUDA
+    # provider; on a machine without it start-up stops and says what to do.
+    t = tiny("qwen2")
+    argv = (f"bundle create {tmp_path / 'app'} --base {t.hf} --adapter standard={t.lora1} --policy US=standard "
+            "--default-policy US --formats onnx --onnx-dtype fp16 --onnx-ep cuda")
+    assert main(argv.split()) == 0, capsys.readouterr().err
+    meta = json.loads((tmp_path / "app" / "base_onnx" / "sgedge_base.json").read_text())
+    assert (meta["ep"], meta["dtype"]) == ("cuda", "fp16")
+    assert main(["run", "--bundle", str(tmp_path / "app"), "--device", "cpu", "Hi"]) == 1
+    assert "was exported for cuda (--ep cuda) and --device cpu was asked for" in capsys.readouterr().err

@@ -53,6 +53,8 @@ CASES = [
     ("export adapter {lora} --format onnx -o {out}/a.onnx_adapter --base {onnx}", 0, "rank 8, 8 slots", None),
     ("export adapter {lora} --format onnx -o {out}/a.onnx_adapter --base {hf}", 1, "", "not an ONNX base exported by sgedge"),
     ("export base {hf} -o {out}/x.gguf --lora-targets q_proj", 1, "", "applies to --format onnx"),
+    ("export base {hf} -o {out}/x.gguf --ep cuda", 1, "", "--ep applies to --format onnx"),
+    ("export base {hf} --format onnx -o {out}/onnx --ep cuda", 1, "", "--ep cuda takes fp16 or int4"),
     ("run --bundle {onnx} Hi", 1, "", "{onnx} is not an sgedge bundle (no sgedge.json) (a .gguf file or an ONNX model folder goes to --model)"),
     ("eval --bundle {out}/nowhere --harmful {out}/h.txt", 1, "", "{out}/nowhere is not an sgedge bundle (no sgedge.json)"),
 ]

@@ -14,7 +14,7 @@ from sgedge.exporters.onnx_base import export_base_onnx
 from sgedge.exporters.synthetic import CORPUS, build_lora, build_model
 from sgedge.runtime.api import Runtime
 
-from sgedge.errors import AdapterError, AdapterMismatchError, InputError
+from sgedge.errors import AdapterError, AdapterMismatchError, InputError, UnsupportedModelError
 
 
 def test_base_slots_are_inputs_with_empty_defaults(tiny_onnx):
@@ -241,3 +241,53 @@ def test_base_exported_before_rank_axes_says_to_export_again(tiny, tmp_path):
     with Runtime.open(base, adapters=[adapter]) as rt, pytest.raises(
             BackendError, match=r"exported by an older sgedge .* export the base again"):
         rt.generate("Hello", raw=True, max_tokens=3)
+
+
+def test_cuda_targeted_exports_keep_their_slots(tmp_path, monkeypatch):
+    """--ep cuda builds the graph ONNX Runtime's CUDA provider runs fast (fp16
+    activations, a shared KV buffer, the cuda provider in genai_config). The runtime
+    refuses it on the CPU (Qwen3's CUDA graph fails there), but with that check off the
+    CPU provider runs this Qwen2 one, which is how it is checked here against the fp32
+    CPU export:
+    fp16 within 0.01 (measured 0.003), with no adapter and with one at scale 0.5; int4
+    keeps its adapter exact (dynamic equals fused, which bakes the branch in) and the
+    adapter changes the output. (The GPU run is benchmarks/gpu/check.py.)"""
+
+    hf = build_model("qwen2", tmp_path / "hf", shape={"hidden_size": 128, "intermediate_size": 256,
+                                                       "num_attention_heads": 4, "num_key_value_heads": 2},
+                     init_std=0.05)
+    lora = build_lora(hf, tmp_path / "lora", r=8, alpha=16, std=0.05)
+    from sgedge.runtime import onnx_backend
+
+    with pytest.raises(InputError, match="was exported for cuda .--ep cuda. and --device cpu was asked for"):
+        Runtime.open(export_base_onnx(hf, tmp_path / "refused", dtype="fp16", ep="cuda").path, device="cpu")
+    monkeypatch.setattr(onnx_backend, "REQUIRE_BUILT_PROVIDER", False)
+    logits = {}
+    for dtype, ep in (("fp32", "cpu"), ("fp16", "cuda"), ("int4", "cuda")):
+        o = export_base_onnx(hf, tmp_path / f"{dtype}-{ep}", dtype=dtype, ep=ep)
+        assert o.ep == ep and json.loads((o.path / "sgedge_base.json").read_text())["ep"] == ep
+        config = json.loads((o.path / "genai_config.json").read_text())["model"]["decoder"]["session_options"]
+        assert [next(iter(p)) for p in config["provider_options"]] == (["cuda"] if ep == "cuda" else [])
+        graph = onnx.load(str(o.path / "model.onnx"), load_external_data=False).graph
+        past = next(i for i in graph.input if i.name.startswith("past_key_values"))
+        assert past.type.tensor_type.elem_type == (onnx.TensorProto.FLOAT16 if ep == "cuda" else onnx.TensorProto.FLOAT)
+        adapter = export_adapter_onnx(lora, tmp_path / f"{dtype}-{ep}.onnx_adapter", base=o.path).path
+        with Runtime.open(o.path, adapters=[adapter], device="cpu") as rt:
+            ids = rt.encode_prompt(PROMPT, raw=True)
+            logits[dtype] = [rt.logits(ids, adapters=[]), rt.logits(ids, adapters=[(adapter.stem, 0.5)])]
+        if dtype == "int4":
+            with Runtime.open(o.path, adapters=[(adapter, 0.5)], device="cpu", mode="fused") as rt:
+                fused = rt.logits(ids)
+            assert float(np.abs(fused - logits["int4"][1]).max()) < 1e-2
+    for a, b in zip(logits["fp32"], logits["fp16"], strict=True):
+        assert float(np.abs(a - b).max()) < 0.01
+    for none, scaled in (logits["fp16"], logits["int4"]):
+        assert float(np.abs(none - scaled).max()) > 0.05  # the adapter does change the output
+
+
+def test_cuda_export_refuses_fp32(tiny, tmp_path):
+    with pytest.raises(UnsupportedModelError, match="--ep cuda takes fp16 or int4"):
+        export_base_onnx(tiny("llama").hf, tmp_path / "x", dtype="fp32", ep="cuda")
+    with pytest.raises(InputError, match="unknown execution provider 'dml'"):
+        export_base_onnx(tiny("llama").hf, tmp_path / "x", dtype="fp16", ep="dml")
+    assert not (tmp_path / "x").exists()
