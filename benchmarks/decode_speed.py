@@ -91,15 +91,17 @@ def build(work: Path, shape: str, dtype: str, rank: int) -> dict[str, Path]:
     }
 
 
-def plain_builder(hf: Path, out: Path, precision: str, adapter: Path | None) -> Path:
-    """What a user of onnxruntime-genai alone would run: the builder's own export."""
+def plain_builder(hf: Path, out: Path, precision: str, adapter: Path | None, ep: str = "cpu") -> Path:
+    """What a user of onnxruntime-genai alone would run: the builder's own export for `ep`."""
     import subprocess
     import sys
 
     extra = ["--extra_options", f"adapter_path={adapter}"] if adapter else []
-    subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
-                    "-p", precision, "-e", "cpu", "-c", str(out) + ".cache", *extra],
-                   check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
+                           "-p", precision, "-e", ep, "-c", str(out) + ".cache", *extra],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"the builder failed on {hf} ({precision}, {ep}): {proc.stderr[-2000:]}")
     return out
 
 
@@ -200,7 +202,7 @@ def check_cuda(args: argparse.Namespace) -> None:
 
     if not llama_cpp.llama_supports_gpu_offload():
         raise SystemExit("--device cuda: this llama-cpp-python was built without CUDA; build it with "
-                         "CMAKE_ARGS=-DGGML_CUDA=on (benchmarks/gpu/run.sh does)")
+                         "CMAKE_ARGS=-DGGML_CUDA=on (benchmarks/gpu/stage.sh does)")
     if args.transformers:
         import torch
 

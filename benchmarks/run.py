@@ -4,6 +4,7 @@ memory-bandwidth bound. Writes docs/performance.md and docs/performance.png.
 
     pip install -e ".[all,bench]"
     python benchmarks/run.py [--shapes smollm2-135m,qwen2.5-0.5b] [--repeats 3]
+    python benchmarks/run.py --device cuda      # on a GPU: docs/performance-cuda.md (benchmarks/gpu/)
 
 Columns: decode tok/s = (N-1) / (T(N) - T(1)) with N=64 and a short prompt; prefill
 tok/s = P / T(1) and TTFT = T(1) for a long prompt of P tokens (no KV reuse between runs),
@@ -13,6 +14,11 @@ orders: see decode_speed.load_orders), the engines interleaved in each round; sw
 of a fresh process that opens the base with 1 or 4 adapters resident and generates 8
 tokens with the first one active;
 bound = measured read bandwidth / bytes of weights read per token (the GGUF file).
+With --device cuda every engine runs on the GPU (llama.cpp with every layer offloaded,
+onnxruntime-genai's CUDA provider on bases built for it, transformers on CUDA), the
+bandwidth is the GPU's and the memory columns add the GPU memory each process takes.
+--backends gguf / onnx measures one engine family (rows are merged into the stored
+results), --work DIR keeps the exported models for a later run.
 """
 
 from __future__ import annotations
@@ -43,18 +49,34 @@ RATIOS = (
     ("sgedge gguf fused", "llama-cpp-python q8_0"),
     ("sgedge gguf dynamic + adapter", "llama-cpp-python q8_0 + adapter"),
     ("sgedge gguf dynamic + adapter", "transformers + PEFT f32"),
-    ("sgedge onnx int4 dynamic, no adapter active", "onnxruntime-genai int4"),
-    ("sgedge onnx int4 dynamic + adapter", "onnxruntime-genai int4 multi-LoRA + adapter"),
-    ("sgedge onnx int4 dynamic + adapter", "onnxruntime-genai int4 + adapter (baked)"),
-    ("sgedge onnx int4 fused", "onnxruntime-genai int4 + adapter (baked)"),
+    ("sgedge onnx {p} dynamic, no adapter active", "onnxruntime-genai {p}"),
+    ("sgedge onnx {p} dynamic + adapter", "onnxruntime-genai {p} multi-LoRA + adapter"),
+    ("sgedge onnx {p} dynamic + adapter", "onnxruntime-genai {p} + adapter (baked)"),
+    ("sgedge onnx {p} fused", "onnxruntime-genai {p} + adapter (baked)"),
 )
+BACKENDS = ("gguf", "onnx")
 # docs/performance.md below this line is kept when the tables are regenerated.
 HAND_WRITTEN = "<!-- kept by benchmarks/run.py: sections below are not generated -->"
 
 
-def bandwidth_gb_s(threads: int) -> float:
-    """Read bandwidth with as many threads as the engines use (numpy releases the GIL)."""
+def bandwidth_gb_s(threads: int, device: str = "cpu") -> float:
+    """Read bandwidth with as many threads as the engines use (numpy releases the GIL);
+    on a GPU, the device's own read bandwidth (a reduction over 2 GiB)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    if device == "cuda":
+        import torch
+
+        x = torch.ones(512 << 20, dtype=torch.float32, device="cuda")
+        best = 0.0
+        for _ in range(10):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            x.sum().item()
+            best = max(best, x.numel() * 4 / (time.perf_counter() - t0))
+        del x
+        torch.cuda.empty_cache()
+        return best / 1e9
 
     parts = [np.ones(64 << 20, dtype=np.float32) for _ in range(threads)]  # 256 MB each
     best = 0.0
@@ -66,17 +88,27 @@ def bandwidth_gb_s(threads: int) -> float:
     return best / 1e9
 
 
-def rss_child(model: Path, adapters: list[Path]) -> float:
+def rss_child(model: Path, adapters: list[Path], device: str = "cpu") -> float | tuple[float, float]:
+    """Peak RSS (MiB) of a fresh process; with device="cuda" also the GPU memory (MiB)
+    it holds after generating (the device's used memory before and after: NVML cannot
+    attribute memory to a process in every VM)."""
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent at fork.
+    gpu = device == "cuda"
     code = (
-        "from sgedge.runtime.api import Runtime\n"
-        f"rt = Runtime.open({str(model)!r}, adapters={[str(a) for a in adapters]!r}, n_ctx=512)\n"
+        ("import pynvml\npynvml.nvmlInit()\nh = pynvml.nvmlDeviceGetHandleByIndex(0)\n"
+         "used0 = pynvml.nvmlDeviceGetMemoryInfo(h).used\n" if gpu else "")
+        + "from sgedge.runtime.api import Runtime\n"
+        f"rt = Runtime.open({str(model)!r}, adapters={[str(a) for a in adapters]!r}, n_ctx=512, device={device!r})\n"
         # All resident, one active (a deployment switching among them per request).
         f"rt.generate('Hello', raw=True, max_tokens=8, adapters={[(a.stem, 1.0) for a in adapters[:1]]!r})\n"
         "print([ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0])\n"
+        + ("print((pynvml.nvmlDeviceGetMemoryInfo(h).used - used0) / 2**20)\n" if gpu else "")
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024  # kB -> MiB
+    lines = out.stdout.strip().splitlines()
+    if gpu:
+        return int(lines[-2]) / 1024, float(lines[-1])
+    return int(lines[-1]) / 1024  # kB -> MiB
 
 
 def sample(run: Callable[[str, int], None]) -> tuple[float, float]:
@@ -96,34 +128,46 @@ def sample(run: Callable[[str, int], None]) -> tuple[float, float]:
 Run = Callable[[str, int], None]
 
 
-def exports(paths: dict[str, Path], work: Path) -> dict[str, Path]:
-    """The ONNX models every load of the engines reads (exported once)."""
+def kept(work: Path, name: str, make: Callable[[], dict[str, Path]]) -> dict[str, Path]:
+    """make()'s paths, made once per work folder (a --work folder is reused across runs)."""
+    record = work / f"{name}.json"
+    if record.is_file():
+        paths = {k: Path(v) for k, v in json.loads(record.read_text()).items()}
+        if all(p.exists() for p in paths.values()):
+            return paths
+    paths = make()
+    record.write_text(json.dumps({k: str(v) for k, v in paths.items()}))
+    return paths
+
+
+def exports(paths: dict[str, Path], work: Path, dtype: str = "int4", ep: str = "cpu") -> dict[str, Path]:
+    """The ONNX models every load of the engines reads (exported once), built for `ep`."""
     from decode_speed import plain_builder
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
 
+    tag = f"{dtype}-{ep}"
     # onnxruntime-genai's own switchable multi-LoRA model: one LoRA branch per projection,
     # weights as graph inputs, the adapter loaded with og.Adapters ("the same work").
-    stock = export_base_onnx(paths["hf"], work / "og-multi-lora", dtype="int4", pack=False).path
-    onnx_base = export_base_onnx(paths["hf"], work / "sg-onnx", dtype="int4").path
+    stock = export_base_onnx(paths["hf"], work / f"og-multi-lora-{tag}", dtype=dtype, pack=False, ep=ep).path
+    onnx_base = export_base_onnx(paths["hf"], work / f"sg-onnx-{tag}", dtype=dtype, ep=ep).path
     return {
-        "plain": plain_builder(paths["hf"], work / "og-plain", "int4", None),
-        "baked": plain_builder(paths["hf"], work / "og-lora", "int4", paths["lora"]),
+        "plain": plain_builder(paths["hf"], work / f"og-plain-{tag}", dtype, None, ep),
+        "baked": plain_builder(paths["hf"], work / f"og-lora-{tag}", dtype, paths["lora"], ep),
         "stock": stock,
-        "stock_adapter": export_adapter_onnx(paths["lora"], work / "stock.onnx_adapter", base=stock).path,
+        "stock_adapter": export_adapter_onnx(paths["lora"], work / f"stock-{tag}.onnx_adapter", base=stock).path,
         "base": onnx_base,
-        "adapter": export_adapter_onnx(paths["lora"], work / "a.onnx_adapter", base=onnx_base).path,
+        "adapter": export_adapter_onnx(paths["lora"], work / f"a-{tag}.onnx_adapter", base=onnx_base).path,
     }
 
 
-def engines(paths: dict[str, Path], onnx: dict[str, Path], threads: int,
-            opened: dict[str, object]) -> list[Callable[[], dict[str, Run]]]:
+def engines(paths: dict[str, Path], onnx: dict[str, Path] | None, threads: int, opened: dict[str, object],
+            device: str = "cpu", dtype: str = "int4", backends: tuple[str, ...] = BACKENDS
+            ) -> list[Callable[[], dict[str, Run]]]:
     """One loader per model; each loads its model and returns its rows. The dynamic
     runtimes are also put in `opened` (first load only) for the switch measurement."""
-    from tokenizers import Tokenizer
-
-    og_tok = Tokenizer.from_file(str(onnx["plain"] / "tokenizer.json"))
-    kw = {"n_ctx": 1024, "n_threads": threads, "n_threads_batch": threads, "verbose": False}
+    kw = {"n_ctx": 1024, "n_threads": threads, "n_threads_batch": threads, "verbose": False,
+          "n_gpu_layers": -1 if device == "cuda" else 0}  # plain llama-cpp-python offloads nothing by default
 
     def hf() -> dict[str, Run]:
         import peft
@@ -133,12 +177,14 @@ def engines(paths: dict[str, Path], onnx: dict[str, Path], threads: int,
         torch.set_num_threads(threads)
         tok = transformers.AutoTokenizer.from_pretrained(paths["hf"])
         pm = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(
-            paths["hf"], dtype=torch.float32), str(paths["lora"])).eval()
+            paths["hf"], dtype=torch.float32), str(paths["lora"])).eval().to(device)
 
         def run(prompt: str, n: int) -> None:
             with torch.no_grad():
-                pm.generate(tok(prompt, return_tensors="pt").input_ids, max_new_tokens=n, min_new_tokens=n,
-                            do_sample=False)
+                pm.generate(tok(prompt, return_tensors="pt").input_ids.to(device), max_new_tokens=n,
+                            min_new_tokens=n, do_sample=False)
+            if device == "cuda":
+                torch.cuda.synchronize()
         return {"transformers + PEFT f32": run}
 
     def llama(name: str, **extra: str) -> Callable[[], dict[str, Run]]:
@@ -156,32 +202,12 @@ def engines(paths: dict[str, Path], onnx: dict[str, Path], threads: int,
             return {name: run}
         return load
 
-    def og_plain(name: str, folder: Path) -> Callable[[], dict[str, Run]]:
-        def load() -> dict[str, Run]:
-            from decode_speed import plain_og_generate, plain_og_model
-
-            model = plain_og_model(folder, threads)
-            return {name: lambda prompt, n: plain_og_generate(model, og_tok.encode(prompt).ids, n)}
-        return load
-
-    def og_multi_lora() -> dict[str, Run]:
-        import onnxruntime_genai as og
-        from decode_speed import plain_og_generate, plain_og_model
-
-        model = plain_og_model(onnx["stock"], threads)
-        adapters = og.Adapters(model)
-        adapters.load(str(onnx["stock_adapter"]), "a")
-        return {"onnxruntime-genai int4 multi-LoRA": lambda prompt, n: plain_og_generate(
-                    model, og_tok.encode(prompt).ids, n),
-                "onnxruntime-genai int4 multi-LoRA + adapter": lambda prompt, n: plain_og_generate(
-                    model, og_tok.encode(prompt).ids, n, adapters)}
-
     def ours(rt, adapters=None) -> Run:
         return lambda prompt, n: rt.generate(prompt, raw=True, max_tokens=n, adapters=adapters, ignore_eos=True)
 
     def dynamic(kind: str, base: Path, adapter: Path) -> Callable[[], dict[str, Run]]:
         def load() -> dict[str, Run]:
-            rt = open_runtime(base, adapters=[adapter], n_ctx=1024, threads=threads)
+            rt = open_runtime(base, adapters=[adapter], n_ctx=1024, threads=threads, device=device)
             opened.setdefault(kind, rt)
             return {f"sgedge {kind} dynamic, no adapter active": ours(rt, []),
                     f"sgedge {kind} dynamic + adapter": ours(rt)}
@@ -189,14 +215,43 @@ def engines(paths: dict[str, Path], onnx: dict[str, Path], threads: int,
 
     def fused(kind: str, base: Path, adapter: Path) -> Callable[[], dict[str, Run]]:
         return lambda: {f"sgedge {kind} fused": ours(open_runtime(base, adapters=[adapter], n_ctx=1024,
-                                                                   threads=threads, mode="fused"))}
+                                                                   threads=threads, mode="fused", device=device))}
 
-    return [hf, llama("llama-cpp-python q8_0"),
-            llama("llama-cpp-python q8_0 + adapter", lora_path=str(paths["adapter"])),
-            og_plain("onnxruntime-genai int4", onnx["plain"]),
-            og_plain("onnxruntime-genai int4 + adapter (baked)", onnx["baked"]), og_multi_lora,
-            dynamic("gguf", paths["base"], paths["adapter"]), fused("gguf", paths["base"], paths["adapter"]),
-            dynamic("onnx int4", onnx["base"], onnx["adapter"]), fused("onnx int4", onnx["base"], onnx["adapter"])]
+    units: list[Callable[[], dict[str, Run]]] = []
+    if "gguf" in backends:
+        units += [hf, llama("llama-cpp-python q8_0"),
+                  llama("llama-cpp-python q8_0 + adapter", lora_path=str(paths["adapter"])),
+                  dynamic("gguf", paths["base"], paths["adapter"]), fused("gguf", paths["base"], paths["adapter"])]
+    if "onnx" in backends and onnx is not None:
+        from tokenizers import Tokenizer
+
+        og_tok = Tokenizer.from_file(str(onnx["plain"] / "tokenizer.json"))
+
+        def og_plain(name: str, folder: Path) -> Callable[[], dict[str, Run]]:
+            def load() -> dict[str, Run]:
+                from decode_speed import plain_og_generate, plain_og_model
+
+                model = plain_og_model(folder, threads, device)
+                return {name: lambda prompt, n: plain_og_generate(model, og_tok.encode(prompt).ids, n)}
+            return load
+
+        def og_multi_lora() -> dict[str, Run]:
+            import onnxruntime_genai as og
+            from decode_speed import plain_og_generate, plain_og_model
+
+            model = plain_og_model(onnx["stock"], threads, device)
+            adapters = og.Adapters(model)
+            adapters.load(str(onnx["stock_adapter"]), "a")
+            return {f"onnxruntime-genai {dtype} multi-LoRA": lambda prompt, n: plain_og_generate(
+                        model, og_tok.encode(prompt).ids, n),
+                    f"onnxruntime-genai {dtype} multi-LoRA + adapter": lambda prompt, n: plain_og_generate(
+                        model, og_tok.encode(prompt).ids, n, adapters)}
+
+        units += [og_plain(f"onnxruntime-genai {dtype}", onnx["plain"]),
+                  og_plain(f"onnxruntime-genai {dtype} + adapter (baked)", onnx["baked"]), og_multi_lora,
+                  dynamic(f"onnx {dtype}", onnx["base"], onnx["adapter"]),
+                  fused(f"onnx {dtype}", onnx["base"], onnx["adapter"])]
+    return units
 
 
 def switch_ms(rt, name: str, pairs: int = 2000) -> float:
@@ -208,16 +263,44 @@ def switch_ms(rt, name: str, pairs: int = 2000) -> float:
     return (time.perf_counter() - t0) / pairs * 1000
 
 
-def measure_shape(shape: str, repeats: int, threads: int, loads: int = 2) -> dict:
+def build_shape(shape: str, work: Path, backends: tuple[str, ...] = BACKENDS, onnx_dtype: str = "int4",
+                onnx_ep: str = "cpu") -> tuple[dict[str, Path], dict[str, Path] | None, list[Path], list[Path]]:
+    """Every model a shape's measurement reads, exported into `work` once: the GGUF base
+    and adapter, the ONNX exports, and 3 more adapters per format for the memory rows."""
+    from sgedge.exporters.gguf_adapter import export_adapter_gguf
+    from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.synthetic import build_lora
 
+    work.mkdir(parents=True, exist_ok=True)
+    paths = kept(work, "gguf", lambda: build(work, shape, "q8_0", 16))
+    onnx = kept(work, f"onnx-{onnx_dtype}-{onnx_ep}", lambda: exports(paths, work, onnx_dtype, onnx_ep)) \
+        if "onnx" in backends else None
+
+    def extra_adapters(fmt: str) -> dict[str, Path]:
+        out = {}
+        for i in range(3):
+            lora = build_lora(paths["hf"], work / f"extra{i}", r=16, alpha=32, std=0.02, seed=50 + i)
+            out[str(i)] = (export_adapter_gguf(lora, work / f"extra{i}.gguf", base=paths["hf"], dtype="f16").path
+                           if fmt == "gguf" else
+                           export_adapter_onnx(lora, work / f"extra{i}-{onnx_dtype}-{onnx_ep}.onnx_adapter",
+                                               base=onnx["base"]).path)
+        return out
+
+    extra = [paths["adapter"], *kept(work, "extra-gguf", lambda: extra_adapters("gguf")).values()]
+    extra_onnx = [onnx["adapter"], *kept(work, f"extra-onnx-{onnx_dtype}-{onnx_ep}",
+                                         lambda: extra_adapters("onnx")).values()] if onnx else []
+    return paths, onnx, extra, extra_onnx
+
+
+def measure_shape(shape: str, repeats: int, threads: int, loads: int = 2, device: str = "cpu",
+                  backends: tuple[str, ...] = BACKENDS, work: Path | None = None, onnx_dtype: str = "int4",
+                  onnx_ep: str = "cpu") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        os.environ["SGEDGE_CACHE_DIR"] = str(work / "cache")
-        paths = build(work, shape, "q8_0", 16)
-        onnx = exports(paths, work)
+        work = work or Path(tmp)
+        os.environ["SGEDGE_CACHE_DIR"] = str(Path(tmp) / "cache")  # fused bases: made (and timed) in each run
+        paths, onnx, extra, extra_onnx = build_shape(shape, work, backends, onnx_dtype, onnx_ep)
         opened: dict[str, object] = {}
-        units = engines(paths, onnx, threads, opened)
+        units = engines(paths, onnx, threads, opened, device, onnx_dtype, backends)
         # Every engine loaded `loads` times in balanced orders (decode_speed.load_orders:
         # an engine loaded later in a process runs faster here), samples pooled.
         runs: dict[tuple[str, int], Run] = {}
@@ -227,8 +310,6 @@ def measure_shape(shape: str, repeats: int, threads: int, loads: int = 2) -> dic
                 for name, run in units[i]().items():
                     runs[name, k] = run
                     unit_of[name] = i
-        dyn, onnx_dyn = opened["gguf"], opened["onnx int4"]
-        onnx_base, onnx_adapter = onnx["base"], onnx["adapter"]
         for run in runs.values():
             run(PROMPT, 2)
         # Engines interleaved within each round, so that this VM's drift hits them alike.
@@ -240,35 +321,53 @@ def measure_shape(shape: str, repeats: int, threads: int, loads: int = 2) -> dic
                 samples[key[0]].append(sample(runs[key]))
         rows = {name: {"decode_tok_s": statistics.median(d for d, _ in s),
                        "ttft_s": statistics.median(t for _, t in s)} for name, s in samples.items()}
-        n_prompt = len(dyn.encode_prompt(LONG_PROMPT, raw=True))
+        n_prompt = len(next(iter(opened.values())).encode_prompt(LONG_PROMPT, raw=True))
         for r in rows.values():
             r["prefill_tok_s"] = n_prompt / r["ttft_s"]
-        extra, extra_onnx = [paths["adapter"]], [onnx_adapter]
-        from sgedge.exporters.gguf_adapter import export_adapter_gguf
-        from sgedge.exporters.onnx_adapter import export_adapter_onnx
+        result: dict = {"rows": rows, "prompt_tokens": n_prompt, "base_mib": paths["base"].stat().st_size / 2**20,
+                        "device": device, "onnx_dtype": onnx_dtype, "onnx_ep": onnx_ep}
 
-        for i in range(3):
-            lora = build_lora(paths["hf"], work / f"extra{i}", r=16, alpha=32, std=0.02, seed=50 + i)
-            extra.append(export_adapter_gguf(lora, work / f"extra{i}.gguf", base=paths["hf"], dtype="f16").path)
-            extra_onnx.append(export_adapter_onnx(lora, work / f"extra{i}.onnx_adapter", base=onnx_base).path)
-        adapter_mb = sum(p.stat().st_size for p in extra) / 2**20
-        base_bytes = paths["base"].stat().st_size
-        result = {
-            "rows": rows,
-            "prompt_tokens": n_prompt,
-            "switch_ms_gguf": switch_ms(dyn, paths["adapter"].stem),
-            "rss_mib": {"base only": rss_child(paths["base"], []), "1 adapter": rss_child(paths["base"], extra[:1]),
-                        "4 adapters": rss_child(paths["base"], extra)},
-            "adapter_files_mib": {"1": extra[0].stat().st_size / 2**20, "4": adapter_mb},
-            "rss_mib_onnx": {"base only": rss_child(onnx_base, []), "1 adapter": rss_child(onnx_base, extra_onnx[:1]),
-                             "4 adapters": rss_child(onnx_base, extra_onnx)},
-            "adapter_files_mib_onnx": {"1": extra_onnx[0].stat().st_size / 2**20,
-                                       "4": sum(p.stat().st_size for p in extra_onnx) / 2**20},
-            "switch_ms_onnx": switch_ms(onnx_dyn, onnx_adapter.stem),
-            "base_mib": base_bytes / 2**20,
-        }
+        def memory(model: Path, adapters: list[Path], suffix: str) -> None:
+            got = {"base only": rss_child(model, [], device), "1 adapter": rss_child(model, adapters[:1], device),
+                   "4 adapters": rss_child(model, adapters, device)}
+            if device == "cuda":
+                result["gpu_mib" + suffix] = {k: v[1] for k, v in got.items()}
+                got = {k: v[0] for k, v in got.items()}
+            result["rss_mib" + suffix] = got
+            result["adapter_files_mib" + suffix] = {"1": adapters[0].stat().st_size / 2**20,
+                                                    "4": sum(p.stat().st_size for p in adapters) / 2**20}
+
+        if "gguf" in backends:
+            result["switch_ms_gguf"] = switch_ms(opened["gguf"], paths["adapter"].stem)
+            memory(paths["base"], extra, "")
+        if onnx is not None:
+            result["switch_ms_onnx"] = switch_ms(opened[f"onnx {onnx_dtype}"], onnx["adapter"].stem)
+            memory(onnx["base"], extra_onnx, "_onnx")
         close_runtimes()
     return result
+
+
+def machine_line(device: str, threads: int) -> str:
+    if device == "cuda":
+        import torch
+
+        gpu = torch.cuda.get_device_properties(0)
+        return (f"{torch.cuda.get_device_name(0)} ({gpu.total_memory / 2**30:.0f} GiB), every engine on the GPU; "
+                f"host {platform.machine()}, {os.cpu_count()} cores, {threads} threads")
+    return f"{platform.machine()}, {os.cpu_count()} cores, {threads} threads, CPU only"
+
+
+def memory_line(label: str, r: dict, suffix: str) -> str:
+    rss, files = r["rss_mib" + suffix], r["adapter_files_mib" + suffix]
+    grow = rss["4 adapters"] - rss["base only"]
+    line = (f"Peak RSS: base {rss['base only']:.0f} MiB, +1 adapter {rss['1 adapter']:.0f} MiB, +4 adapters "
+            f"{rss['4 adapters']:.0f} MiB: 4 resident adapters add {grow:.0f} MiB for {files['4']:.1f} MiB of "
+            f"adapter files ({grow / files['4']:.2f}x).")
+    gpu = r.get("gpu_mib" + suffix)
+    if gpu:
+        line += (f" GPU memory: base {gpu['base only']:.0f} MiB, +1 adapter {gpu['1 adapter']:.0f} MiB, "
+                 f"+4 adapters {gpu['4 adapters']:.0f} MiB.")
+    return f"{label} {line}"
 
 
 def write_docs(results: dict, threads: int, out_md: Path, out_png: Path) -> None:
@@ -277,19 +376,27 @@ def write_docs(results: dict, threads: int, out_md: Path, out_png: Path) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = ["# Performance", "", f"Generated by `python benchmarks/run.py` on {platform.machine()}, "
-             f"{os.cpu_count()} cores, {threads} threads, CPU only. "
-             "Random-weight models in each shape; q8_0 GGUF / int4 ONNX bases; a rank-16 adapter on all "
-             "7 projections. Absolute numbers on this VM move ~20% between runs; compare within a table. Every "
-             "engine is loaded `--loads` times, in balanced orders (an engine loaded later in a process runs "
-             "up to ~10% faster here), and its samples pooled; ratios within ~5% are still ties on this "
-             "machine (the A/A rows of `benchmarks/decode_speed.py`).", ""]
+    any_r = next(iter(results.values()))
+    device = any_r.get("device", "cpu")
+    machine = any_r.get("machine") or machine_line(device, threads)
+    lines = ["# Performance" + (" on a GPU (CUDA)" if device == "cuda" else ""), "",
+             f"Generated by `python benchmarks/run.py{' --device cuda' if device == 'cuda' else ''}` on {machine}. "
+             "Random-weight models in each shape; q8_0 GGUF / "
+             f"{any_r.get('onnx_dtype', 'int4')} ONNX bases (built for the {any_r.get('onnx_ep', 'cpu')} provider); "
+             "a rank-16 adapter on all 7 projections. "
+             + ("Absolute numbers on this VM move ~20% between runs; compare within a table. Every "
+                "engine is loaded `--loads` times, in balanced orders (an engine loaded later in a process runs "
+                "up to ~10% faster here), and its samples pooled; ratios within ~5% are still ties on this "
+                "machine (the A/A rows of `benchmarks/decode_speed.py`)." if device == "cpu" else
+                "Every engine is loaded `--loads` times in balanced orders and its samples pooled. GGUF rows and "
+                "ONNX rows may come from two processes (`--backends`), on the same machine."), ""]
     fig, axes = plt.subplots(1, len(results), figsize=(7 * len(results), 5), squeeze=False)
     for ax, (shape, r) in zip(axes[0], results.items(), strict=True):
         bw = r["bandwidth_gb_s"]
         bound = bw * 1e9 / (r["base_mib"] * 2**20)
+        p = r.get("onnx_dtype", "int4")
         lines += [f"## {shape}", "", f"Measured {r['date']} ({r.get('loads', 1)} loads x {r.get('repeats', '?')} rounds); "
-                  f"numpy read bandwidth {bw:.1f} GB/s in that run.", "",
+                  f"{'GPU' if device == 'cuda' else 'numpy'} read bandwidth {bw:.1f} GB/s in that run.", "",
                   f"Decode: short prompt, 64 tokens. Prefill and time to first token: a "
                   f"{r['prompt_tokens']}-token prompt. Bandwidth bound of the q8_0 rows ({r['base_mib']:.0f} MiB "
                   f"of weights read per token): {bound:.0f} tok/s (int4 rows read less).", "",
@@ -298,36 +405,30 @@ def write_docs(results: dict, threads: int, out_md: Path, out_png: Path) -> None
             lines.append(f"| {name} | {row['decode_tok_s']:.1f} | {row['prefill_tok_s']:.0f} | "
                          f"{row['ttft_s'] * 1000:.0f} |")
         rows = r["rows"]
-        ratios = [(a, b) for a, b in RATIOS if a in rows and b in rows]
+        ratios = [(a.format(p=p), b.format(p=p)) for a, b in RATIOS]
+        ratios = [(a, b) for a, b in ratios if a in rows and b in rows]
         lines += ["", "Ratios (decode): " + "; ".join(
             f"{a} / {b} **{rows[a]['decode_tok_s'] / rows[b]['decode_tok_s']:.2f}x**" for a, b in ratios) + "."]
-        rss = r["rss_mib"]
-        grow = rss["4 adapters"] - rss["base only"]
-        lines += ["", f"Adapter switch (GGUF, `llama_set_adapters_lora`): {r['switch_ms_gguf'] * 1000:.1f} µs. "
-                  f"Peak RSS: base {rss['base only']:.0f} MiB, +1 adapter {rss['1 adapter']:.0f} MiB, +4 adapters "
-                  f"{rss['4 adapters']:.0f} MiB: 4 resident adapters add {grow:.0f} MiB for "
-                  f"{r['adapter_files_mib']['4']:.1f} MiB of adapter files ({grow / r['adapter_files_mib']['4']:.2f}x)."]
+        if "rss_mib" in r:
+            lines += ["", f"Adapter switch (GGUF, `llama_set_adapters_lora`): {r['switch_ms_gguf'] * 1000:.1f} µs. "
+                      + memory_line("", r, "").strip()]
         if "rss_mib_onnx" in r:
-            ro, fo = r["rss_mib_onnx"], r["adapter_files_mib_onnx"]
-            grow_o = ro["4 adapters"] - ro["base only"]
-            lines += ["", f"ONNX int4 (`.onnx_adapter`): switch (cached composition; onnxruntime-genai applies it "
-                      f"when a generation starts) {r['switch_ms_onnx'] * 1000:.1f} µs. Peak RSS: base "
-                      f"{ro['base only']:.0f} MiB, +1 adapter {ro['1 adapter']:.0f} MiB, +4 adapters "
-                      f"{ro['4 adapters']:.0f} MiB: 4 resident adapters add {grow_o:.0f} MiB for {fo['4']:.1f} MiB "
-                      f"of adapter files ({grow_o / fo['4']:.2f}x)."]
+            lines += ["", f"ONNX {p} (`.onnx_adapter`): switch (cached composition; onnxruntime-genai applies it "
+                      f"when a generation starts) {r['switch_ms_onnx'] * 1000:.1f} µs. "
+                      + memory_line("", r, "_onnx").strip()]
         lines += [""]
         names = list(r["rows"])
         ax.barh(names, [r["rows"][n]["decode_tok_s"] for n in names], color="#4477aa")
         ax.axvline(bound, color="#cc6677", linestyle="--", label=f"q8_0 bandwidth bound {bound:.0f}")
-        ax.set_title(f"{shape}: decode tok/s")
+        ax.set_title(f"{shape}: decode tok/s" + (" (GPU)" if device == "cuda" else ""))
         ax.invert_yaxis()
         ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
-    lines += ["![decode speed](performance.png)", ""]
-    kept = out_md.read_text().split(HAND_WRITTEN, 1) if out_md.is_file() else []
-    if len(kept) == 2:
-        lines += [HAND_WRITTEN + kept[1].rstrip("\n"), ""]
+    lines += [f"![decode speed]({out_png.name})", ""]
+    kept_text = out_md.read_text().split(HAND_WRITTEN, 1) if out_md.is_file() else []
+    if len(kept_text) == 2:
+        lines += [HAND_WRITTEN + kept_text[1].rstrip("\n"), ""]
     out_md.write_text("\n".join(lines))
 
 
@@ -340,6 +441,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--loads", type=int, default=2,
                    help="load every engine this many times, in balanced orders, and pool the samples (even)")
     p.add_argument("--threads", type=int, default=physical_cores())
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: every engine on the GPU; results go to performance-cuda.*")
+    p.add_argument("--backends", default="gguf,onnx",
+                   help="gguf (with the transformers row), onnx, or both; a run of one merges its rows "
+                        "into the stored results")
+    p.add_argument("--onnx-dtype", default="int4", choices=["fp32", "fp16", "int4"])
+    p.add_argument("--onnx-ep", choices=["cpu", "cuda"],
+                   help="provider the ONNX exports are built for (default: the --device's)")
+    p.add_argument("--work", type=Path, help="keep the exported models here (per shape) and reuse them")
+    p.add_argument("--build-only", action="store_true", help="export the models into --work, measure nothing")
     p.add_argument("--out", type=Path, default=HERE.parent / "docs")
     p.add_argument("--docs-only", action="store_true", help="rewrite the docs from OUT/performance.json, measure nothing")
     args = p.parse_args(argv)
@@ -347,20 +458,39 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
         raise SystemExit(f"unknown shape {unknown[0]!r}; choose from {', '.join(SHAPES)}")
+    backends = tuple(b.strip() for b in args.backends.split(","))
+    if not backends or any(b not in BACKENDS for b in backends):
+        raise SystemExit(f"--backends takes {' and/or '.join(BACKENDS)}, comma-separated")
+    ep = args.onnx_ep or args.device
+    if args.build_only:
+        if not args.work:
+            raise SystemExit("--build-only needs --work (where the exports are kept)")
+        for shape in shapes:
+            build_shape(shape, args.work / shape, backends, args.onnx_dtype, ep)
+            print(f"built {shape} in {args.work / shape}", flush=True)
+        return
+    stem = "performance" + ("-cuda" if args.device == "cuda" else "")
     # Shapes measured earlier keep their rows (and say when): a run may redo one shape.
-    store = args.out / "performance.json"
+    store = args.out / f"{stem}.json"
     results = json.loads(store.read_text()) if store.is_file() else {}
-    bw = 0.0 if args.docs_only else bandwidth_gb_s(args.threads)
-    for shape in [] if args.docs_only else shapes:
-        results[shape] = measure_shape(shape, args.repeats, args.threads, args.loads)
-        results[shape].update(bandwidth_gb_s=bw, date=time.strftime("%Y-%m-%d"), loads=args.loads,
-                              repeats=args.repeats)
-        print(shape, json.dumps(results[shape], indent=1, default=float), flush=True)
     args.out.mkdir(exist_ok=True)
+    bw = 0.0 if args.docs_only else bandwidth_gb_s(args.threads, args.device)
+    for shape in [] if args.docs_only else shapes:
+        new = measure_shape(shape, args.repeats, args.threads, args.loads, args.device, backends,
+                            args.work / shape if args.work else None, args.onnx_dtype, ep)
+        new.update(bandwidth_gb_s=bw, date=time.strftime("%Y-%m-%d"), loads=args.loads, repeats=args.repeats,
+                   machine=machine_line(args.device, args.threads))
+        old = results.get(shape, {})
+        if set(backends) != set(BACKENDS) and old:
+            new = {**old, **new, "rows": {**old.get("rows", {}), **new["rows"]}}
+        results[shape] = new
+        print(shape, json.dumps(results[shape], indent=1, default=float), flush=True)
+        # Written after every shape: a run cut short keeps what it measured.
+        store.write_text(json.dumps({s: results[s] for s in SHAPES if s in results}, indent=1, default=float))
     store.write_text(json.dumps({s: results[s] for s in SHAPES if s in results}, indent=1, default=float))
-    write_docs({s: results[s] for s in SHAPES if s in results}, args.threads, args.out / "performance.md",
-               args.out / "performance.png")
-    print(f"wrote {args.out / 'performance.md'} and {args.out / 'performance.png'}")
+    write_docs({s: results[s] for s in SHAPES if s in results}, args.threads, args.out / f"{stem}.md",
+               args.out / f"{stem}.png")
+    print(f"wrote {args.out / f'{stem}.md'} and {args.out / f'{stem}.png'}")
 
 
 if __name__ == "__main__":
