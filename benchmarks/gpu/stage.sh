@@ -2,7 +2,8 @@
 # Run ON THE GPU MACHINE (no network there), in the repository root; made for this
 # workplace's device tool, whose calls carry 64 MiB and whose machine stays warm 30 s
 # between calls (what stage 1 leaves in /tmp/sg is there for stage 2).
-#   bash benchmarks/gpu/stage.sh 1   (carry .gpu)  installs; exports the benchmark models
+#   bash benchmarks/gpu/stage.sh 1   (carry .gpu)  installs (benchmarks/gpu/prepare.sh made .gpu
+#                                    and .gpu2 here); exports the benchmark models
 #                                    and the check models on the CPU cores; GGUF check on the GPU
 #   bash benchmarks/gpu/stage.sh 2   (carry .gpu2) completes ONNX Runtime's CUDA provider;
 #                                    ONNX check; the full table (benchmarks/run.py --device cuda)
@@ -22,15 +23,14 @@ export PYTHONPATH=$S/site
 for d in $($PY -c "import glob, os, site; print(' '.join(sorted({os.path.dirname(p) for s in site.getsitepackages() for p in glob.glob(s + '/nvidia/**/lib*.so*', recursive=True)})))" 2>/dev/null); do
   LD_LIBRARY_PATH=$d:${LD_LIBRARY_PATH:-}
 done
-export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}${LD_LIBRARY_PATH:+:}/usr/local/cuda/lib64  # the toolkit's, last
 
 stage1() {
   step "machine"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  echo "cores: $(nproc)"; $PY -c "import torch, transformers, peft, onnx; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'onnx', onnx.__version__)"
+  echo "cores: $(nproc)"; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; $PY -c "import torch, transformers, peft, onnx; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'onnx', onnx.__version__)"
   step "install"
   rm -rf $S && mkdir -p $S/site
-  cp .gpu/ort-cuda.tar.xz.part-aa $S/
   $PY -m pip install -q --no-index --no-deps --no-compile --target $S/site .gpu/whl/*.whl
   xz -d < .gpu/ort-base.tar.xz | tar x -C $S/site
   $PY -m pip install -q --no-index --no-deps --no-build-isolation --target $S/site . 2>&1 | tail -5
@@ -46,8 +46,8 @@ stage1() {
   check_pid=$!
   step "llama-cpp-python with CUDA"
   gpu_llama() { $PY -c "import llama_cpp, sys; sys.exit(not llama_cpp.llama_supports_gpu_offload())"; }
-  if ls .gpu/llama_cpp_python-*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --target $S/site .gpu/llama_cpp_python-*.whl
+  if [ -f .gpu/llama_cpp-cuda.tar.xz ]; then
+    xz -d < .gpu/llama_cpp-cuda.tar.xz | tar x -C $S/site
     gpu_llama || { echo "the prebuilt llama-cpp-python does not load with CUDA here; building it"; \
                    rm -rf $S/site/llama_cpp $S/site/llama_cpp_python-*; }
   fi
@@ -61,7 +61,7 @@ stage1() {
   $PY -c "import llama_cpp, sgedge, onnxruntime_genai as og; print('llama-cpp-python', llama_cpp.__version__, 'GPU offload', llama_cpp.llama_supports_gpu_offload(), 'onnxruntime-genai', og.__version__)"
   wait $check_pid; echo "check models: exit $?"; tail -2 $S/check-build.log
   step "GGUF on the GPU against transformers + PEFT"
-  $PY benchmarks/gpu/check.py run $S/chk --backends gguf --device "$DEVICE" 2>&1 | grep -v -i "warn\|^Loading"
+  $PY benchmarks/gpu/check.py run $S/chk --backends gguf --device "$DEVICE" 2>&1 | grep --line-buffered -v -i "warn\|^Loading"
   for p in "${pids[@]}"; do wait "$p"; echo "benchmark export: exit $?"; done
   for shape in ${SHAPES//,/ }; do tail -3 "$S/build-$shape.log"; done
   step "stage 1 done"
@@ -70,18 +70,17 @@ stage1() {
 stage2() {
   step "install the CUDA provider"
   test -d $S/site || { echo "no $S/site: stage 1 did not run on this machine (it was given back?)"; return 3; }
-  cat $S/ort-cuda.tar.xz.part-aa .gpu2/ort-cuda.tar.xz.part-ab | xz -d | tar x -C $S/site
+  xz -d < .gpu2/ort-cuda.tar.xz | tar x -C $S/site
   $PY -c "import onnxruntime_genai as og; print('onnxruntime-genai CUDA:', og.is_cuda_available())"
   step "ONNX on the GPU against transformers + PEFT"
-  $PY benchmarks/gpu/check.py run $S/chk --backends onnx --device "$DEVICE" 2>&1 | grep -v -i "warn\|^Loading"
+  $PY benchmarks/gpu/check.py run $S/chk --backends onnx --device "$DEVICE" 2>&1 | grep --line-buffered -v -i "warn\|^Loading"
   step "ONNX int4 built for the CPU provider vs for CUDA, on the GPU"
-  $PY benchmarks/gpu/check.py speed "$S/w/${SHAPES%%,*}" --device "$DEVICE" 2>&1 | grep -v -i "warn\|^Loading"
+  $PY benchmarks/gpu/check.py speed "$S/w/${SHAPES%%,*}" --device "$DEVICE" 2>&1 | grep --line-buffered -v -i "warn\|^Loading"
   backends=gguf,onnx
   $PY -c "import onnxruntime_genai as og; assert og.is_cuda_available()" || backends=gguf
   step "full table (--backends $backends)"
   $PY benchmarks/run.py --device "$DEVICE" --backends $backends --work $S/w --shapes "$SHAPES" \
-    --repeats "${REPEATS:-3}" --loads "${LOADS:-2}" --out $S/docs 2>&1 | grep -v -i "warn\|^Loading"
-  cp $S/docs/performance* "$OUT"/ 2>/dev/null
+    --repeats "${REPEATS:-3}" --loads "${LOADS:-2}" --out "$OUT" 2>&1 | grep --line-buffered -v -i "warn\|^Loading"
   step "stage 2 done"
 }
 
