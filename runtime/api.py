@@ -272,6 +272,16 @@ class Runtime:
         return self._backend.name
 
     @property
+    def notes(self) -> list[str]:
+        """What the runtime advises about this set-up (the CLI prints them on stderr)."""
+        be = self._backend
+        if getattr(be, "device", None) == "cuda" and getattr(be, "meta", {}).get("ep", "cpu") == "cpu":
+            return [f"{be.path} was exported for the CPU provider and runs on CUDA here; export it with "
+                    "--ep cuda for the graph CUDA runs fast (int4 on an H200: 1.5x the decode speed, "
+                    "docs/performance.md)"]
+        return []
+
+    @property
     def adapters(self) -> dict[str, Path]:
         """Resident adapters: name -> file."""
         return {n: a.path for n, a in self._backend.adapters.items()}

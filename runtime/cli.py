@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
                       gpu_layers=args.gpu_layers, threads=args.threads, n_ctx=args.ctx,
                       allow_unbound_adapters=args.allow_unbound_adapter,
                       mode="fused" if args.fused else "dynamic") as rt:
+        for note in rt.notes:
+            print(f"sgedge: note: {note}", file=sys.stderr)
         region = args.region if args.region is not None else os.environ.get("SGEDGE_REGION")
         if args.bundle and region and not args.no_adapter and rt.policy_key(region) is None:
             # Not an error (the manifest names a default policy), but never silent.

@@ -291,3 +291,13 @@ def test_cuda_export_refuses_fp32(tiny, tmp_path):
     with pytest.raises(InputError, match="unknown execution provider 'dml'"):
         export_base_onnx(tiny("llama").hf, tmp_path / "x", dtype="fp16", ep="dml")
     assert not (tmp_path / "x").exists()
+
+
+def test_cpu_built_base_on_cuda_gets_a_note(tiny_onnx):
+    # Measured on an H200: an int4 base exported for the CPU provider decodes at 0.65x
+    # of the same base exported with --ep cuda there; the runtime says so (no GPU here,
+    # so the backend's device is set as ONNX Runtime GenAI's CUDA provider would).
+    with Runtime.open(tiny_onnx("llama").base, device="cpu") as rt:
+        assert rt.notes == []
+        rt._backend.device = "cuda"
+        assert "export it with --ep cuda" in rt.notes[0]
