@@ -7,7 +7,7 @@ on all 7 projections, then measures decode tokens/s of:
   sgedge without / with the adapter (same llama.cpp, low-level API), and sgedge fused
   (the adapter merged into a cached q8_0 base: compare with plain without adapter),
   transformers + PEFT f32 without / with the adapter (--transformers),
-  with --onnx, for fp32 and int4: plain onnxruntime-genai on a builder export without
+  with --onnx, for fp32 and int4 (fp16 and int4 on cuda): plain onnxruntime-genai on a builder export without
   LoRA, on one with the adapter's LoRA baked in as constants, and on the switchable
   multi-LoRA model onnxruntime-genai documents (the builder's LoRA MatMuls per
   projection, weights as graph inputs, the adapter loaded with og.Adapters) -- "the
@@ -105,19 +105,20 @@ def plain_builder(hf: Path, out: Path, precision: str, adapter: Path | None, ep:
     return out
 
 
-def build_onnx(work: Path, paths: dict[str, Path], precision: str) -> dict[str, Path]:
+def build_onnx(work: Path, paths: dict[str, Path], precision: str, ep: str = "cpu") -> dict[str, Path]:
+    """Every ONNX model of one precision, all built for the execution provider `ep`."""
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
 
-    base = export_base_onnx(paths["hf"], work / f"sgedge-{precision}", dtype=precision).path
+    base = export_base_onnx(paths["hf"], work / f"sgedge-{precision}", dtype=precision, ep=ep).path
     # The onnxruntime-genai multi-LoRA flow: one LoRA branch per projection, its weights
     # overridable inputs (what Olive's adapter extraction produces), no packing.
-    stock = export_base_onnx(paths["hf"], work / f"stock-{precision}", dtype=precision, pack=False).path
+    stock = export_base_onnx(paths["hf"], work / f"stock-{precision}", dtype=precision, pack=False, ep=ep).path
     return {
         "stock": stock,
         "stock_adapter": export_adapter_onnx(paths["lora"], work / f"stock-{precision}.onnx_adapter", base=stock).path,
-        "plain": plain_builder(paths["hf"], work / f"plain-{precision}", precision, None),
-        "plain_adapter": plain_builder(paths["hf"], work / f"plain-lora-{precision}", precision, paths["lora"]),
+        "plain": plain_builder(paths["hf"], work / f"plain-{precision}", precision, None, ep),
+        "plain_adapter": plain_builder(paths["hf"], work / f"plain-lora-{precision}", precision, paths["lora"], ep),
         "base": base,
         "adapter": export_adapter_onnx(paths["lora"], work / f"adapter-{precision}.onnx_adapter", base=base).path,
     }
@@ -326,7 +327,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--transformers", action="store_true", help="add transformers (+ PEFT) f32 rows")
     p.add_argument("--onnx", action="store_true", help="add onnxruntime-genai rows (fp32 and int4)")
     p.add_argument("--skip-gguf", action="store_true", help="only the ONNX rows (with --onnx)")
-    p.add_argument("--precisions", default="fp32,int4", help="ONNX precisions for --onnx (comma-separated)")
+    p.add_argument("--precisions", help="ONNX precisions for --onnx (comma-separated; default fp32,int4, "
+                   "on cuda fp16,int4: the models are built for the device's provider, --ep cuda)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: tokens per second of this process's CPU time instead of wall time. Time stolen by "
                         "other tenants of a VM does not count, so ratios resolve finer there; use with --threads 1 "
@@ -336,6 +338,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                         "only if the installed onnxruntime-genai has its CUDA provider)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
+    ep = "cuda" if args.device == "cuda" else "cpu"
+    args.precisions = args.precisions or ("fp16,int4" if ep == "cuda" else "fp32,int4")
+    if ep == "cuda" and "fp32" in args.precisions.split(","):
+        p.error("--device cuda builds the ONNX models for CUDA, which takes fp16 or int4 (sgedge export --ep cuda)")
     if args.device == "cuda":
         check_cuda(args)
     if args.skip_gguf and not args.onnx:
@@ -349,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SGEDGE_CACHE_DIR"] = str(Path(tmp) / "cache")  # fused base lands in the temp dir
         paths = build(Path(tmp), args.shape, args.dtype, args.rank)
-        onnx = {p: build_onnx(Path(tmp), paths, p) for p in args.precisions.split(",")} if args.onnx else {}
+        onnx = {p: build_onnx(Path(tmp), paths, p, ep) for p in args.precisions.split(",")} if args.onnx else {}
         # Each engine loaded --loads times: one load can sit a few percent off another of
         # the same files for its whole life (memory placement, load order), so samples are
         # pooled over loads made in balanced orders.

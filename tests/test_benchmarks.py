@@ -47,6 +47,13 @@ def test_decode_speed_refuses_a_gpu_run_without_cuda(bench):
         bench("decode_speed").main(["--shape", "tiny", "--device", "cuda"])
 
 
+def test_decode_speed_builds_gpu_onnx_rows_for_cuda(bench, capsys):
+    # On a GPU the ONNX models are built for CUDA (--ep cuda), which takes fp16 or int4.
+    with pytest.raises(SystemExit):
+        bench("decode_speed").main(["--shape", "tiny", "--device", "cuda", "--onnx", "--precisions", "fp32"])
+    assert "takes fp16 or int4" in capsys.readouterr().err
+
+
 def test_run_py_writes_the_tables(bench, tmp_path):
     bench("run").main(["--shapes", "tiny", "--repeats", "1", "--threads", "1", "--out", str(tmp_path)])
     doc = (tmp_path / "performance.md").read_text()
