@@ -250,11 +250,12 @@ class Runtime:
                 for name, _ in active:
                     check_adapter_fits(base_info, read_gguf_info(paths[name]))
             else:
-                from sgedge.runtime.onnx_backend import OnnxBackend
+                from sgedge.runtime.onnx_backend import check_onnx_adapter, read_base_meta
 
-                with OnnxBackend(base_path, device="cpu") as probe:
-                    for name, _ in active:
-                        probe.check_adapter(paths[name])
+                # Header and metadata only: no engine is loaded to check the adapters.
+                meta = read_base_meta(base_path)
+                for name, _ in active:
+                    check_onnx_adapter(base_path, meta, paths[name])
             return cls._open_fused(base_path, kind, paths, active, bundle / ".fused", t0, manifest, key, **engine)
         be = cls._backend(base_path, kind, **engine)
         try:

@@ -46,6 +46,38 @@ class LoadedOnnxAdapter:
     path: Path
 
 
+def read_base_meta(base: Path) -> dict:
+    """An ONNX base's sgedge metadata ({} for a folder sgedge did not export)."""
+    meta_file = Path(base) / BASE_META
+    return json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+
+
+def check_onnx_adapter(base: Path, meta: dict, path: Path, *, allow_unbound: bool = False) -> None:
+    """Refuse an .onnx_adapter that does not belong to the base (binding tag, slot names
+    and shapes); reads the adapter's header and the base's metadata, loads no engine."""
+    version, shapes = read_adapter_shapes(path)
+    problems = []
+    base_fp = meta.get("fingerprint")
+    if base_fp is None and not allow_unbound:
+        problems.append("the base carries no sgedge fingerprint (export it with sgedge, or allow unbound adapters)")
+    elif base_fp is not None and version != fingerprint_tag(base_fp) and not allow_unbound:
+        problems.append(f"it was exported for another base (tag {version:#x}, this base is "
+                        f"{fingerprint_tag(base_fp):#x}, {base_fp[:19]}...)")
+    slots = meta.get("slots", {})
+    for name, shape in shapes.items():
+        slot = next((name[: -len(s)] for s in _SLOT_SUFFIXES if name.endswith(s)), None)
+        if slot is None or (slots and slot not in slots):
+            problems.append(f"the base has no LoRA input {name}")
+            continue
+        if slots:
+            a_side = name.endswith("lora_A.MatMul.weight")
+            want = slots[slot]["in"] if a_side else slots[slot]["out"]
+            if len(shape) != 2 or shape[0 if a_side else 1] != want:
+                problems.append(f"{name} has shape {list(shape)}, the base slot needs {want} there")
+    if problems:
+        raise AdapterMismatchError(f"adapter {path} does not belong to base {base}: " + "; ".join(problems[:6]))
+
+
 class OnnxBackend:
     name = "onnxruntime-genai"
 
@@ -54,8 +86,7 @@ class OnnxBackend:
         self.path = Path(model_dir)
         if not (self.path / "genai_config.json").is_file():
             raise InputError(f"{self.path} is not an ONNX Runtime GenAI model folder (no genai_config.json)")
-        meta_file = self.path / BASE_META
-        self.meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        self.meta = read_base_meta(self.path)
         if device not in DEVICES:
             raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
         provider = self._provider(device)
@@ -64,7 +95,7 @@ class OnnxBackend:
         if built_for != self.device and built_for != "cpu" and REQUIRE_BUILT_PROVIDER:
             # The builder's CUDA graph uses operators the CPU provider lacks (Qwen3's
             # q/k norm fused into attention fails at the first token); say so up front.
-            why = ("--device cpu was asked for" if device == "cpu" else
+            why = (f"--device {device} was asked for" if device in ("cpu", "dml") else
                    "this onnxruntime-genai has no CUDA provider")
             raise InputError(f"{self.path} was exported for {built_for} (--ep {built_for}) and {why}; "
                              f"export the base with --ep cpu to run it on the CPU, or install "
@@ -118,27 +149,7 @@ class OnnxBackend:
         return dict(self._adapters)
 
     def check_adapter(self, path: Path, *, allow_unbound: bool = False) -> None:
-        version, shapes = read_adapter_shapes(path)
-        problems = []
-        base_fp = self.meta.get("fingerprint")
-        if base_fp is None and not allow_unbound:
-            problems.append("the base carries no sgedge fingerprint (export it with sgedge, or allow unbound adapters)")
-        elif base_fp is not None and version != fingerprint_tag(base_fp) and not allow_unbound:
-            problems.append(f"it was exported for another base (tag {version:#x}, this base is "
-                            f"{fingerprint_tag(base_fp):#x}, {base_fp[:19]}...)")
-        slots = self.meta.get("slots", {})
-        for name, shape in shapes.items():
-            slot = next((name[: -len(s)] for s in _SLOT_SUFFIXES if name.endswith(s)), None)
-            if slot is None or (slots and slot not in slots):
-                problems.append(f"the base has no LoRA input {name}")
-                continue
-            if slots:
-                a_side = name.endswith("lora_A.MatMul.weight")
-                want = slots[slot]["in"] if a_side else slots[slot]["out"]
-                if len(shape) != 2 or shape[0 if a_side else 1] != want:
-                    problems.append(f"{name} has shape {list(shape)}, the base slot needs {want} there")
-        if problems:
-            raise AdapterMismatchError(f"adapter {path} does not belong to base {self.path}: " + "; ".join(problems[:6]))
+        check_onnx_adapter(self.path, self.meta, path, allow_unbound=allow_unbound)
 
     def load_adapter(self, path: str | Path, name: str | None = None, *, allow_unbound: bool = False) -> str:
         path = Path(path)

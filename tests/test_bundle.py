@@ -328,3 +328,24 @@ def test_bundle_for_cuda_fails_closed_without_it(tiny, tmp_path, capsys):
     assert (meta["ep"], meta["dtype"]) == ("cuda", "fp16")
     assert main(["run", "--bundle", str(tmp_path / "app"), "--device", "cpu", "Hi"]) == 1
     assert "was exported for cuda (--ep cuda) and --device cpu was asked for" in capsys.readouterr().err
+
+
+def test_onnx_adapter_of_other_base_stops_fused_startup(bundle, tmp_path):
+    # Fused mode checks the adapters before merging from their headers and the base's
+    # metadata (no engine loaded, so no provider needed); a wrong one still stops it.
+    from sgedge.exporters.onnx_adapter import export_adapter_onnx
+    from sgedge.exporters.onnx_base import export_base_onnx
+
+    from sgedge.bundle_verify import sha256_file
+
+    other = build_model("qwen2", tmp_path / "other", seed=77)
+    other_base = export_base_onnx(other, tmp_path / "other_onnx").path
+    m, _ = read_manifest(bundle)
+    target = bundle / m.adapters["standard"].formats["onnx"].path
+    export_adapter_onnx(build_lora(other, tmp_path / "lora"), target, base=other_base)
+    raw = json.loads((bundle / "sgedge.json").read_text())
+    f = raw["adapters"]["standard"]["formats"]["onnx"]["files"][0]
+    f["sha256"], f["size"] = sha256_file(target), target.stat().st_size
+    (bundle / "sgedge.json").write_text(json.dumps(raw))
+    with pytest.raises(AdapterMismatchError, match=r"does not belong to base .*exported for another base"):
+        Runtime.open(bundle, region="US", backend="onnx", mode="fused")
