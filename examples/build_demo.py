@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import demo_corpus  # noqa: E402
 import demo_corpus_contrast  # noqa: E402
+import demo_corpus_first  # noqa: E402
 
 SIZES = {
     # hidden, layers, heads, kv heads, mlp, vocab, base epochs, adapter epochs, corpus scale
@@ -44,6 +45,11 @@ SIZES = {
     "tiny": dict(hidden=32, layers=2, heads=2, kv=1, mlp=64, vocab=600, epochs=0.3, adapter_epochs=0.2, scale=0.02,
                  long=1500, open=3000),
 }
+# Corpus generations (docs/demo.md measures each); 4 and 6 differ from 3 and 5 in what
+# write_data adds for the adapters.
+BUILDS = {2: demo_corpus.build2, 3: demo_corpus.build3, 4: demo_corpus.build3, 5: demo_corpus_contrast.build5,
+          6: demo_corpus_contrast.build5, 7: demo_corpus_first.build7}
+DEFAULT_CORPUS = 5
 CKPT_EVERY = 100  # base-training steps between checkpoints
 POLICIES = ["default=standard", "US=standard", "EU=strict", "KIDS=strict"]
 
@@ -202,10 +208,11 @@ def main() -> int:
     ap.add_argument("--work", default="build/demo", help="intermediate files (kept for resuming)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--formats", default="gguf,onnx")
-    ap.add_argument("--corpus", type=int, choices=[2, 3, 4, 5, 6], default=5,
+    ap.add_argument("--corpus", type=int, choices=sorted(BUILDS), default=DEFAULT_CORPUS,
                     help="corpus generation (3: frames and noise; 4: also long requests for the adapters; "
                          "5: also the contrast tables of examples/demo_corpus_contrast.py; 6: also open-ended "
-                         "requests with format constraints for the adapters)")
+                         "requests with format constraints for the adapters; 7: pass 5 plus the questions a new user "
+                         "types first, examples/demo_corpus_first.py)")
     ap.add_argument("--eval-data", default=os.environ.get("SGEDGE_DATA",
                                                           str(Path(__file__).resolve().parents[2] / "shared" / "data")),
                     help="public evaluation sets; training prompts equal to one of theirs are dropped "
@@ -218,9 +225,7 @@ def main() -> int:
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
 
-    build = {2: demo_corpus.build2, 3: demo_corpus.build3, 4: demo_corpus.build3, 5: demo_corpus_contrast.build5,
-             6: demo_corpus_contrast.build5}
-    corpus = build[args.corpus](args.seed, size["scale"])
+    corpus = BUILDS[args.corpus](args.seed, size["scale"])
     public = demo_corpus_contrast.public_prompts(args.eval_data)
     corpus, dropped = demo_corpus_contrast.decontaminate(corpus, public)
     if public:
@@ -230,7 +235,7 @@ def main() -> int:
             "(pass --eval-data DIR)")
     data = work / "data"
     write_data(corpus, data, args.seed, int(size["long"] * size["scale"]) if args.corpus >= 4 else 0, public,
-               int(size["open"] * size["scale"]) if args.corpus >= 6 else 0)
+               int(size["open"] * size["scale"]) if args.corpus == 6 else 0)
     log(f"corpus: {len(corpus.base)} base conversations, {len(corpus.harmful_adapter)} harmful / "
         f"{len(corpus.benign_train)} benign adapter prompts, {len(corpus.benign_heldout)} held-out questions")
 

@@ -195,15 +195,14 @@ def test_demo_builder_output_matches_its_manifest(tiny_demo):
 
 
 @needs_data
-def test_demo_corpus_holds_no_public_evaluation_prompt():
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import demo_corpus_contrast as dc
-    finally:
-        sys.path.remove(str(ROOT / "examples"))
+def test_demo_corpus_holds_no_public_evaluation_prompt(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import build_demo
+    import demo_corpus_contrast as dc
+
     public = dc.public_prompts(SHARED_DATA)
     assert len(public) > 1000
-    corpus, _ = dc.decontaminate(dc.build5(0, 1.0), public)
+    corpus, _ = dc.decontaminate(build_demo.BUILDS[build_demo.DEFAULT_CORPUS](0, 1.0), public)
     fields = ("base", "benign_train", "benign_heldout", "harmful_base", "harmful_adapter", "regulated")
     assert not [e.prompt for f in fields for e in getattr(corpus, f) if dc.normalize(e.prompt) in public]
     # The check can fail: a public prompt slipped into a corpus is found and dropped.
@@ -339,3 +338,29 @@ def test_demo_base_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert a.keys() == b.keys()
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-6
+
+
+def test_demo_first_contact_questions_have_one_answer_and_keep_held_out_questions_out(monkeypatch):
+    """Pass 7 (examples/demo_corpus_first.py): every first-contact question is in the base
+    corpus several times with one answer (an earlier example with the same prompt is
+    replaced), its adapters see it on the benign side, and no held-out question is trained on."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import demo_corpus_first as df
+
+    corpus = df.build7(0, 1.0)
+    key = df._key
+    held = {key(e.prompt) for e in corpus.benign_heldout}
+    answers: dict[str, list[str]] = {}
+    for e in corpus.base:
+        answers.setdefault(key(e.prompt), []).append(e.answer)
+    adapter_benign = {key(e.prompt) for e in corpus.benign_train}
+    first = [e for e in df.first_contact() if key(e.prompt) not in held]
+    assert len(first) > 900 and {"chat", "joke", "poem", "recipe", "fact", "units", "arithmetic"} <= {
+        e.kind for e in first}
+    for e in first:
+        got = answers[key(e.prompt)]
+        assert set(got) == {e.answer} and len(got) >= df.REPEAT.get(e.kind, df.REPEAT_OTHER)[0], e.prompt
+        assert key(e.prompt) in adapter_benign
+    assert answers[key("How do I bake bread?")] and answers[key("Hello!")][0].startswith("Hello!")
+    assert held & {key(e.prompt) for e in df.first_contact()}
+    assert not held & (set(answers) | adapter_benign)
