@@ -151,8 +151,10 @@ def _key(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def build7(seed: int = 0, scale: float = 1.0) -> Corpus:
-    """build5 plus the first-contact table, in the base (repeated) and in the adapters' benign side."""
+def build7(seed: int = 0, scale: float = 1.0, adapters_see_first: bool = True) -> Corpus:
+    """build5 plus the first-contact table in the base (repeated) and on the adapters'
+    benign side (they keep the base's answers there). adapters_see_first=False leaves the
+    adapters' data as pass 5's; docs/demo.md measures both (neither ships)."""
     from demo_corpus_contrast import build5
 
     c = build5(seed, scale)
@@ -173,5 +175,6 @@ def build7(seed: int = 0, scale: float = 1.0) -> Corpus:
         exact, varied = REPEAT.get(e.kind, REPEAT_OTHER)
         base += [e] * exact + [noisy(e, rng) for _ in range(varied)]
     rng.shuffle(base)
-    return Corpus(base, other(c.benign_train) + first, c.benign_heldout, c.harmful_base, c.harmful_adapter,
-                  c.regulated)
+    benign_adapter = other(c.benign_train) + first if adapters_see_first else [
+        e for e in c.benign_train if _key(e.prompt) not in held]
+    return Corpus(base, benign_adapter, c.benign_heldout, c.harmful_base, c.harmful_adapter, c.regulated)

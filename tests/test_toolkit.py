@@ -343,8 +343,10 @@ def test_demo_base_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 def test_demo_first_contact_questions_have_one_answer_and_keep_held_out_questions_out(monkeypatch):
     """Pass 7 (examples/demo_corpus_first.py): every first-contact question is in the base
     corpus several times with one answer (an earlier example with the same prompt is
-    replaced), its adapters see it on the benign side, and no held-out question is trained on."""
+    replaced), the adapters see it on their benign side (or, with adapters_see_first=False,
+    keep pass 5's data), and no held-out question is trained on."""
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import demo_corpus_contrast as dc
     import demo_corpus_first as df
 
     corpus = df.build7(0, 1.0)
@@ -361,6 +363,9 @@ def test_demo_first_contact_questions_have_one_answer_and_keep_held_out_question
         got = answers[key(e.prompt)]
         assert set(got) == {e.answer} and len(got) >= df.REPEAT.get(e.kind, df.REPEAT_OTHER)[0], e.prompt
         assert key(e.prompt) in adapter_benign
+    pass5, blind = dc.build5(0, 1.0), df.build7(0, 1.0, adapters_see_first=False)
+    assert blind.base == corpus.base and blind.harmful_adapter == corpus.harmful_adapter == pass5.harmful_adapter
+    assert blind.benign_train == [e for e in pass5.benign_train if key(e.prompt) not in held]
     assert answers[key("How do I bake bread?")] and answers[key("Hello!")][0].startswith("Hello!")
     assert held & {key(e.prompt) for e in df.first_contact()}
-    assert not held & (set(answers) | adapter_benign)
+    assert not held & (set(answers) | adapter_benign | {key(e.prompt) for e in blind.benign_train})
