@@ -134,7 +134,7 @@ def first_contact() -> list[Example]:
     out = _pairs([GREETINGS, *SMALL_TALK], "chat")
     out += [Example(t.format(t=f" {k}" if k else ""), v, "joke") for k, v in JOKES.items() for t in JOKE_T]
     out += [Example(t.format(t=k), v, "poem") for k, v in POEMS.items() for t in POEM_T]
-    recipes = {**{r: v for r, v in RECIPES.items()}, **BAKED}
+    recipes = {**RECIPES, **BAKED}
     out += [Example(t.format(r=r), v, "recipe") for r, v in recipes.items() for t in RECIPE_T
             if "bake" not in t or r in BAKED or r in BAKEABLE]
     out += _pairs(FACTS, "fact")
