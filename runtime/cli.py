@@ -8,6 +8,19 @@ import os
 import sys
 
 
+def read_prompt(arg: str, raw: bool = False) -> str:
+    """The prompt argument; `-` reads it from standard input (one trailing newline dropped).
+    An empty chat prompt is refused (usually an unset shell variable); --raw may start from nothing."""
+    from sgedge.errors import InputError
+
+    text = sys.stdin.read().removesuffix("\n") if arg == "-" else arg
+    if not raw and not text.strip():
+        where = "standard input is empty" if arg == "-" else "the prompt is empty"
+        raise InputError(f"{where}; give the text to send, e.g. sgedge run \"How do I make bread?\" "
+                         "(or - to read it from standard input)")
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from sgedge.runtime.api import Runtime, parse_adapter_arg
     from sgedge.runtime.llama_lib import set_verbose
@@ -16,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from sgedge.errors import InputError
 
     adapters = [parse_adapter_arg(a) for a in args.adapter]
+    prompt = read_prompt(args.prompt, args.raw)
     if args.bundle and adapters:
         raise InputError("--adapter applies to --model; a bundle's adapters come from its policies (--region)")
     if args.model and (args.region or args.trusted_key):
@@ -47,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             def sink(text: str) -> None:
                 sys.stdout.write(text)
                 sys.stdout.flush()
-        result = rt.generate(args.prompt, raw=args.raw, policy=[] if args.no_adapter else None, max_tokens=args.max_tokens,
+        result = rt.generate(prompt, raw=args.raw, policy=[] if args.no_adapter else None, max_tokens=args.max_tokens,
                              temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                              seed=args.seed, on_text=sink)
         policy = rt.policy

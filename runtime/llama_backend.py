@@ -109,7 +109,7 @@ class LlamaBackend:
         gpu_ok = bool(llama.llama_supports_gpu_offload())
         if device == "gpu" and not gpu_ok:
             raise BackendError(
-                "--device gpu was asked for, but this llama-cpp-python was built without a GPU backend "
+                "a GPU was asked for (--device gpu or cuda), but this llama-cpp-python was built without a GPU backend "
                 "(rebuild it with CMAKE_ARGS=-DGGML_CUDA=on, or use --device cpu)"
             )
         n_gpu = 0 if device == "cpu" or not gpu_ok else (999 if gpu_layers is None else gpu_layers)

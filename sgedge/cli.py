@@ -50,7 +50,7 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run_parser(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="generate with a base model and safety adapters")
-    r.add_argument("prompt", help="the prompt (a user message unless --raw)")
+    r.add_argument("prompt", help="the prompt (a user message unless --raw); - reads it from standard input")
     src = r.add_mutually_exclusive_group()
     src.add_argument("--model", help="base model: .gguf file or ONNX folder")
     src.add_argument("--bundle", help="bundle folder (sgedge.json); the policy comes from --region "

@@ -97,8 +97,40 @@ def test_device_gpu_without_gpu_build(paths, capsys):
 
     if llama_cpp.llama_supports_gpu_offload():
         pytest.skip("this llama-cpp-python has a GPU backend")
-    assert main(["run", "--model", paths["model"], "--device", "gpu", "Hi"]) == 1
-    assert "built without a GPU backend" in capsys.readouterr().err
+    for device in ("gpu", "cuda"):
+        assert main(["run", "--model", paths["model"], "--device", device, "Hi"]) == 1
+        assert "a GPU was asked for (--device gpu or cuda), but this llama-cpp-python was built without a GPU " \
+            "backend" in capsys.readouterr().err
+
+
+def test_prompt_from_stdin(paths, capsys, monkeypatch):
+    import io
+
+    argv = ["run", "--model", paths["model"], "--max-tokens", "6", "--json"]
+    assert main([*argv, "Hello there"]) == 0
+    direct = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello there\n"))
+    assert main([*argv, "-"]) == 0
+    piped = json.loads(capsys.readouterr().out)
+    assert piped["prompt_tokens"] == direct["prompt_tokens"] and piped["tokens"] == direct["tokens"]
+
+
+@pytest.mark.parametrize(("prompt", "stdin", "message"), [
+    ("", "", "the prompt is empty; give the text to send"),
+    ("  ", "", "the prompt is empty"),
+    ("-", "\n", "standard input is empty"),
+])
+def test_empty_prompt_is_refused(paths, capsys, monkeypatch, prompt, stdin, message):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    assert main(["run", "--model", paths["model"], prompt]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_raw_mode_may_start_from_nothing(paths, capsys):
+    assert main(["run", "--model", paths["model"], "--raw", "--max-tokens", "3", "--json", ""]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"]
 
 
 @pytest.mark.parametrize(
