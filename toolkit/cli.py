@@ -10,7 +10,10 @@ import sys
 def train(args: argparse.Namespace) -> int:
     from sgedge.toolkit.prompts import load
 
-    harmful, benign = load(args.harmful), load(args.benign)
+    def note(msg: str) -> None:
+        print(f"sgedge: note: {msg}", file=sys.stderr)
+
+    harmful, benign = load(args.harmful, "harmful", note), load(args.benign, "benign", note)
     try:
         from sgedge.toolkit.train import TrainConfig, train_adapter
     except ImportError as e:  # pragma: no cover - depends on the install

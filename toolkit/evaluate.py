@@ -82,15 +82,19 @@ def _jailbreaks(templates_file: str, harmful: list[Prompt], limit: int | None, s
     return out
 
 
+def _note(msg: str) -> None:
+    print(f"sgedge: note: {msg}", file=sys.stderr)
+
+
 def build_tasks(args: argparse.Namespace) -> list[Task]:
     tasks: list[Task] = []
     harmful_all: list[Prompt] = []
     for spec in args.harmful:
-        items = _limit(load([spec]), args.limit, args.seed)
+        items = _limit(load([spec], "harmful", _note), args.limit, args.seed)
         harmful_all += items
         tasks.append(Task("harmful", spec, items))
     for spec in args.benign:
-        tasks.append(Task("benign", spec, _limit(load([spec]), args.limit, args.seed)))
+        tasks.append(Task("benign", spec, _limit(load([spec], "benign", _note), args.limit, args.seed)))
     if args.jailbreak_templates:
         tasks.append(Task("jailbreak", args.jailbreak_templates,
                           _jailbreaks(args.jailbreak_templates, harmful_all, args.limit, args.seed)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,12 +108,30 @@ def parse_file_arg(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def load(specs: Sequence[str]) -> list[Prompt]:
-    """Prompts from `FILE[@LABEL]` arguments, in order."""
+# Files that hold both sides, labelled (XSTest: 250 `safe` prompts to answer, 200 `unsafe`
+# contrast prompts to refuse): with no @LABEL, each role takes its own side.
+ROLE_LABELS = {"harmful": "unsafe", "benign": "safe"}
+
+
+def load(specs: Sequence[str], role: str | None = None, note: Callable[[str], None] | None = None) -> list[Prompt]:
+    """Prompts from `FILE[@LABEL]` arguments, in order.
+
+    `role` ("harmful" or "benign"): a file whose rows are labelled both `safe` and `unsafe`
+    and has no @LABEL keeps the rows of that role's side, and `note` is told so; counting
+    XSTest's unsafe contrast prompts as over-refusals (or its safe ones as prompts to refuse)
+    would give a wrong figure without a word."""
     out: list[Prompt] = []
     for spec in specs:
         path, label = parse_file_arg(spec)
-        rows = select(read_prompts(path), label)
+        rows = read_prompts(path)
+        labels = {q.label.lower() for q in rows}
+        if label is None and role in ROLE_LABELS and {"safe", "unsafe"} <= labels:
+            label = ROLE_LABELS[role]
+            if note:
+                kept = len(select(rows, label))
+                note(f"{path}: its rows are labelled safe and unsafe; --{role} keeps the {kept} {label} ones "
+                     f"(write {Path(path).name}@{label} to say so, or @LABEL to choose)")
+        rows = select(rows, label)
         if not rows:
             raise InputError(f"{path}: no rows with label {label!r}")
         out.extend(rows)
