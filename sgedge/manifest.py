@@ -174,10 +174,24 @@ def _need(d: dict[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
+def _inside(path: Any, where: str) -> str:
+    """A manifest path: relative, forward slashes, never above the bundle folder."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    if not isinstance(path, str) or not path:
+        raise ManifestError(f"{MANIFEST}: {where} has path {path!r}, not a file name")
+    win = PureWindowsPath(path)
+    if PurePosixPath(path).is_absolute() or win.is_absolute() or win.drive or ".." in win.parts:
+        raise ManifestError(f"{MANIFEST}: {where} names {path!r}, outside the bundle folder; every path in a "
+                            "bundle is relative to it (re-create the bundle with `sgedge bundle create`)")
+    return path
+
+
 def _artifact(d: dict[str, Any], where: str) -> Artifact:
-    files = tuple(FileEntry(_need(f, "path", where), _need(f, "sha256", where), int(_need(f, "size", where)))
+    files = tuple(FileEntry(_inside(_need(f, "path", where), where), _need(f, "sha256", where),
+                            int(_need(f, "size", where)))
                   for f in _need(d, "files", where))
-    return Artifact(_need(d, "path", where), files, d.get("dtype", ""))
+    return Artifact(_inside(_need(d, "path", where), where), files, d.get("dtype", ""))
 
 
 def parse_manifest(raw: dict[str, Any]) -> Manifest:

@@ -184,6 +184,18 @@ def test_unknown_schema_version_refused(bundle):
         Runtime.open(bundle, region="US")
 
 
+@pytest.mark.parametrize("path", ["../outside.gguf", "/tmp/outside.gguf", "adapters/../../outside.gguf",
+                                  "C:\\outside.gguf", "adapters\\..\\..\\outside.gguf", ""])
+def test_manifest_paths_outside_the_bundle_refused(bundle, path):
+    # The manifest (signed or not) may only name files inside its bundle folder.
+    raw = json.loads((bundle / "sgedge.json").read_text())
+    raw["adapters"]["strict"]["formats"]["gguf"]["files"][0]["path"] = path
+    (bundle / "sgedge.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match=r"adapter 'strict'.gguf (names .*, outside the bundle folder|has path '', "
+                                            r"not a file name)"):
+        Runtime.open(bundle, region="US")
+
+
 def test_signatures(bundle, tmp_path, capsys):
     keygen(tmp_path / "pub.key", tmp_path / "pub.pub")
     keygen(tmp_path / "other.key", tmp_path / "other.pub")
