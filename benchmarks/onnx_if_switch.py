@@ -10,6 +10,9 @@ decode tok/s (process CPU time, engines loaded --loads times and interleaved) an
 RSS of a fresh process per model. docs/performance.md ("One thread, third look") has
 the result: speed comes back, memory does not (ONNX Runtime prepacks the int4 weights
 once per kernel, and each branch has its own kernels).
+A second variant wraps each LoRA slot in its own If instead (branches without base
+weights, so no second prepacked copy); it is slower than the plain empty slots ("if-slot"
+rows: skipping an If costs more than running three operators on empty tensors).
 
     python benchmarks/onnx_if_switch.py [--loads 3] [--repeats 5]
 """
@@ -91,6 +94,59 @@ def wrap_in_if(src: Path, dst: Path) -> None:
               save_as_external_data=True, location="model.onnx.data", size_threshold=1024)
 
 
+def wrap_slots_in_if(src: Path, dst: Path) -> None:
+    """The per-slot variant: each LoRA triple (x·A, ·B, + y) becomes If(flag) with the
+    triple as one branch and Identity(y) as the other. The branches hold no base weights,
+    so nothing is prepacked twice; the question is whether one If costs less to skip
+    than three operators on empty tensors."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(src / "model.onnx"), load_external_data=True)
+    g = m.graph
+    producer = {o: n for n in g.node for o in n.output}
+    drop: set[int] = set()
+    swaps: dict[int, object] = {}
+    for k, add in enumerate(g.node):
+        if not add.name.endswith("/lora/Add"):
+            continue
+        b_out = next(i for i in add.input if "lora_B" in i)
+        y = next(i for i in add.input if i != b_out)
+        b_mm = producer[b_out]
+        a_mm = producer[next(i for i in b_mm.input if "lora_A" in i)]
+        inner = {a_mm.output[0], b_mm.output[0], add.output[0]}
+
+        def local(x: str, tag: str, inner=inner) -> str:
+            return f"{tag}/{x}" if x in inner else x
+
+        then_nodes = []
+        for n in (a_mm, b_mm, add):
+            c = copy.deepcopy(n)
+            c.name = f"then/{n.name}"
+            c.input[:] = [local(i, "then") for i in c.input]
+            c.output[:] = [local(o, "then") for o in c.output]
+            then_nodes.append(c)
+        out_vi = helper.make_tensor_value_info(f"then/{add.output[0]}", TensorProto.FLOAT, None)
+        else_vi = helper.make_tensor_value_info(f"else/{add.output[0]}", TensorProto.FLOAT, None)
+        then_g = helper.make_graph(then_nodes, f"{add.name}/on", [], [out_vi])
+        else_g = helper.make_graph([helper.make_node("Identity", [y], [else_vi.name])], f"{add.name}/off", [],
+                                   [else_vi])
+        swaps[k] = helper.make_node("If", [f"{FLAG}.bool"], [add.output[0]], name=f"{add.name}/if",
+                                    then_branch=then_g, else_branch=else_g)
+        drop |= {id(a_mm), id(b_mm)}
+    nodes = [helper.make_node("Cast", [FLAG], [f"{FLAG}.bool"], to=TensorProto.BOOL)]
+    nodes += [swaps.get(k, n) for k, n in enumerate(g.node) if id(n) not in drop]
+    top = helper.make_graph(nodes, g.name, [*g.input, helper.make_tensor_value_info(FLAG, TensorProto.FLOAT, [1])],
+                            list(g.output), [*g.initializer, numpy_helper.from_array(np.array([0.0], np.float32), FLAG)])
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if not f.name.startswith("model.onnx"):
+            shutil.copy(f, dst / f.name)
+    onnx.save(helper.make_model(top, opset_imports=m.opset_import, ir_version=m.ir_version), str(dst / "model.onnx"),
+              save_as_external_data=True, location="model.onnx.data", size_threshold=1024)
+    print(f"per-slot If: {len(swaps)} slots wrapped")
+
+
 def add_flag(adapter: Path, out: Path) -> None:
     import onnxruntime as ort
 
@@ -163,15 +219,19 @@ def main() -> None:
         adapter = export_adapter_onnx(lora, w / "a.onnx_adapter", base=models["slots"]).path
         wrap_in_if(models["slots"], w / "if")
         models["if"] = w / "if"
+        wrap_slots_in_if(models["slots"], w / "if-slot")
+        models["if-slot"] = w / "if-slot"
         flagged = w / "a_flag.onnx_adapter"
         add_flag(adapter, flagged)
         cases = {"plain": ("plain", None), "slots": ("slots", None), "if": ("if", None),
-                 "slots + adapter": ("slots", adapter), "if + adapter": ("if", flagged)}
+                 "slots + adapter": ("slots", adapter), "if + adapter": ("if", flagged),
+                 "if-slot": ("if-slot", None), "if-slot + adapter": ("if-slot", flagged)}
 
         ref = {k: tokens(plain_og_model(models[m], 1), a) for k, (m, a) in cases.items() if k != "plain"}
         print("tokens: if == slots without adapter:", ref["if"] == ref["slots"],
               "| with adapter:", ref["if + adapter"] == ref["slots + adapter"],
-              "| the adapter changes them:", ref["slots + adapter"] != ref["slots"])
+              "| the adapter changes them:", ref["slots + adapter"] != ref["slots"],
+              "| per-slot if == slots:", ref["if-slot"] == ref["slots"], ref["if-slot + adapter"] == ref["slots + adapter"])
 
         runs = {}
         for k in range(args.loads):
@@ -194,7 +254,8 @@ def main() -> None:
         print(f"decode tok/s, one thread, CPU clock, {args.repeats} rounds x {args.loads} loads:")
         for name, rate in med.items():
             print(f"  {name:16s} {rate:7.1f}   peak RSS {peak_rss_mb(models[cases[name][0]], cases[name][1]):6.0f} MiB")
-        for a, b in (("slots", "plain"), ("if", "plain"), ("if + adapter", "slots + adapter")):
+        for a, b in (("slots", "plain"), ("if", "plain"), ("if + adapter", "slots + adapter"),
+                     ("if-slot", "plain"), ("if-slot + adapter", "slots + adapter")):
             per_round = statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
             print(f"  {a} / {b}: {med[a] / med[b]:.3f} (median of per-round ratios {per_round:.3f})")
 
