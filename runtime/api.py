@@ -43,6 +43,31 @@ def parse_adapter_arg(spec: str) -> tuple[str, float]:
     return spec, 1.0
 
 
+ENGINE_MODULES = {"gguf": ("llama_cpp", "llama-cpp-python"), "onnx": ("onnxruntime_genai", "onnxruntime-genai")}
+
+
+def bundle_backend(formats: Sequence[str], device: str = "auto") -> tuple[str, str | None]:
+    """The format a bundle runs in when no backend is asked for, and a note when it is not
+    the first choice: GGUF (llama.cpp) first; ONNX for --device dml, or when the GGUF
+    engine is not installed and the ONNX one is. With neither installed, the first format
+    (whose loader then names the package to install)."""
+    import importlib.util
+
+    order = [f for f in BACKENDS if f in formats]
+    if not order:
+        raise InputError(f"the bundle has no base this sgedge can run (formats: {', '.join(formats) or 'none'})")
+    if device == "dml" and "onnx" in order:
+        return "onnx", None
+    for kind in order:
+        if importlib.util.find_spec(ENGINE_MODULES[kind][0]) is not None:
+            if kind == order[0]:
+                return kind, None
+            first, missing = order[0], ENGINE_MODULES[order[0]][1]
+            return kind, (f"{missing} is not installed, so the bundle's {kind} base runs instead of its {first} "
+                          f"one (pip install 'sgedge[runtime]' for both)")
+    return order[0], None
+
+
 def detect_backend(path: Path) -> str:
     if path.is_file() and path.suffix.lower() == ".gguf":
         return "gguf"
@@ -93,6 +118,7 @@ class Runtime:
         self._lock = threading.RLock()
         self._fused: tuple[tuple[str, float], ...] = ()  # adapters merged into the weights (fused mode)
         self.fused_path: Path | None = None
+        self._notes: list[str] = []  # said at start-up (e.g. which of a bundle's formats runs, and why)
 
     @classmethod
     def open(
@@ -225,7 +251,11 @@ class Runtime:
         from sgedge.manifest import read_manifest
 
         manifest, _ = read_manifest(bundle)
-        kind = backend or ("gguf" if "gguf" in manifest.base.formats else "onnx")
+        note = None
+        if backend:
+            kind = backend
+        else:
+            kind, note = bundle_backend(list(manifest.base.formats), engine.get("device", "auto"))
         if kind not in manifest.base.formats:
             raise InputError(f"bundle {bundle} has no {kind} base (it has: {', '.join(manifest.base.formats)})")
         if no_adapter:
@@ -256,7 +286,9 @@ class Runtime:
                 meta = read_base_meta(base_path)
                 for name, _ in active:
                     check_onnx_adapter(base_path, meta, paths[name])
-            return cls._open_fused(base_path, kind, paths, active, bundle / ".fused", t0, manifest, key, **engine)
+            rt = cls._open_fused(base_path, kind, paths, active, bundle / ".fused", t0, manifest, key, **engine)
+            rt._notes += [note] if note else []
+            return rt
         be = cls._backend(base_path, kind, **engine)
         try:
             for name, entry in manifest.adapters.items():
@@ -265,7 +297,9 @@ class Runtime:
             be.close()
             raise
         active = [(it.adapter, it.scale) for it in items]
-        return cls(be, active, time.perf_counter() - t0, manifest, key)
+        rt = cls(be, active, time.perf_counter() - t0, manifest, key)
+        rt._notes += [note] if note else []
+        return rt
 
     # -- introspection ------------------------------------------------------------
     @property
@@ -276,11 +310,12 @@ class Runtime:
     def notes(self) -> list[str]:
         """What the runtime advises about this set-up (the CLI prints them on stderr)."""
         be = self._backend
+        notes = list(self._notes)
         if getattr(be, "device", None) == "cuda" and getattr(be, "meta", {}).get("ep", "cpu") == "cpu":
-            return [f"{be.path} was exported for the CPU provider and runs on CUDA here; export it with "
+            return notes + [f"{be.path} was exported for the CPU provider and runs on CUDA here; export it with "
                     "--ep cuda for the graph CUDA runs fast (int4 on an H200: 1.5x the decode speed, "
                     "docs/performance.md)"]
-        return []
+        return notes
 
     @property
     def adapters(self) -> dict[str, Path]:

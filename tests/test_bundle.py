@@ -196,6 +196,28 @@ def test_manifest_paths_outside_the_bundle_refused(bundle, path):
         Runtime.open(bundle, region="US")
 
 
+def test_a_bundle_runs_in_the_format_whose_engine_is_installed(made, monkeypatch):
+    import importlib.util
+
+    from sgedge.runtime.api import bundle_backend
+
+    _, bundle = made
+    with Runtime.open(bundle, region="US") as rt:
+        assert rt.backend == "llama.cpp" and rt.notes == []
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    with Runtime.open(bundle, region="US") as rt:
+        assert rt.backend == "onnxruntime-genai"
+        assert rt.notes == ["llama-cpp-python is not installed, so the bundle's onnx base runs instead of its gguf "
+                            "one (pip install 'sgedge[runtime]' for both)"]
+    assert bundle_backend(["gguf"]) == ("gguf", None)  # its loader names the missing package
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    assert bundle_backend(["gguf", "onnx"], "dml") == ("onnx", None)
+    assert bundle_backend(["onnx", "gguf"]) == ("gguf", None)
+    with pytest.raises(InputError, match=r"no base this sgedge can run \(formats: coreml\)"):
+        bundle_backend(["coreml"])
+
+
 def test_signatures(bundle, tmp_path, capsys):
     keygen(tmp_path / "pub.key", tmp_path / "pub.pub")
     keygen(tmp_path / "other.key", tmp_path / "other.pub")
