@@ -217,6 +217,8 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
     kw = keyword_judge(args.keywords)
     judge = make_judge(args.judge, args.keywords, args.threads)
     rt, configs, target = open_runtime(args)
+    for note in rt.notes:
+        _note(note)
     t0 = time.perf_counter()
     ppl: dict[str, float] = {}
     try:
