@@ -75,14 +75,14 @@ def close_runtimes() -> None:
 PROMPT = "The quick brown fox jumps over the lazy dog. Safety adapters keep the base model frozen."
 
 
-def build(work: Path, shape: str, dtype: str, rank: int) -> dict[str, Path]:
+def build(work: Path, shape: str, dtype: str, rank: int, targets: list[str] | None = None) -> dict[str, Path]:
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.synthetic import build_lora, build_model
 
     family, tok_style, cfg, vocab = SHAPES[shape]
     hf = build_model(family, work / "hf", shape=cfg, tokenizer_style=tok_style, vocab_size=vocab, init_std=0.02)
-    lora = build_lora(hf, work / "lora", r=rank, alpha=2 * rank, std=0.02)
+    lora = build_lora(hf, work / "lora", r=rank, alpha=2 * rank, std=0.02, targets=targets)
     return {
         "hf": hf,
         "lora": lora,
@@ -105,15 +105,19 @@ def plain_builder(hf: Path, out: Path, precision: str, adapter: Path | None, ep:
     return out
 
 
-def build_onnx(work: Path, paths: dict[str, Path], precision: str, ep: str = "cpu") -> dict[str, Path]:
-    """Every ONNX model of one precision, all built for the execution provider `ep`."""
+def build_onnx(work: Path, paths: dict[str, Path], precision: str, ep: str = "cpu",
+               targets: list[str] | None = None) -> dict[str, Path]:
+    """Every ONNX model of one precision, all built for the execution provider `ep`; the
+    slotted ones with LoRA slots on `targets` (default: every projection)."""
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
 
-    base = export_base_onnx(paths["hf"], work / f"sgedge-{precision}", dtype=precision, ep=ep).path
+    base = export_base_onnx(paths["hf"], work / f"sgedge-{precision}", dtype=precision, ep=ep,
+                            lora_targets=targets).path
     # The onnxruntime-genai multi-LoRA flow: one LoRA branch per projection, its weights
     # overridable inputs (what Olive's adapter extraction produces), no packing.
-    stock = export_base_onnx(paths["hf"], work / f"stock-{precision}", dtype=precision, pack=False, ep=ep).path
+    stock = export_base_onnx(paths["hf"], work / f"stock-{precision}", dtype=precision, pack=False, ep=ep,
+                             lora_targets=targets).path
     return {
         "stock": stock,
         "stock_adapter": export_adapter_onnx(paths["lora"], work / f"stock-{precision}.onnx_adapter", base=stock).path,
@@ -318,6 +322,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--shape", choices=sorted(SHAPES), default="smollm2-135m")
     p.add_argument("--dtype", default="q8_0", choices=["f32", "f16", "q8_0", "q4_k_m"])
     p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--lora-targets", help="projections the adapter (and the ONNX bases' LoRA slots) cover, "
+                   "comma-separated (default: all seven)")
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=physical_cores())
@@ -354,8 +360,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SGEDGE_CACHE_DIR"] = str(Path(tmp) / "cache")  # fused base lands in the temp dir
-        paths = build(Path(tmp), args.shape, args.dtype, args.rank)
-        onnx = {p: build_onnx(Path(tmp), paths, p, ep) for p in args.precisions.split(",")} if args.onnx else {}
+        targets = args.lora_targets.split(",") if args.lora_targets else None
+        paths = build(Path(tmp), args.shape, args.dtype, args.rank, targets)
+        onnx = ({p: build_onnx(Path(tmp), paths, p, ep, targets) for p in args.precisions.split(",")}
+                if args.onnx else {})
         # Each engine loaded --loads times: one load can sit a few percent off another of
         # the same files for its whole life (memory placement, load order), so samples are
         # pooled over loads made in balanced orders.
@@ -376,7 +384,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 samples[key[0]].append(decode_rate(runs[key], args.tokens, clock))
         close_runtimes()
     rates = {k: statistics.median(v) for k, v in samples.items()}
-    print(f"{args.shape}, {args.dtype} base, rank-{args.rank} adapter on all 7 projections, {args.device}, "
+    covers = f"on {args.lora_targets}" if args.lora_targets else "on all 7 projections"
+    print(f"{args.shape}, {args.dtype} base, rank-{args.rank} adapter {covers}, {args.device}, "
           f"{args.threads} threads, decode tok/s ({args.clock} clock) over {args.tokens} tokens "
           f"(median of {args.repeats} rounds x {args.loads} loads)")
     for name, rate in rates.items():

@@ -54,6 +54,22 @@ class OnnxBaseExport:
     ep: str = "cpu"
 
 
+def whole_groups(targets: Sequence[str], modules: Sequence[str]) -> list[str]:
+    """Targets completed to whole packing groups (exporters/onnx_pack.GROUPS): slots on q
+    and v become one packed q|k|v slot, as slots on all three do. The builder packs the
+    siblings' base weights only when none of them has LoRA, and sgedge packs them back only
+    when all have it; a partial group would leave q, k and v as three MatMuls with two
+    slots, slower with or without an adapter than one packed MatMul with one slot (an
+    adapter without k_proj puts zeros in k's columns of that slot)."""
+    from sgedge.exporters.onnx_pack import GROUPS
+
+    out = list(targets)
+    for leaves, _ in GROUPS.values():
+        if any(t in leaves for t in out) and all(leaf in modules for leaf in leaves):
+            out += [leaf for leaf in leaves if leaf not in out]
+    return [m for m in modules if m in out]
+
+
 def _slot_adapter(model: HFModel, targets: Sequence[str], out: Path) -> None:
     from sgedge.exporters.synthetic import build_lora
 
@@ -286,6 +302,8 @@ def export_base_onnx(
     bad = [t for t in targets if t not in fam.lora_modules]
     if bad:
         raise InputError(f"--lora-targets {', '.join(bad)} not in {fam.name}'s linear layers: {', '.join(fam.lora_modules)}")
+    if pack:
+        targets = whole_groups(targets, fam.lora_modules)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:

@@ -121,23 +121,40 @@ def test_adapter_shape_mismatch_refused_at_export(tiny_onnx, tmp_path):
 def test_target_without_slot_refused(tiny, tmp_path):
     t = tiny("qwen3")
     base = export_base_onnx(t.hf, tmp_path / "qv", lora_targets=["q_proj", "v_proj"]).path
-    with pytest.raises(AdapterError, match=r"no LoRA slot model.layers.0.attn.k_proj .*--lora-targets including k_proj"):
+    with pytest.raises(AdapterError, match=r"the base has no LoRA slot model.layers.0.attn.o_proj \(re-export the base "
+                                           r"with --lora-targets including o_proj\)"):
         export_adapter_onnx(t.lora1, tmp_path / "x.onnx_adapter", base=base)
+    assert not (tmp_path / "x.onnx_adapter").exists()
     ok = build_lora(t.hf, tmp_path / "qv_lora", targets=["q_proj", "v_proj"])
     export_adapter_onnx(ok, tmp_path / "ok.onnx_adapter", base=base)
+    # k_proj's slot comes with its group (q|k|v is one packed slot).
+    k = build_lora(t.hf, tmp_path / "k_lora", targets=["k_proj"])
+    export_adapter_onnx(k, tmp_path / "k.onnx_adapter", base=base)
 
 
-@pytest.mark.parametrize(("targets", "slots"), [
-    (["q_proj", "v_proj"], {"q_proj", "v_proj"}),  # k has no LoRA: q/k/v stay unpacked
-    (["q_proj", "k_proj", "v_proj", "down_proj"], {"qkv_proj", "down_proj"}),
-], ids=["q-v", "qkv-down"])
-def test_slot_subsets_pack_only_whole_groups(tiny, tmp_path, targets, slots):
-    """Packing needs a LoRA branch on every sibling; otherwise the builder's graph stays
-    as it is. Either way an adapter on exactly those targets matches transformers + PEFT."""
+@pytest.mark.parametrize(("targets", "slots", "matmuls"), [
+    (["q_proj", "v_proj"], {"qkv_proj"}, 5),  # k joins its group: one packed q|k|v MatMul and slot
+    (["k_proj"], {"qkv_proj"}, 5),
+    # No q/k/v target: the builder, given any adapter, still writes q, k and v as three
+    # MatMuls, and a group without LoRA is not packed back (docs: README, ONNX section).
+    (["up_proj", "o_proj"], {"gate_up_proj", "o_proj"}, 6),
+    (["q_proj", "k_proj", "v_proj", "down_proj"], {"qkv_proj", "down_proj"}, 5),
+], ids=["q-v", "k", "up-o", "qkv-down"])
+def test_slot_subsets_pack_whole_groups(tiny, tmp_path, targets, slots, matmuls):
+    """A target in a packing group brings its siblings: the base weights stay packed (one
+    MatMulNBits for q|k|v, as in the plain export) and the group has one slot. An adapter
+    on exactly the targets asked for matches transformers + PEFT."""
+    import onnx
+
     t = tiny("qwen2")
-    base = export_base_onnx(t.hf, tmp_path / "base", lora_targets=targets).path
-    meta = json.loads((base / "sgedge_base.json").read_text())["slots"]
-    assert {name.rsplit(".", 1)[-1] for name in meta} == slots
+    base = export_base_onnx(t.hf, tmp_path / "base", lora_targets=targets, dtype="int4").path
+    meta = json.loads((base / "sgedge_base.json").read_text())
+    assert {name.rsplit(".", 1)[-1] for name in meta["slots"]} == slots
+    assert set(targets) <= set(meta["lora_targets"])
+    graph = onnx.load(str(base / "model.onnx"), load_external_data=False).graph
+    layer0 = [n.op_type for n in graph.node if n.name.startswith("/model/layers.0/")]
+    assert layer0.count("MatMulNBits") == matmuls
+    base = export_base_onnx(t.hf, tmp_path / "base32", lora_targets=targets).path
     lora = build_lora(t.hf, tmp_path / "lora", r=4, alpha=8, targets=targets, seed=3)
     path = export_adapter_onnx(lora, tmp_path / "x.onnx_adapter", base=base).path
     with Runtime.open(base, adapters=[path]) as rt:
