@@ -27,7 +27,7 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("-o", "--output", required=True, help="output file (.gguf) or folder (onnx)")
     b.add_argument("--dtype", help="gguf: f32, f16 (default), bf16, q8_0, q4_k_m; onnx: fp32 (default), fp16, int4")
     b.add_argument("--lora-targets", help="onnx: comma-separated linear layers that get LoRA slots "
-                   "(default: all the family's projections)")
+                   "(default: all the family's projections; q/k/v and gate/up get slots as groups)")
     b.add_argument("--ep", choices=["cpu", "cuda"], help="onnx: the execution provider the graph is built for "
                    "(default cpu; cuda takes fp16 or int4 and is what runs fast on an NVIDIA GPU)")
     b.add_argument("--pre-tokenizer", help="llama.cpp pre-tokenizer name, when sgedge cannot recognise it")
