@@ -26,21 +26,22 @@ import numpy as np
 # Builder section -> (leaves packed together, packed leaf name).
 GROUPS = {"attn": (("q_proj", "k_proj", "v_proj"), "qkv_proj"), "mlp": (("gate_proj", "up_proj"), "gate_up_proj")}
 _LORA_ADD = re.compile(r"^/model/layers\.(?P<layer>\d+)/(?P<sec>\w+)/(?P<leaf>\w+)/lora/Add$")
+_BASE_MATMUL = re.compile(r"^/model/layers\.(?P<layer>\d+)/(?P<sec>attn)/(?P<leaf>\w+)/MatMul(_Q4)?$")
 
 
 @dataclass
 class _Unit:
     leaf: str
     base: object  # NodeProto: MatMul or MatMulNBits
-    lora_a: object
-    lora_b: object
-    add: object
+    lora_a: object | None  # None: a sibling without LoRA (packed as the plain export packs it)
+    lora_b: object | None
+    add: object | None
     bias: object | None  # the Add(bias) after the LoRA Add, if any
     out: int
 
     @property
     def tail(self) -> str:
-        return (self.bias or self.add).output[0]
+        return (self.bias or self.add or self.base).output[0]
 
     @property
     def nodes(self) -> list:
@@ -78,15 +79,9 @@ def _unit(gr: _Graph, add, leaf: str) -> _Unit | None:
     lora_a = gr.producer.get(lora_b.input[0])
     if lora_a is None or base.op_type not in ("MatMul", "MatMulNBits") or lora_a.input[0] != base.input[0]:
         return None
-    if base.op_type == "MatMul":
-        w = gr.array(base.input[1])
-        if w is None or w.ndim != 2:
-            return None
-        out = int(w.shape[1])
-    else:
-        if any(base.input[4:]):
-            return None  # g_idx / bias inputs: leave alone
-        out = next(int(a.i) for a in base.attribute if a.name == "N")
+    out = _out_features(gr, base)
+    if out is None:
+        return None
     bias = None
     users = gr.consumers.get(add.output[0], [])
     if len(users) == 1 and users[0].op_type == "Add":
@@ -95,6 +90,31 @@ def _unit(gr: _Graph, add, leaf: str) -> _Unit | None:
         if b is not None and b.shape == (out,):
             bias = users[0]
     return _Unit(leaf, base, lora_a, lora_b, add, bias, out)
+
+
+def _out_features(gr: _Graph, base) -> int | None:
+    if base.op_type == "MatMul":
+        w = gr.array(base.input[1])
+        return None if w is None or w.ndim != 2 else int(w.shape[1])
+    if any(base.input[4:]):
+        return None  # g_idx / bias inputs: leave alone
+    return next(int(a.i) for a in base.attribute if a.name == "N")
+
+
+def _bare_unit(gr: _Graph, base, leaf: str) -> _Unit | None:
+    """A projection without a LoRA branch: its base MatMul and, if any, its bias Add."""
+    out = _out_features(gr, base) if base.op_type in ("MatMul", "MatMulNBits") else None
+    if out is None:
+        return None
+    users = gr.consumers.get(base.output[0], [])
+    bias = None
+    if len(users) == 1 and users[0].op_type == "Add":
+        other = [i for i in users[0].input if i != base.output[0]]
+        b = gr.array(other[0]) if len(other) == 1 else None
+        if b is None or b.shape != (out,):
+            return None
+        bias = users[0]
+    return _Unit(leaf, base, None, None, None, bias, out)
 
 
 def _attr(node, name: str):
@@ -140,6 +160,10 @@ def _same_weights_kind(gr: _Graph, units: list[_Unit]) -> bool:
             return False
     if len({u.bias is None for u in units}) != 1:  # all siblings biased, or none
         return False
+    if all(u.lora_a is None for u in units):
+        return True
+    if any(u.lora_a is None for u in units):
+        return False
     dtypes = {gr.inits[u.lora_a.input[1]].data_type for u in units}
     return len(dtypes) == 1
 
@@ -148,8 +172,10 @@ def pack_projections(model) -> dict[str, list[list]]:
     """Rewrite `model` (an onnx.ModelProto with weights loaded) in place.
 
     Returns, for each packed slot, its parts: [[leaf, out_features], ...] in column order.
-    Groups that cannot be packed exactly (a sibling without a LoRA branch, mixed weight
-    kinds, extra MatMulNBits inputs) stay as the builder wrote them.
+    q|k|v without any LoRA branch is packed too, without a slot (the builder unpacks it
+    whenever it is given an adapter; its plain export has it packed). Groups that cannot
+    be packed exactly (LoRA on some siblings only, mixed weight kinds, extra MatMulNBits
+    inputs) stay as the builder wrote them.
     """
     from onnx import helper, numpy_helper
 
@@ -162,6 +188,22 @@ def pack_projections(model) -> dict[str, list[list]]:
         unit = _unit(gr, node, m["leaf"])
         if unit is not None:
             found.setdefault((m["layer"], m["sec"]), {})[m["leaf"]] = unit
+    # q, k and v without any LoRA: the builder unpacks them whenever it is given an
+    # adapter (slots elsewhere only); pack them back as its plain export has them.
+    bare: dict[tuple[str, str], dict[str, _Unit]] = {}
+    lora_users = {i for n in model.graph.node if n.op_type == "Add" and n.name.endswith("/lora/Add") for i in n.input}
+    for node in model.graph.node:
+        m = _BASE_MATMUL.match(node.name)
+        if m is None or m["leaf"] not in GROUPS[m["sec"]][0] or (m["layer"], m["sec"]) in found:
+            continue
+        if node.output[0] in lora_users:
+            continue
+        unit = _bare_unit(gr, node, m["leaf"])
+        if unit is not None:
+            bare.setdefault((m["layer"], m["sec"]), {})[m["leaf"]] = unit
+    for key, by_leaf in bare.items():
+        if not any(key in found and leaf in found[key] for leaf in by_leaf):
+            found.setdefault(key, {}).update(by_leaf)
 
     drop: set[int] = set()
     new_nodes: list[tuple[int, list]] = []  # (index of the first replaced node, nodes)
@@ -176,17 +218,19 @@ def pack_projections(model) -> dict[str, list[list]]:
         units = [by_leaf[leaf] for leaf in leaves]
         if not _same_weights_kind(gr, units):
             continue
+        lora = units[0].lora_a is not None
         x = units[0].base.input[0]
         slot = f"model.layers.{layer}.{sec}.{packed_leaf}"
         path = f"/model/layers.{layer}/{sec}/{packed_leaf}"
         inits, w_inputs, attrs = _packed_weights(gr, units, slot)
-        lora_dtype = gr.inits[units[0].lora_a.input[1]].data_type
-        np_dtype = helper.tensor_dtype_to_np_dtype(lora_dtype)
-        n_in = int(gr.array(units[0].lora_a.input[1]).shape[0])
-        total = sum(u.out for u in units)
         a_name, b_name = f"{slot}.lora_A.MatMul.weight", f"{slot}.lora_B.MatMul.weight"
-        inits += [numpy_helper.from_array(np.zeros((n_in, 1), np_dtype), a_name),
-                  numpy_helper.from_array(np.zeros((1, total), np_dtype), b_name)]
+        if lora:
+            lora_dtype = gr.inits[units[0].lora_a.input[1]].data_type
+            np_dtype = helper.tensor_dtype_to_np_dtype(lora_dtype)
+            n_in = int(gr.array(units[0].lora_a.input[1]).shape[0])
+            total = sum(u.out for u in units)
+            inits += [numpy_helper.from_array(np.zeros((n_in, 1), np_dtype), a_name),
+                      numpy_helper.from_array(np.zeros((1, total), np_dtype), b_name)]
         op = units[0].base.op_type
         base_name = f"{path}/MatMul_Q4" if op == "MatMulNBits" else f"{path}/MatMul"
         domain = units[0].base.domain
@@ -196,19 +240,23 @@ def pack_projections(model) -> dict[str, list[list]]:
         if units[0].bias is not None:
             # Bias right after the base MatMul (as in the plain export), where ONNX Runtime
             # fuses it into MatMulNBits; the LoRA update is added after it.
-            bias = np.concatenate([gr.array(next(i for i in u.bias.input if i != u.add.output[0])) for u in units])
+            bias = np.concatenate([gr.array(next(i for i in u.bias.input if i != (u.add or u.base).output[0]))
+                                   for u in units])
             inits.append(numpy_helper.from_array(bias, f"{slot}.Add.bias"))
             nodes.append(helper.make_node("Add", [base_out, f"{slot}.Add.bias"], [f"{path}/Add/output_0"],
                                           name=f"{path}/Add"))
             base_out = f"{path}/Add/output_0"
-        nodes += [
-            helper.make_node("MatMul", [x, a_name], [f"{path}/lora_A/MatMul/output_0"], name=f"{path}/lora_A/MatMul"),
-            helper.make_node("MatMul", [f"{path}/lora_A/MatMul/output_0", b_name], [f"{path}/lora_B/MatMul/output_0"],
-                             name=f"{path}/lora_B/MatMul"),
-            helper.make_node("Add", [base_out, f"{path}/lora_B/MatMul/output_0"],
-                             [f"{path}/lora/Add/output_0"], name=f"{path}/lora/Add"),
-        ]
-        packed = f"{path}/lora/Add/output_0"
+        packed = base_out
+        if lora:
+            nodes += [
+                helper.make_node("MatMul", [x, a_name], [f"{path}/lora_A/MatMul/output_0"],
+                                 name=f"{path}/lora_A/MatMul"),
+                helper.make_node("MatMul", [f"{path}/lora_A/MatMul/output_0", b_name],
+                                 [f"{path}/lora_B/MatMul/output_0"], name=f"{path}/lora_B/MatMul"),
+                helper.make_node("Add", [base_out, f"{path}/lora_B/MatMul/output_0"],
+                                 [f"{path}/lora/Add/output_0"], name=f"{path}/lora/Add"),
+            ]
+            packed = f"{path}/lora/Add/output_0"
         tails = [u.tail for u in units]
         users = {id(c): c for t in tails for c in gr.consumers.get(t, [])}
         gqa = next(iter(users.values())) if len(users) == 1 else None
@@ -225,9 +273,10 @@ def pack_projections(model) -> dict[str, list[list]]:
         first = min(position[id(n)] for u in units for n in u.nodes)
         new_nodes.append((first, nodes))
         new_inits += inits
-        parts_out[slot] = [[u.leaf, u.out] for u in units]
+        if lora:
+            parts_out[slot] = [[u.leaf, u.out] for u in units]
 
-    if not parts_out:
+    if not new_nodes:
         return parts_out
     for gqa, inputs in rename_inputs.values():
         del gqa.input[:3]

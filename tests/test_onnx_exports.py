@@ -132,21 +132,23 @@ def test_target_without_slot_refused(tiny, tmp_path):
     export_adapter_onnx(k, tmp_path / "k.onnx_adapter", base=base)
 
 
-@pytest.mark.parametrize(("targets", "slots", "matmuls"), [
-    (["q_proj", "v_proj"], {"qkv_proj"}, 5),  # k joins its group: one packed q|k|v MatMul and slot
-    (["k_proj"], {"qkv_proj"}, 5),
-    # No q/k/v target: the builder, given any adapter, still writes q, k and v as three
-    # MatMuls, and a group without LoRA is not packed back (docs: README, ONNX section).
-    (["up_proj", "o_proj"], {"gate_up_proj", "o_proj"}, 6),
-    (["q_proj", "k_proj", "v_proj", "down_proj"], {"qkv_proj", "down_proj"}, 5),
-], ids=["q-v", "k", "up-o", "qkv-down"])
-def test_slot_subsets_pack_whole_groups(tiny, tmp_path, targets, slots, matmuls):
-    """A target in a packing group brings its siblings: the base weights stay packed (one
-    MatMulNBits for q|k|v, as in the plain export) and the group has one slot. An adapter
-    on exactly the targets asked for matches transformers + PEFT."""
+@pytest.mark.parametrize(("family", "targets", "slots", "matmuls"), [
+    ("qwen2", ["q_proj", "v_proj"], {"qkv_proj"}, 5),  # k joins its group: one packed q|k|v MatMul and slot
+    ("qwen2", ["k_proj"], {"qkv_proj"}, 5),
+    # No q/k/v target: the builder, given any adapter, writes q, k and v as three MatMuls;
+    # they are packed back without a slot, as in the plain export (Qwen2: with biases;
+    # Qwen3: q/k norms between the projections and attention, so a Split follows).
+    ("qwen2", ["up_proj", "o_proj"], {"gate_up_proj", "o_proj"}, 4),
+    ("qwen3", ["o_proj"], {"o_proj"}, 5),
+    ("qwen2", ["q_proj", "k_proj", "v_proj", "down_proj"], {"qkv_proj", "down_proj"}, 5),
+], ids=["q-v", "k", "up-o", "qwen3-o", "qkv-down"])
+def test_slot_subsets_pack_whole_groups(tiny, tmp_path, family, targets, slots, matmuls):
+    """A target in a packing group brings its siblings, and q|k|v stays one MatMul (as in
+    the plain export) with or without a slot. An adapter on exactly the targets asked for
+    matches transformers + PEFT."""
     import onnx
 
-    t = tiny("qwen2")
+    t = tiny(family)
     base = export_base_onnx(t.hf, tmp_path / "base", lora_targets=targets, dtype="int4").path
     meta = json.loads((base / "sgedge_base.json").read_text())
     assert {name.rsplit(".", 1)[-1] for name in meta["slots"]} == slots
