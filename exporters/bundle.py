@@ -80,6 +80,22 @@ def _export_adapter(root: Path, name: str, peft_dir: Path, fmts: Sequence[str], 
     return AdapterEntry(name, meta[0], meta[1], meta[2], tuple(meta[3]), formats)
 
 
+def _slot_targets(spec: str | Sequence[str], adapters: Mapping[str, str | Path]) -> list[str] | None:
+    """--onnx-lora-targets: None (every projection), the adapters' own targets, or a list."""
+    if isinstance(spec, str) and spec == "all":
+        return None
+    if isinstance(spec, str) and spec == "adapters":
+        from sgedge.exporters.peft_adapter import load_peft_adapter
+
+        if not adapters:
+            raise InputError("--onnx-lora-targets adapters needs at least one --adapter")
+        return sorted({m.leaf for d in adapters.values() for m in load_peft_adapter(d).modules})
+    targets = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
+    if not targets:
+        raise InputError("--onnx-lora-targets: give all, adapters or a comma-separated list of projections")
+    return targets
+
+
 def create_bundle(
     out: str | Path,
     base: str | Path,
@@ -91,6 +107,7 @@ def create_bundle(
     gguf_dtype: str = "f16",
     onnx_dtype: str = "fp32",
     onnx_ep: str = "cpu",
+    onnx_lora_targets: str | Sequence[str] = "all",
     allow_no_adapter: bool = False,
     require_signature: bool = False,
     descriptions: Mapping[str, str] | None = None,
@@ -98,7 +115,10 @@ def create_bundle(
 ) -> Manifest:
     """Export base and adapters into a new bundle folder `out` (all or nothing).
     `on_note` receives what an export says the runtime will do differently from
-    transformers (e.g. a sliding window llama.cpp does not apply)."""
+    transformers (e.g. a sliding window llama.cpp does not apply). `onnx_lora_targets`:
+    "all" (slots on every projection, so any later adapter fits), "adapters" (the
+    projections these adapters target: faster, but a later add-adapter needing others is
+    refused) or a list of projections."""
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.onnx_base import export_base_onnx
 
@@ -118,6 +138,9 @@ def create_bundle(
                                  f"({', '.join(adapters) or 'none'})")
     if default_policy is not None and default_policy not in policies:
         raise InputError(f"--default-policy {default_policy!r} is not one of the policies ({', '.join(policies)})")
+    if "onnx" not in formats and onnx_lora_targets != "all":
+        raise InputError("--onnx-lora-targets applies to bundles with --formats onnx")
+    slot_targets = _slot_targets(onnx_lora_targets, adapters) if "onnx" in formats else None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(out)
     try:
@@ -130,7 +153,7 @@ def create_bundle(
                 on_note(f"GGUF base: {note}")
             base_formats["gguf"] = _artifact(tmp, "base.gguf", gguf_dtype)
         if "onnx" in formats:
-            o = export_base_onnx(base, tmp / "base_onnx", dtype=onnx_dtype, ep=onnx_ep)
+            o = export_base_onnx(base, tmp / "base_onnx", dtype=onnx_dtype, ep=onnx_ep, lora_targets=slot_targets)
             fingerprint, family = o.fingerprint, o.family
             base_formats["onnx"] = _artifact(tmp, "base_onnx", onnx_dtype)
         entries = {}

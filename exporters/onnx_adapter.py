@@ -75,6 +75,7 @@ def plan_onnx_adapter(peft_dir: Path, base_dir: Path, allow_pickle: bool) -> tup
     np_dtype = np.dtype(next(iter(slots.values()))["dtype"]) if slots else np.float32
     blocks: dict[str, list[tuple[np.ndarray, list[tuple[int, np.ndarray]]]]] = {}
     problems: list[str] = []
+    no_slot: dict[str, list[str]] = {}  # leaf -> modules whose slot the base lacks
     for m in adapter.modules:
         if m.leaf not in fam.lora_modules:
             problems.append(f"{m.module}: '{m.leaf}' is not a linear layer sgedge adapts in {fam.name}")
@@ -83,8 +84,7 @@ def plan_onnx_adapter(peft_dir: Path, base_dir: Path, allow_pickle: bool) -> tup
         names = [f"{prefix}.{leaf}" for leaf in fam.onnx_splits.get(m.leaf, (m.leaf,))]
         missing = [n for n in names if n not in index]
         if missing:
-            problems.append(f"{m.module}: the base has no LoRA slot {missing[0]} (re-export the base with "
-                            f"--lora-targets including {m.leaf})")
+            no_slot.setdefault(m.leaf, []).append(missing[0])
             continue
         places = [index[n] for n in names]
         n_in = slots[places[0][0]]["in"]
@@ -100,6 +100,13 @@ def plan_onnx_adapter(peft_dir: Path, base_dir: Path, allow_pickle: bool) -> tup
             row += n_out
         for slot, cols in by_slot.items():
             blocks.setdefault(slot, []).append((m.a.T, cols))
+    if no_slot:
+        order = [leaf for leaf in fam.lora_modules if leaf in no_slot]
+        leaves = ", ".join(order)
+        n = sum(len(v) for v in no_slot.values())
+        problems.insert(0, f"the base has no LoRA slots for {leaves} ({n} module{'s' * (n > 1)}, e.g. "
+                           f"{min(no_slot[order[0]])}); export the base again with --lora-targets including "
+                           f"{leaves} (a bundle: bundle create --onnx-lora-targets all)")
     if problems:
         raise AdapterError(f"adapter {peft_dir} does not fit base {base_dir}: " + "; ".join(problems[:8]))
     params: dict[str, np.ndarray] = {}

@@ -99,6 +99,9 @@ def _bundle_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--onnx-dtype")
     c.add_argument("--onnx-ep", choices=["cpu", "cuda"], default="cpu",
                    help="execution provider the ONNX base is built for (cuda: fp16 or int4, for NVIDIA GPUs)")
+    c.add_argument("--onnx-lora-targets", default="all", metavar="all|adapters|LIST",
+                   help="projections of the ONNX base that get LoRA slots: all (default; any later adapter fits), "
+                   "adapters (those these adapters target: faster, later adapters must fit them) or a list")
     c.add_argument("--allow-no-adapter", action="store_true", help="allow running the bare base")
     c.add_argument("--require-signature", action="store_true", help="refuse to run unless a trusted key verifies it")
     c.set_defaults(handler="sgedge.bundle_cli:create")

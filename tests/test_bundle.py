@@ -305,6 +305,30 @@ def test_create_refuses_bad_policy_before_exporting(tiny, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_onnx_slots_on_the_adapters_targets(tiny, tmp_path, capsys):
+    # --onnx-lora-targets adapters: slots where the bundle's adapters need them (q/v ->
+    # one packed q|k|v slot per layer); a later adapter needing more is refused, intact.
+    t = tiny("qwen2")
+    qv = build_lora(t.hf, tmp_path / "qv", r=4, alpha=8, targets=["q_proj", "v_proj"], seed=5)
+    out = tmp_path / "b"
+    assert main(["bundle", "create", str(out), "--base", str(t.hf), "--adapter", f"safety={qv}",
+                 "--policy", "US=safety", "--default-policy", "US", "--formats", "onnx",
+                 "--onnx-lora-targets", "adapters"]) == 0
+    meta = json.loads((out / "base_onnx" / "sgedge_base.json").read_text())
+    assert {k.rsplit(".", 1)[-1] for k in meta["slots"]} == {"qkv_proj"}
+    with Runtime.open(out, region="US") as rt:
+        assert rt.generate("Hello", max_tokens=3).tokens
+    before = (out / "sgedge.json").read_text()
+    with pytest.raises(InputError, match=r"the base has no LoRA slots for o_proj, gate_proj, up_proj, down_proj "
+                                         r"\(8 modules, e.g. model.layers.0.attn.o_proj\); .*--onnx-lora-targets all"):
+        add_adapter(out, "strict", t.lora2)
+    assert (out / "sgedge.json").read_text() == before
+    with pytest.raises(InputError, match=r"--onnx-lora-targets applies to bundles with --formats onnx"):
+        create_bundle(tmp_path / "g", t.hf, {"safety": qv}, {"US": (PolicyItem("safety"),)}, formats=["gguf"],
+                      onnx_lora_targets="adapters")
+    assert not (tmp_path / "g").exists()
+
+
 def test_base_hash_is_cached_between_starts(made, tmp_path, monkeypatch):
     monkeypatch.setenv("SGEDGE_CACHE_DIR", str(tmp_path / "cache"))
     first = verify_bundle(made[1], formats=["gguf"])

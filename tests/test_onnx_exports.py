@@ -121,8 +121,9 @@ def test_adapter_shape_mismatch_refused_at_export(tiny_onnx, tmp_path):
 def test_target_without_slot_refused(tiny, tmp_path):
     t = tiny("qwen3")
     base = export_base_onnx(t.hf, tmp_path / "qv", lora_targets=["q_proj", "v_proj"]).path
-    with pytest.raises(AdapterError, match=r"the base has no LoRA slot model.layers.0.attn.o_proj \(re-export the base "
-                                           r"with --lora-targets including o_proj\)"):
+    with pytest.raises(AdapterError, match=r"fit base .*: the base has no LoRA slots for o_proj, gate_proj, up_proj, "
+                                           r"down_proj \(8 modules, e.g. model.layers.0.attn.o_proj\); export the base "
+                                           r"again with --lora-targets including o_proj, gate_proj, up_proj, down_proj"):
         export_adapter_onnx(t.lora1, tmp_path / "x.onnx_adapter", base=base)
     assert not (tmp_path / "x.onnx_adapter").exists()
     ok = build_lora(t.hf, tmp_path / "qv_lora", targets=["q_proj", "v_proj"])
