@@ -43,6 +43,19 @@ _LORA = re.compile(r"/lora_A/MatMul$|/lora_B/MatMul$|/lora/Add$")
 IDS = list(range(100, 120))
 
 
+def _save(m, top, src: Path, dst: Path) -> None:
+    """`top` as the graph of a copy of the model folder `src` at `dst`."""
+    import onnx
+    from onnx import helper
+
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if not f.name.startswith("model.onnx"):
+            shutil.copy(f, dst / f.name)
+    onnx.save(helper.make_model(top, opset_imports=m.opset_import, ir_version=m.ir_version), str(dst / "model.onnx"),
+              save_as_external_data=True, location="model.onnx.data", size_threshold=1024)
+
+
 def wrap_in_if(src: Path, dst: Path) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -86,12 +99,7 @@ def wrap_in_if(src: Path, dst: Path) -> None:
                           then_branch=branch("t", False), else_branch=branch("e", True))],
         g.name, [*g.input, helper.make_tensor_value_info(FLAG, TensorProto.FLOAT, [1])], list(g.output),
         [*g.initializer, numpy_helper.from_array(np.array([0.0], np.float32), FLAG)])
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        if not f.name.startswith("model.onnx"):
-            shutil.copy(f, dst / f.name)
-    onnx.save(helper.make_model(top, opset_imports=m.opset_import, ir_version=m.ir_version), str(dst / "model.onnx"),
-              save_as_external_data=True, location="model.onnx.data", size_threshold=1024)
+    _save(m, top, src, dst)
 
 
 def wrap_slots_in_if(src: Path, dst: Path) -> None:
@@ -138,12 +146,7 @@ def wrap_slots_in_if(src: Path, dst: Path) -> None:
     nodes += [swaps.get(k, n) for k, n in enumerate(g.node) if id(n) not in drop]
     top = helper.make_graph(nodes, g.name, [*g.input, helper.make_tensor_value_info(FLAG, TensorProto.FLOAT, [1])],
                             list(g.output), [*g.initializer, numpy_helper.from_array(np.array([0.0], np.float32), FLAG)])
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        if not f.name.startswith("model.onnx"):
-            shutil.copy(f, dst / f.name)
-    onnx.save(helper.make_model(top, opset_imports=m.opset_import, ir_version=m.ir_version), str(dst / "model.onnx"),
-              save_as_external_data=True, location="model.onnx.data", size_threshold=1024)
+    _save(m, top, src, dst)
     print(f"per-slot If: {len(swaps)} slots wrapped")
 
 
