@@ -38,6 +38,14 @@ def test_decode_speed_runs_every_engine(bench, tmp_path, capsys):
     assert "ratio sgedge onnx int4 + adapter / onnxruntime-genai int4 multi-LoRA + adapter" in capsys.readouterr().out
 
 
+def test_decode_speed_with_slots_on_q_and_v(bench, capsys):
+    rates = bench("decode_speed").main(["--shape", "tiny", "--onnx", "--skip-gguf", "--precisions", "int4",
+                                        "--repeats", "1", "--tokens", "4", "--threads", "1",
+                                        "--lora-targets", "q_proj,v_proj"])
+    assert {"sgedge onnx int4", "sgedge onnx int4 + adapter", "onnxruntime-genai int4 multi-LoRA + adapter"} <= set(rates)
+    assert "rank-16 adapter on q_proj,v_proj" in capsys.readouterr().out
+
+
 def test_decode_speed_refuses_a_gpu_run_without_cuda(bench):
     import llama_cpp
 
