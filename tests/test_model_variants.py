@@ -1,5 +1,5 @@
 """Config variants real checkpoints use (tied embeddings, Llama 3.1 rope, explicit
-head_dim, one KV head, yarn / linear rope, sliding window, Phi-4-mini's partial rotary):
+head_dim, one KV head, yarn / linear rope, sliding window, Phi-4-mini's partial rotary, bf16 sharded weights):
 exports stay exact."""
 
 from __future__ import annotations
@@ -281,3 +281,34 @@ def test_yarn_attention_factor_onnx_exact_gguf_refused(tmp_path):
     with Runtime.open(base) as rt:
         ids = rt.encode_prompt(PROMPT, raw=True)
         assert float(np.abs(rt.logits(ids) - hf_logits(hf_model(hf), ids)).max()) < 1e-4
+
+
+@pytest.mark.parametrize("family", ["qwen2", "phi3"])
+def test_bf16_sharded_checkpoint_exports_exactly(tmp_path, family):
+    """Published checkpoints are bf16 and sharded (model.safetensors.index.json): both
+    exporters read them as the weights transformers upcasts, and the fingerprint follows
+    the weights, not the sharding."""
+    import shutil
+
+    import torch
+    import transformers
+
+    from sgedge.binding import base_fingerprint
+
+    src = build_model(family, tmp_path / "f32")
+    model = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
+    out = tmp_path / "bf16"
+    model.save_pretrained(out, max_shard_size="200KB")
+    for f in src.iterdir():
+        if not f.name.startswith("model") and not (out / f.name).exists():
+            shutil.copy(f, out / f.name)
+    assert len(list(out.glob("*.safetensors"))) > 1 and (out / "model.safetensors.index.json").is_file()
+    one = tmp_path / "one"
+    model.save_pretrained(one)
+    assert base_fingerprint(out) == base_fingerprint(one)
+    ids = [5, 17, 33, 8, 90, 12]
+    want = hf_logits(hf_model(out), ids)
+    for path in (export_base_gguf(out, tmp_path / "b.gguf", dtype="f32").path,
+                 export_base_onnx(out, tmp_path / "onnx").path):
+        with Runtime.open(path, exact=True) as rt:
+            assert float(np.abs(np.asarray(rt.logits(ids)) - want).max()) < 1e-4, path
