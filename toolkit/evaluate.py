@@ -288,7 +288,7 @@ def format_table(summary: dict[str, Any]) -> str:
                                   ("jailbreak_asr", "qa_exact_match") else f"{v:g}") for v in vals]))
     for n in names[:1]:
         for group, key, what in (("harmful_by_file", "refusal_rate", "refused"),
-                                 ("benign_by_file", "refusal_rate", "refused"),
+                                 ("benign_by_file", "refusal_rate", "refused (over-refusal)"),
                                  ("qa_by_file", "exact_match", "exact match"), ("qa_by_file", "refusal_rate", "refused")):
             for src in summary["metrics"][n][group]:
                 rows.append((f"  {Path(src).name} {what}",
