@@ -164,6 +164,10 @@ def test_slot_subsets_pack_whole_groups(tiny, tmp_path, family, targets, slots, 
         ids = rt.encode_prompt(PROMPT, raw=True)
         ours = rt.logits(ids, adapters=[("x", 1.0)])
         assert float(np.abs(ours - hf_logits(hf_model(t.hf, [(lora, 1.0)]), ids)).max()) < 1e-4
+        dynamic = rt.generate(PROMPT, raw=True, max_tokens=6).tokens
+    # Fused mode merges into the packed weights (slots or none) and gives the same tokens.
+    with Runtime.open(base, adapters=[path], mode="fused") as rt:
+        assert rt.generate(PROMPT, raw=True, max_tokens=6).tokens == dynamic
 
 
 @pytest.mark.parametrize(("change", "message"), [({"use_dora": True}, "DoRA"), ({"modules_to_save": ["lm_head"]}, "modules_to_save")])
