@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from sgedge.errors import InputError
 
@@ -70,6 +71,11 @@ def inspect(args: argparse.Namespace) -> int:
     for fmt, art in m.base.formats.items():
         size = sum(f.size for f in art.files)
         print(f"  {fmt:5s} {art.path} ({art.dtype}, {size / 1e6:.1f} MB)")
+        if fmt == "onnx":
+            meta_file = Path(args.bundle) / art.path / "sgedge_base.json"
+            targets = json.loads(meta_file.read_text()).get("lora_targets") if meta_file.is_file() else None
+            if targets:  # what a later add-adapter may target on the ONNX base
+                print(f"        LoRA slots on {', '.join(targets)}")
     print("adapters:")
     for a in m.adapters.values():
         print(f"  {a.name:12s} v{a.version} rank {a.rank} alpha {a.alpha:g} [{', '.join(a.formats)}] "

@@ -316,6 +316,9 @@ def test_onnx_slots_on_the_adapters_targets(tiny, tmp_path, capsys):
                  "--onnx-lora-targets", "adapters"]) == 0
     meta = json.loads((out / "base_onnx" / "sgedge_base.json").read_text())
     assert {k.rsplit(".", 1)[-1] for k in meta["slots"]} == {"qkv_proj"}
+    capsys.readouterr()
+    assert main(["bundle", "inspect", str(out)]) == 0
+    assert "LoRA slots on q_proj, k_proj, v_proj\n" in capsys.readouterr().out
     with Runtime.open(out, region="US") as rt:
         assert rt.generate("Hello", max_tokens=3).tokens
     before = (out / "sgedge.json").read_text()
