@@ -201,9 +201,7 @@ def pack_projections(model) -> dict[str, list[list]]:
         unit = _bare_unit(gr, node, m["leaf"])
         if unit is not None:
             bare.setdefault((m["layer"], m["sec"]), {})[m["leaf"]] = unit
-    for key, by_leaf in bare.items():
-        if not any(key in found and leaf in found[key] for leaf in by_leaf):
-            found.setdefault(key, {}).update(by_leaf)
+    found.update(bare)  # disjoint: a group with any LoRA unit was skipped above
 
     drop: set[int] = set()
     new_nodes: list[tuple[int, list]] = []  # (index of the first replaced node, nodes)

@@ -72,8 +72,9 @@ def inspect(args: argparse.Namespace) -> int:
         size = sum(f.size for f in art.files)
         print(f"  {fmt:5s} {art.path} ({art.dtype}, {size / 1e6:.1f} MB)")
         if fmt == "onnx":
-            meta_file = Path(args.bundle) / art.path / "sgedge_base.json"
-            targets = json.loads(meta_file.read_text()).get("lora_targets") if meta_file.is_file() else None
+            from sgedge.runtime.onnx_backend import read_base_meta
+
+            targets = read_base_meta(Path(args.bundle) / art.path).get("lora_targets")
             if targets:  # what a later add-adapter may target on the ONNX base
                 print(f"        LoRA slots on {', '.join(targets)}")
     print("adapters:")

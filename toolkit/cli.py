@@ -8,12 +8,10 @@ import sys
 
 
 def train(args: argparse.Namespace) -> int:
+    from sgedge.toolkit.evaluate import stderr_note
     from sgedge.toolkit.prompts import load
 
-    def note(msg: str) -> None:
-        print(f"sgedge: note: {msg}", file=sys.stderr)
-
-    harmful, benign = load(args.harmful, "harmful", note), load(args.benign, "benign", note)
+    harmful, benign = load(args.harmful, "harmful", stderr_note), load(args.benign, "benign", stderr_note)
     try:
         from sgedge.toolkit.train import TrainConfig, train_adapter
     except ImportError as e:  # pragma: no cover - depends on the install

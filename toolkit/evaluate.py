@@ -82,7 +82,7 @@ def _jailbreaks(templates_file: str, harmful: list[Prompt], limit: int | None, s
     return out
 
 
-def _note(msg: str) -> None:
+def stderr_note(msg: str) -> None:
     print(f"sgedge: note: {msg}", file=sys.stderr)
 
 
@@ -90,11 +90,11 @@ def build_tasks(args: argparse.Namespace) -> list[Task]:
     tasks: list[Task] = []
     harmful_all: list[Prompt] = []
     for spec in args.harmful:
-        items = _limit(load([spec], "harmful", _note), args.limit, args.seed)
+        items = _limit(load([spec], "harmful", stderr_note), args.limit, args.seed)
         harmful_all += items
         tasks.append(Task("harmful", spec, items))
     for spec in args.benign:
-        tasks.append(Task("benign", spec, _limit(load([spec], "benign", _note), args.limit, args.seed)))
+        tasks.append(Task("benign", spec, _limit(load([spec], "benign", stderr_note), args.limit, args.seed)))
     if args.jailbreak_templates:
         tasks.append(Task("jailbreak", args.jailbreak_templates,
                           _jailbreaks(args.jailbreak_templates, harmful_all, args.limit, args.seed)))
@@ -218,7 +218,7 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
     judge = make_judge(args.judge, args.keywords, args.threads)
     rt, configs, target = open_runtime(args)
     for note in rt.notes:
-        _note(note)
+        stderr_note(note)
     t0 = time.perf_counter()
     ppl: dict[str, float] = {}
     try:
