@@ -244,6 +244,7 @@ def export_base_gguf(
         raise InputError(f"unknown GGUF dtype {dtype!r}; choose one of {', '.join(BASE_DTYPES)}")
     model = HFModel.open(model_dir)
     out = Path(out)
+    fallback = None
     with atomic_path(out) as tmp:
         if dtype in FLOAT_DTYPES:
             n = _write_float_gguf(model, tmp, dtype, pre_tokenizer, progress)
@@ -254,7 +255,31 @@ def export_base_gguf(
                 f32 = Path(tdir) / "base-f32.gguf"
                 n = _write_float_gguf(model, f32, "f32", pre_tokenizer, progress)
                 quantize_gguf(f32, tmp, dtype, threads=threads)
-    return BaseExport(out, model.family.name, dtype, model.fingerprint, n, out.stat().st_size, _notes(model))
+            fallback = _fallback_note(tmp, dtype)
+    notes = _notes(model) + ((fallback,) if fallback else ())
+    return BaseExport(out, model.family.name, dtype, model.fingerprint, n, out.stat().st_size, notes)
+
+
+# The types llama.cpp means by each file type, and the block (values per row) they need.
+_QUANT_TYPES = {"q8_0": ({"Q8_0"}, 32), "q4_k_m": ({"Q4_K", "Q5_K", "Q6_K"}, 256)}
+
+
+def _fallback_note(path: Path, dtype: str) -> str | None:
+    """Say which weight matrices llama.cpp could not store as `dtype` (rows that are not a
+    multiple of the type's block fall back to another type, silently in llama.cpp)."""
+    import gguf
+
+    wanted, block = _QUANT_TYPES[dtype]
+    weights = [t for t in gguf.GGUFReader(str(path)).tensors if len(t.shape) >= 2]
+    fell = [t for t in weights if t.tensor_type.name not in wanted]
+    if not fell:
+        return None
+    types = ", ".join(sorted({t.tensor_type.name for t in fell}))
+    rows = ", ".join(str(r) for r in sorted({int(t.shape[0]) for t in fell}))
+    return (f"llama.cpp stored {len(fell)} of {len(weights)} weight matrices as {types} instead of {dtype}: "
+            f"their rows ({rows} values) are not a multiple of the {block}-value blocks {dtype} needs, so the "
+            "file is larger and slower than a full " + dtype + " (llama.cpp's usual fallback; other models of "
+            "this shape get the same)")
 
 
 def _notes(model: HFModel) -> tuple[str, ...]:

@@ -54,7 +54,8 @@ def wide(tmp_path_factory):
     lora = build_lora(hf, root / "lora", r=16, alpha=32, std=0.05)
     out = {"adapter": export_adapter_gguf(lora, root / "a.gguf", base=hf).path}
     for dtype in ("f32", "f16", "bf16", "q8_0", "q4_k_m"):
-        out[dtype] = export_base_gguf(hf, root / f"base-{dtype}.gguf", dtype=dtype).path
+        r = export_base_gguf(hf, root / f"base-{dtype}.gguf", dtype=dtype)
+        out[dtype], out[f"{dtype} notes"] = r.path, r.notes
     return out
 
 
@@ -67,6 +68,7 @@ def _relative_error(ref: np.ndarray, q: np.ndarray) -> float:
 ])
 def test_lower_precision_exports_stay_close_to_f32(wide, dtype, bound, ggml_type):
     info = read_gguf_info(wide[dtype])
+    assert wide[f"{dtype} notes"] == ()  # 256-wide rows: every block fits, nothing falls back
     assert ggml_type in set(info.types.values()), f"{dtype} export holds {set(info.types.values())}"
     assert info.get("sgedge.base.fingerprint") == read_gguf_info(wide["f32"]).get("sgedge.base.fingerprint")
     text = " ".join(CORPUS)
@@ -76,3 +78,16 @@ def test_lower_precision_exports_stay_close_to_f32(wide, dtype, bound, ggml_type
         for adapters in ([], None):
             err = _relative_error(ref.logits(ids, adapters=adapters), q.logits(ids, adapters=adapters))
             assert err <= bound, f"{dtype} relative logit error {err:.4f} > {bound}"
+
+
+def test_quantization_fallback_is_said(tmp_path):
+    """Rows that are not a multiple of a type's block make llama.cpp store that matrix in
+    another type without a word; the export says so (80-value rows: q8_0 needs 32)."""
+    hf = build_model("llama", tmp_path / "hf", shape={"hidden_size": 80, "intermediate_size": 160,
+                                                       "num_attention_heads": 5, "num_key_value_heads": 1})
+    r = export_base_gguf(hf, tmp_path / "b.gguf", dtype="q8_0")
+    types = set(read_gguf_info(r.path).types.values())
+    assert {"Q8_0", "F16"} <= types  # ffn_down's 160-value rows fit, the 80-value ones fall back
+    assert len(r.notes) == 1
+    assert "matrices as F16 instead of q8_0" in r.notes[0] and "rows (80 values)" in r.notes[0]
+    assert "32-value blocks" in r.notes[0]
