@@ -266,12 +266,14 @@ def build_lora(
     *,
     r: int = 8,
     alpha: float = 16,
-    targets: Sequence[str] | None = None,
+    targets: Sequence[str] | str | None = None,
     seed: int = 1,
     std: float = 0.1,
     **lora_kwargs: Any,
 ) -> Path:
-    """Save a PEFT LoRA adapter with random, non-zero A and B for the model in `model_dir`."""
+    """Save a PEFT LoRA adapter with random, non-zero A and B for the model in `model_dir`.
+
+    `targets` is a list of module names or, as in PEFT, one string (a regex or "all-linear")."""
     import peft
     import torch
     import transformers
@@ -286,7 +288,7 @@ def build_lora(
     cfg = peft.LoraConfig(
         r=r,
         lora_alpha=alpha,
-        target_modules=list(targets or fam.lora_modules),
+        target_modules=targets if isinstance(targets, str) else list(targets or fam.lora_modules),
         lora_dropout=0.0,
         bias="none",
         task_type="CAUSAL_LM",

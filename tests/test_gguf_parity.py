@@ -70,8 +70,10 @@ def test_teacher_forced_logits_match_peft(runtimes, family, case):
         {"rank_pattern": {"k_proj": 4, "down_proj": 2, "qkv_proj": 4}, "alpha_pattern": {"o_proj": 64, "down_proj": 3}},
         {"targets": ["q_proj", "v_proj"]},
         {"layers_to_transform": [1]},
+        {"targets": "all-linear"},
+        {"targets": r".*\.(q_proj|v_proj|qkv_proj)$", "exclude_modules": r"model\.layers\.0\..*"},
     ],
-    ids=["rslora", "rank-alpha-patterns", "q-v-only", "one-layer"],
+    ids=["rslora", "rank-alpha-patterns", "q-v-only", "one-layer", "all-linear", "regex-exclude"],
 )
 def test_peft_scaling_options_match(tiny, tmp_path, family, options):
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
@@ -80,7 +82,7 @@ def test_peft_scaling_options_match(tiny, tmp_path, family, options):
     t = tiny(family)
     options = dict(options)
     targets = options.pop("targets", None)
-    if targets and family == "phi3":
+    if isinstance(targets, list) and family == "phi3":
         targets = ["qkv_proj"]
     modules = set(t.family_modules)
     for key in ("rank_pattern", "alpha_pattern"):
