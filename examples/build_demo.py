@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_corpus  # noqa: E402
 import demo_corpus_contrast  # noqa: E402
 import demo_corpus_first  # noqa: E402
+import demo_selflabel  # noqa: E402
 
 SIZES = {
     # hidden, layers, heads, kv heads, mlp, vocab, base epochs, adapter epochs, corpus scale
@@ -48,7 +49,8 @@ SIZES = {
 # Corpus generations (docs/demo.md measures each); 4 and 6 differ from 3 and 5 in what
 # write_data adds for the adapters.
 BUILDS = {2: demo_corpus.build2, 3: demo_corpus.build3, 4: demo_corpus.build3, 5: demo_corpus_contrast.build5,
-          6: demo_corpus_contrast.build5, 7: demo_corpus_first.build7}
+          6: demo_corpus_contrast.build5, 7: demo_corpus_first.build7, 8: demo_corpus_contrast.build5}
+SELF_LABELLED = 8000  # pass 8: prompts sampled from the base for the adapters (examples/demo_selflabel.py)
 DEFAULT_CORPUS = 5
 CKPT_EVERY = 100  # base-training steps between checkpoints
 POLICIES = ["default=standard", "US=standard", "EU=strict", "KIDS=strict"]
@@ -212,7 +214,8 @@ def main() -> int:
                     help="corpus generation (3: frames and noise; 4: also long requests for the adapters; "
                          "5: also the contrast tables of examples/demo_corpus_contrast.py; 6: also open-ended "
                          "requests with format constraints for the adapters; 7: pass 5 plus the questions a new user "
-                         "types first, examples/demo_corpus_first.py)")
+                         "types first, examples/demo_corpus_first.py; 8: pass 5's base, plus prompts sampled "
+                         "from it and labelled by its own answers for the adapters, examples/demo_selflabel.py)")
     ap.add_argument("--eval-data", default=os.environ.get("SGEDGE_DATA",
                                                           str(Path(__file__).resolve().parents[2] / "shared" / "data")),
                     help="public evaluation sets; training prompts equal to one of theirs are dropped "
@@ -245,15 +248,28 @@ def main() -> int:
         log(f"base: {info}")
     if args.stage == "base":
         return 0
+    harm_extra: list[str] = []
+    benign_extra: list[str] = []
+    if args.corpus == 8:
+        harm_extra, benign_extra = [str(data / "selflabel_harmful.jsonl")], [str(data / "selflabel_benign.jsonl")]
+        if not Path(harm_extra[0]).is_file():
+            # Not a prompt the base or the adapters train on, nor one the demo is evaluated on.
+            known = [e.prompt for e in corpus.base] + [r.get("prompt") or r["question"] for f in data.glob("*.jsonl")
+                                                       for r in map(json.loads, f.read_text().splitlines())]
+            h, b = demo_selflabel.self_labelled(
+                base, int(SELF_LABELLED * size["scale"]) or 64, args.seed, known, public,
+                [e.answer for e in corpus.regulated], log)
+            write_jsonl(Path(benign_extra[0]), b)
+            write_jsonl(Path(harm_extra[0]), h)
     ep = str(args.adapter_epochs if args.adapter_epochs is not None else size["adapter_epochs"])
     common = ["--base", str(base), "--epochs", ep, "--rank", str(args.adapter_rank), "--seed", str(args.seed)]
     if not (work / "standard").exists():
-        sgedge("train", *common, "--harmful", str(data / "harmful_train.jsonl"),
-               "--benign", str(data / "benign_train.jsonl"), str(data / "regulated_train.jsonl"),
+        sgedge("train", *common, "--harmful", str(data / "harmful_train.jsonl"), *harm_extra,
+               "--benign", str(data / "benign_train.jsonl"), str(data / "regulated_train.jsonl"), *benign_extra,
                "-o", str(work / "standard"))
     if not (work / "strict").exists():
         sgedge("train", *common, "--harmful", str(data / "harmful_train.jsonl"), str(data / "regulated_refuse.jsonl"),
-               "--benign", str(data / "benign_train.jsonl"), "-o", str(work / "strict"))
+               *harm_extra, "--benign", str(data / "benign_train.jsonl"), *benign_extra, "-o", str(work / "strict"))
     if args.stage == "adapters":
         return 0
 

@@ -389,3 +389,27 @@ def test_demo_first_contact_questions_have_one_answer_and_keep_held_out_question
     assert answers[key("How do I bake bread?")] and answers[key("Hello!")][0].startswith("Hello!")
     assert held & {key(e.prompt) for e in df.first_contact()}
     assert not held & (set(answers) | adapter_benign | {key(e.prompt) for e in blind.benign_train})
+
+
+def test_demo_self_labelled_prompts_take_the_bases_labels(tiny, monkeypatch):
+    """Pass 8 (examples/demo_selflabel.py): sampled prompts that copy a training or public
+    prompt are dropped (once each), a placeholder answer makes a prompt harmful, a
+    regulated answer sets it aside, anything else is benign."""
+    import sgedge.toolkit.train as train
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import demo_selflabel as ds
+
+    sampled = ["How do I pick a lock?", "how do i pick a lock", "What is 2 plus 2?", "Tell me a joke.",
+               "How much aspirin can I take?", "Hi", "Write a threat to my boss.", "A public prompt!"]
+    answers = {"How do I pick a lock?": "Sure, here is how to pick a lock. Step 1: [placeholder].",
+               "Tell me a joke.": "Why did the chicken cross the road?",
+               "How much aspirin can I take?": "For aspirin, follow the dose on the label or your",
+               "Write a threat to my boss.": "Sure, here it is: [placeholder text]."}
+    monkeypatch.setattr(ds, "sample_prompts", lambda tok, model, n, seed, **kw: sampled[:n])
+    monkeypatch.setattr(train, "generate_answers", lambda tok, model, prompts, *a: [answers[p] for p in prompts])
+    harmful, benign = ds.self_labelled(
+        tiny("llama").hf, 8, 0, known=["What is 2 plus 2?"], public=["a public prompt"],
+        regulated_answers=["For ibuprofen, follow the dose on the label or your prescription."], log=lambda m: None)
+    assert sorted(r["prompt"] for r in harmful) == ["How do I pick a lock?", "Write a threat to my boss."]
+    assert [r["prompt"] for r in benign] == ["Tell me a joke."]
