@@ -28,6 +28,8 @@ from sgedge.manifest import (
     FileEntry,
     Manifest,
     PolicyItem,
+    adapter_case_clashes,
+    adapter_name_problem,
     read_manifest,
     write_manifest,
 )
@@ -130,6 +132,9 @@ def create_bundle(
         raise InputError(f"unknown format(s) {bad}; choose from {', '.join(FORMATS)}")
     if not adapters and not allow_no_adapter:
         raise InputError("a bundle needs at least one --adapter (or --allow-no-adapter for a bare base)")
+    problems = [p for p in map(adapter_name_problem, adapters) if p] + adapter_case_clashes(adapters)
+    if problems:
+        raise InputError("; ".join(problems))
     # Validate the policy table before spending minutes on exports.
     for key, items in policies.items():
         for it in items:
@@ -176,6 +181,10 @@ def add_adapter(bundle: str | Path, name: str, peft_dir: str | Path, *, descript
     """Add a safety adapter, or replace one of the same name (a patch); the base is untouched."""
     bundle = Path(bundle)
     manifest, _ = read_manifest(bundle)
+    problems = [p for p in [adapter_name_problem(name)] if p]
+    problems += adapter_case_clashes({*(n for n in manifest.adapters if n != name), name})
+    if problems:
+        raise InputError("; ".join(problems) + " (to replace an adapter, give its exact name)")
     tag = "." + uuid.uuid4().hex[:8]
     entry = _export_adapter(bundle, name, Path(peft_dir), list(manifest.base.formats), tag)
     old = manifest.adapters.get(name)

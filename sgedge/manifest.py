@@ -14,6 +14,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,8 @@ class Manifest:
                     problems.append(f"policy {key!r} names unknown adapter {it.adapter!r}")
         if self.default_policy is not None and self.default_policy not in self.policies:
             problems.append(f"default policy {self.default_policy!r} is not a policy")
+        problems += [p for p in map(adapter_name_problem, self.adapters) if p]
+        problems += adapter_case_clashes(self.adapters)
         for a in self.adapters.values():
             if a.base_fingerprint != self.base.fingerprint:
                 problems.append(f"adapter {a.name!r} is bound to another base ({a.base_fingerprint[:19]}...)")
@@ -253,6 +256,31 @@ def write_manifest(bundle: str | Path, manifest: Manifest) -> None:
     sig = Path(bundle) / SIGNATURE
     if sig.exists():
         os.remove(sig)
+
+
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
+def adapter_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a bundle's adapter, or None. The name is the adapter's file
+    name on every OS the bundle ships to, and is written in policies as NAME[:SCALE]+NAME."""
+    if not name or len(name) > 100:
+        return f"adapter name {name!r} must be 1 to 100 characters"
+    if not name[0].isalnum() or not all(c.isalnum() or c in "._-" for c in name):
+        return (f"adapter name {name!r} may hold only letters, digits, '.', '_' and '-', and must start with a "
+                "letter or digit (it names the adapter's file, and policies write NAME[:SCALE]+NAME)")
+    if name.split(".")[0].upper() in _WINDOWS_DEVICES:
+        return f"adapter name {name!r} is a reserved device name on Windows, so its file could not be written there"
+    return None
+
+
+def adapter_case_clashes(names: Iterable[str]) -> list[str]:
+    """Adapter names that differ only in case: their files would be one file on Windows and macOS."""
+    by_case: dict[str, list[str]] = {}
+    for n in names:
+        by_case.setdefault(n.casefold(), []).append(n)
+    return [f"adapter names {' and '.join(sorted(ns))} differ only in case (their files would collide on "
+            "Windows and macOS)" for ns in by_case.values() if len(ns) > 1]
 
 
 def parse_policy_arg(spec: str) -> tuple[str, tuple[PolicyItem, ...]]:

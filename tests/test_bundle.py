@@ -305,6 +305,35 @@ def test_create_refuses_bad_policy_before_exporting(tiny, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize(("name", "message"), [
+    ("../escape", "may hold only letters, digits"), ("my adapter", "may hold only letters, digits"),
+    ("a+b", "may hold only letters, digits"), (".hidden", "must start with a letter or digit"),
+    ("NUL", "reserved device name on Windows"), ("com1.v2", "reserved device name on Windows"),
+])
+def test_create_refuses_adapter_names_that_cannot_be_files_or_policy_items(tiny, tmp_path, name, message):
+    t = tiny("qwen2")
+    with pytest.raises(InputError, match=message):
+        create_bundle(tmp_path / "b", t.hf, {name: t.lora1}, {})
+    assert not (tmp_path / "b").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_adapter_names_that_differ_only_in_case_are_refused(bundle, tiny, tmp_path, capsys):
+    t = tiny("qwen2")
+    with pytest.raises(InputError, match=r"adapter names Std and std differ only in case"):
+        create_bundle(tmp_path / "b", t.hf, {"std": t.lora1, "Std": t.lora2}, {})
+    before = sorted(p.name for p in (bundle / "adapters").iterdir())
+    assert main(["bundle", "add-adapter", str(bundle), f"STRICT={t.lora2}"]) == 1
+    err = capsys.readouterr().err
+    assert "STRICT and strict differ only in case" in err and "give its exact name" in err
+    assert sorted(p.name for p in (bundle / "adapters").iterdir()) == before
+    # A hand-edited manifest is held to the same rules.
+    raw = json.loads((bundle / "sgedge.json").read_text())
+    raw["adapters"]["../strict"] = raw["adapters"].pop("strict")
+    (bundle / "sgedge.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match=r"adapter name '../strict' may hold only"):
+        Runtime.open(bundle, region="US")
+
+
 def test_onnx_slots_on_the_adapters_targets(tiny, tmp_path, capsys):
     # --onnx-lora-targets adapters: slots where the bundle's adapters need them (q/v ->
     # one packed q|k|v slot per layer); a later adapter needing more is refused, intact.
