@@ -101,7 +101,11 @@ class Manifest:
     def policy_key(self, key: str) -> str | None:
         """The policy key that `key` names: exact, else the one key equal to it ignoring
         case ("eu" -> "EU"; a region typed in lower case must not fall to the default
-        policy). None when no key matches."""
+        policy; surrounding spaces, as an environment variable may carry, do not count).
+        None when no key matches."""
+        if key in self.policies:
+            return key
+        key = key.strip()
         if key in self.policies:
             return key
         folded = [k for k in self.policies if k.casefold() == key.casefold()]

@@ -95,7 +95,7 @@ def test_region_keys_match_ignoring_case(bundle, capsys):
     # "eu" typed in lower case is the EU policy, not a silent fall to the default one.
     with Runtime.open(bundle, region="eu") as rt:
         assert rt.policy == "EU" and [a.name for a in rt.active] == ["strict"]
-        assert rt.policy_key("kids") == "KIDS" and rt.policy_key("BR") is None
+        assert rt.policy_key("kids") == "KIDS" and rt.policy_key("BR") is None and rt.policy_key(" kids\n") == "KIDS"
         assert "".join(rt.stream("Hello", max_tokens=4, policy="us"))
     assert main(["run", "--bundle", str(bundle), "--region", "kids", "--max-tokens", "2", "--json", "Hi"]) == 0
     out = capsys.readouterr()
