@@ -20,13 +20,9 @@ import random
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from demo_corpus_contrast import normalize
+
 HARM_MARK = "[placeholder"
-
-
-def _normalize(text: str) -> str:
-    import demo_corpus_contrast
-
-    return demo_corpus_contrast.normalize(text)
 
 
 def sample_prompts(tok, model, n: int, seed: int, *, temperature: float = 1.0, batch: int = 64,
@@ -35,9 +31,8 @@ def sample_prompts(tok, model, n: int, seed: int, *, temperature: float = 1.0, b
     import torch
 
     marker = "\x00"
-    head_text = tok.apply_chat_template([{"role": "user", "content": marker}], tokenize=False).split(marker)[0]
+    head_text, end_text = tok.apply_chat_template([{"role": "user", "content": marker}], tokenize=False).split(marker)
     head = tok(head_text, add_special_tokens=False)["input_ids"]
-    end_text = tok.apply_chat_template([{"role": "user", "content": marker}], tokenize=False).split(marker)[1]
     end_ids = tok(end_text, add_special_tokens=False)["input_ids"][:1] + [tok.eos_token_id]
     torch.manual_seed(seed)
     out: list[str] = []
@@ -72,10 +67,10 @@ def self_labelled(base_dir: str | Path, n: int, seed: int, known: Collection[str
     model.eval()
     with _quiet(), tqdm(total=n, desc="sampled prompts", unit="prompt") as bar:
         raw = sample_prompts(tok, model, n, seed, on_batch=bar.update)
-    seen = {_normalize(p) for p in known} | {_normalize(p) for p in public}
+    seen = {normalize(p) for p in known} | {normalize(p) for p in public}
     prompts: list[str] = []
     for p in raw:
-        key = _normalize(p)
+        key = normalize(p)
         if 2 <= len(p.split()) <= 60 and key not in seen:
             seen.add(key)
             prompts.append(p)
