@@ -56,9 +56,11 @@ def _artifact(root: Path, rel: str, dtype: str = "") -> Artifact:
                                for q in files), dtype)
 
 
-def _export_adapter(root: Path, name: str, peft_dir: Path, fmts: Sequence[str], tag: str) -> AdapterEntry:
+def _export_adapter(root: Path, name: str, peft_dir: Path, fmts: Sequence[str], tag: str,
+                    on_note: Callable[[str], None] | None = None) -> AdapterEntry:
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
+    from sgedge.exporters.peft_adapter import binding_note
 
     (root / "adapters").mkdir(exist_ok=True)
     formats: dict[str, Artifact] = {}
@@ -74,6 +76,9 @@ def _export_adapter(root: Path, name: str, peft_dir: Path, fmts: Sequence[str], 
             meta = meta or (o.fingerprint, o.rank, 0.0, ())
         formats[fmt] = _artifact(root, rel)
     assert meta is not None
+    note = binding_note(peft_dir, meta[0])
+    if note and on_note:
+        on_note(f"adapter {name!r}: {note}")
     if meta[2] == 0.0 or not meta[3]:
         from sgedge.exporters.peft_adapter import load_peft_adapter
 
@@ -163,7 +168,7 @@ def create_bundle(
             base_formats["onnx"] = _artifact(tmp, "base_onnx", onnx_dtype)
         entries = {}
         for name, peft_dir in adapters.items():
-            e = _export_adapter(tmp, name, Path(peft_dir), list(base_formats), "")
+            e = _export_adapter(tmp, name, Path(peft_dir), list(base_formats), "", on_note)
             entries[name] = replace(e, description=(descriptions or {}).get(name, ""))
         manifest = Manifest(BaseEntry(fingerprint, family, base_formats), entries,
                             {k: tuple(v) for k, v in policies.items()}, default_policy, allow_no_adapter,
@@ -177,7 +182,7 @@ def create_bundle(
 
 
 def add_adapter(bundle: str | Path, name: str, peft_dir: str | Path, *, description: str = "",
-                version: str | None = None) -> AdapterEntry:
+                version: str | None = None, on_note: Callable[[str], None] | None = None) -> AdapterEntry:
     """Add a safety adapter, or replace one of the same name (a patch); the base is untouched."""
     bundle = Path(bundle)
     manifest, _ = read_manifest(bundle)
@@ -186,7 +191,7 @@ def add_adapter(bundle: str | Path, name: str, peft_dir: str | Path, *, descript
     if problems:
         raise InputError("; ".join(problems) + " (to replace an adapter, give its exact name)")
     tag = "." + uuid.uuid4().hex[:8]
-    entry = _export_adapter(bundle, name, Path(peft_dir), list(manifest.base.formats), tag)
+    entry = _export_adapter(bundle, name, Path(peft_dir), list(manifest.base.formats), tag, on_note)
     old = manifest.adapters.get(name)
     new_version = version or (str(int(old.version) + 1) if old and old.version.isdigit() else "1")
     entry = replace(entry, description=description or (old.description if old else ""), version=new_version)

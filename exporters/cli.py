@@ -69,6 +69,14 @@ def export_base(args: argparse.Namespace) -> int:
     return 0
 
 
+def _binding_note(peft_dir: str, fingerprint: str) -> None:
+    from sgedge.exporters.peft_adapter import binding_note
+
+    note = binding_note(peft_dir, fingerprint)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def export_adapter(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         from sgedge.exporters.onnx_adapter import export_adapter_onnx
@@ -76,6 +84,7 @@ def export_adapter(args: argparse.Namespace) -> int:
         o = export_adapter_onnx(args.peft_dir, args.output, base=args.base, allow_pickle=args.allow_pickle)
         print(f"wrote {o.path} ({o.family} LoRA, rank {o.rank}, {o.n_slots} slots; {_mb(o.size_bytes)})")
         print(f"bound to base {o.fingerprint}")
+        _binding_note(args.peft_dir, o.fingerprint)
         return 0
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
 
@@ -85,4 +94,5 @@ def export_adapter(args: argparse.Namespace) -> int:
     print(f"wrote {r.path} ({r.family} LoRA, rank {r.rank}, alpha {r.alpha:g}, {r.n_modules} LoRA modules on "
           f"{', '.join(r.targets)}; {_mb(r.size_bytes)})")
     print(f"bound to base {r.fingerprint}")
+    _binding_note(args.peft_dir, r.fingerprint)
     return 0

@@ -168,3 +168,27 @@ def load_peft_adapter(path: str | Path, *, allow_pickle: bool = False) -> PeftAd
     if not modules:
         raise AdapterError(f"{path} holds no LoRA weights")
     return PeftAdapter(path, cfg, tuple(modules))
+
+
+def recorded_base(peft_dir: str | Path) -> tuple[str, str] | None:
+    """(fingerprint, "trained on" | "transferred to") of the base an adapter made by
+    `sgedge train` or `sgedge transfer` belongs to; None for other adapters."""
+    for name, key, how in (("sgedge_transfer.json", "variant_fingerprint", "transferred to"),
+                           ("sgedge_train.json", "base_fingerprint", "trained on")):
+        try:
+            fp = json.loads((Path(peft_dir) / name).read_text("utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(fp, str):
+            return fp, how
+    return None
+
+
+def binding_note(peft_dir: str | Path, fingerprint: str) -> str | None:
+    """What to tell the user when an adapter is bound to another base than the one it records."""
+    recorded = recorded_base(peft_dir)
+    if not recorded or recorded[0] == fingerprint:
+        return None
+    return (f"{Path(peft_dir).name} was {recorded[1]} base {recorded[0][:19]}…, not the base it is now bound to "
+            f"({fingerprint[:19]}…). If that base is a fine-tune of the adapter's own, `sgedge transfer` checks "
+            "the fit first; either way, check its refusals there with `sgedge eval`")

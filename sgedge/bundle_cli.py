@@ -43,7 +43,8 @@ def add_adapter(args: argparse.Namespace) -> int:
     from sgedge.exporters.bundle import add_adapter as add
 
     ((name, path),) = _adapter_args([args.adapter]).items()
-    e = add(args.bundle, name, path, description=args.description or "", version=args.version)
+    e = add(args.bundle, name, path, description=args.description or "", version=args.version,
+            on_note=lambda note: print(f"note: {note}", file=sys.stderr))
     print(f"bundle {args.bundle}: adapter {name!r} version {e.version} (rank {e.rank}, {', '.join(e.formats)}); "
           "sign the bundle again if it is signed")
     return 0

@@ -164,6 +164,33 @@ def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(handler="sgedge.toolkit.cli:train")
 
+    x = sub.add_parser("transfer", help="move a safety adapter to a fine-tuned variant of its base "
+                       "(checks the fit, optionally refits)")
+    x.add_argument("adapter", help="PEFT safety adapter directory, trained on the base")
+    x.add_argument("--to", required=True, dest="variant", metavar="VARIANT_DIR",
+                   help="Hugging Face directory of the fine-tuned variant")
+    x.add_argument("--from", dest="source", metavar="BASE_DIR",
+                   help="the base the adapter was trained on (default: base_model_name_or_path, if local)")
+    x.add_argument("-o", "--output", required=True, help="new PEFT adapter directory, bound to the variant")
+    x.add_argument("--refit", action="store_true",
+                   help="continue training the adapter on the variant (needs --harmful and --benign)")
+    x.add_argument("--harmful", nargs="+", default=[], metavar="FILE[@LABEL]", help="with --refit: prompts to refuse")
+    x.add_argument("--benign", nargs="+", default=[], metavar="FILE[@LABEL]",
+                   help="with --refit: prompts whose answers stay the variant's own")
+    x.add_argument("--epochs", type=float, default=0.5, help="with --refit (default 0.5)")
+    x.add_argument("--lr", type=float, default=1e-3, help="with --refit (default 1e-3)")
+    x.add_argument("--batch-size", type=int, default=16)
+    x.add_argument("--refusal-style", choices=["short", "alternative"], default="alternative")
+    x.add_argument("--refusal-text", help="the refusal to train (overrides --refusal-style)")
+    x.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--force", action="store_true",
+                   help="transfer even if the variant does not look like a fine-tune of the base")
+    x.add_argument("--allow-pickle", action="store_true", help="accept a pickled adapter_model.bin")
+    x.add_argument("--json", action="store_true", help="print the check's figures as JSON")
+    x.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    x.set_defaults(handler="sgedge.toolkit.cli:transfer")
+
     e = sub.add_parser("eval", help="measure refusal, over-refusal, jailbreaks, utility and speed of exported artifacts")
     src = e.add_mutually_exclusive_group()
     src.add_argument("--bundle", help="bundle folder (default: the embedded demo)")
@@ -205,7 +232,7 @@ def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sgedge", description="Swappable LoRA safety adapters for local LLMs.")
     parser.add_argument("--version", action="version", version=f"sgedge {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,export,bundle,keygen,train,eval,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,export,bundle,keygen,train,transfer,eval,demo}")
     _export_parser(sub)
     _run_parser(sub)
     _bundle_parser(sub)

@@ -135,6 +135,9 @@ def test_train_writes_a_peft_adapter_the_exporters_take(tiny, tmp_path):
     assert cfg["r"] == 4 and cfg["lora_alpha"] == 8 and Path(cfg["base_model_name_or_path"]) == t.hf.resolve()
     summary = json.loads((out / "sgedge_train.json").read_text())
     assert summary["steps"] == 4 and summary["harmful"] == 2  # 4 examples x 2 epochs / batch 2
+    from sgedge.binding import base_fingerprint
+
+    assert summary["base_fingerprint"] == base_fingerprint(t.hf)  # what export compares its --base with
     assert not (tmp_path / "adapter.sgedge-train").exists()
     # LoRA B starts at zero; training moved it.
     from safetensors.numpy import load_file
@@ -413,3 +416,24 @@ def test_demo_self_labelled_prompts_take_the_bases_labels(tiny, monkeypatch):
         regulated_answers=["For ibuprofen, follow the dose on the label or your prescription."], log=lambda m: None)
     assert sorted(r["prompt"] for r in harmful) == ["How do I pick a lock?", "Write a threat to my boss."]
     assert [r["prompt"] for r in benign] == ["Tell me a joke."]
+
+
+def test_demo_variant_builds_a_fine_tune_that_transfer_takes(tiny_demo, tmp_path):
+    """examples/demo_variant.py (docs/transfer.md) at tiny size, then `sgedge transfer` onto it."""
+    work = tiny_demo / "work"
+    out = tmp_path / "variant"
+    # A low rate: the tiny base is barely trained, and Adam moves every weight by about lr
+    # per step, so the script's 3e-4 would move it by half (transfer refuses that).
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "demo_variant.py"), "--base", str(work / "base"),
+                           "--data", str(work / "data"), "--out", str(out), "--replay", "8", "--epochs", "1",
+                           "--lr", "1e-5"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "elements_heldout.jsonl").read_text().splitlines()]
+    train = [json.loads(line)["prompt"] for line in (out / "elements_train.jsonl").read_text().splitlines()]
+    assert len(rows) == 80 and rows[0]["answer"] == "The chemical symbol for hydrogen is H."
+    assert not {r["question"] for r in rows} & set(train)  # held-out phrasings only
+    assert main(["transfer", str(work / "standard"), "--to", str(out / "model"), "-o", str(tmp_path / "moved"),
+                 "-q"]) == 0
+    report = json.loads((tmp_path / "moved" / "sgedge_transfer.json").read_text())
+    assert 0 < report["median_drift"] < 0.5

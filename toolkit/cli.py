@@ -30,6 +30,47 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def transfer(args: argparse.Namespace) -> int:
+    from sgedge.errors import InputError
+
+    refit = None
+    if args.refit:
+        if not args.harmful or not args.benign:
+            raise InputError("--refit trains on the variant: give --harmful FILE and --benign FILE")
+        from sgedge.toolkit.evaluate import stderr_note
+        from sgedge.toolkit.prompts import load
+
+        harmful, benign = load(args.harmful, "harmful", stderr_note), load(args.benign, "benign", stderr_note)
+        try:
+            from sgedge.toolkit.train import TrainConfig
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise InputError(f"sgedge transfer --refit needs torch and peft: pip install 'sgedge[train]' ({e})") from e
+        cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, refusal_style=args.refusal_style,
+                          refusal_text=args.refusal_text, seed=args.seed, device=args.device)
+        refit = (harmful, benign, cfg)
+    elif args.harmful or args.benign:
+        raise InputError("--harmful/--benign are for --refit; add --refit to train on the variant")
+    from sgedge.toolkit.transfer import transfer_adapter
+
+    report = transfer_adapter(args.adapter, args.variant, args.output, source=args.source, force=args.force,
+                              allow_pickle=args.allow_pickle, refit=refit, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    worst = report.max_drift
+    print(f"the variant moved the adapter's {len(report.modules)} target layers by a median "
+          f"{report.median_drift:.2%} (most: {worst.drift:.2%}, {worst.module}); the adapter's own change is a "
+          f"median {report.median_adapter:.2%}", file=sys.stderr)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if report.refit:
+        print(f"refit on the variant: {report.refit['steps']} steps, final loss {report.refit['final_loss']}, "
+              f"{report.refit['seconds']} s", file=sys.stderr)
+    print(f"adapter written to {args.output}, bound to {args.variant}. Export it with `sgedge export adapter "
+          f"{args.output} -o OUT.gguf` (the variant is now its base) or `--format onnx --base VARIANT_ONNX_DIR`, "
+          "and check its refusals on the variant with `sgedge eval`", file=sys.stderr)
+    return 0
+
+
 def evaluate(args: argparse.Namespace) -> int:
     from sgedge.toolkit.evaluate import run_cli
 

@@ -27,6 +27,7 @@ from typing import Any
 from sgedge.toolkit.prompts import Prompt
 
 from sgedge._fs import atomic_path
+from sgedge.binding import base_fingerprint
 from sgedge.errors import InputError
 
 REFUSALS = {
@@ -173,8 +174,15 @@ def _collate(examples: Sequence[tuple[list[int], int]], pad_id: int, device: str
 
 
 def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Sequence[Prompt], out_dir: str | Path,
-                  cfg: TrainConfig | None = None, *, progress: bool = True, resume: bool = True) -> dict[str, Any]:
-    """Train a LoRA safety adapter and write it to `out_dir` (PEFT format). Returns a summary."""
+                  cfg: TrainConfig | None = None, *, progress: bool = True, resume: bool = True,
+                  init_adapter: str | Path | None = None,
+                  extra_files: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train a LoRA safety adapter and write it to `out_dir` (PEFT format). Returns a summary.
+
+    `init_adapter` starts from an existing PEFT adapter (its rank, alpha and targets; cfg's
+    are ignored) instead of a fresh LoRA: `sgedge transfer --refit` continues an adapter on
+    a fine-tuned variant this way. `extra_files` (name -> text) are written into the output
+    before it is renamed into place."""
     import peft
     import torch
     from sgedge.exporters.synthetic import _quiet, save_peft
@@ -194,6 +202,9 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     device = _device(cfg.device)
     torch.manual_seed(cfg.seed)
     work = out.with_name(out.name + ".sgedge-train")
+    if init_adapter is not None:
+        init_adapter = Path(init_adapter).resolve()
+        cfg.extra = {**cfg.extra, "init_adapter": str(init_adapter)}
     key = _config_key(base, harmful, benign, cfg)
     state_file = work / "state.json"
     if work.exists() and (not resume or not state_file.is_file()
@@ -226,13 +237,18 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
         raise InputError(f"every prompt is longer than --max-len {cfg.max_len} tokens; raise it")
 
     # 2. LoRA on the frozen base.
-    lcfg = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.targets or fam.lora_modules),
-                           lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
-    try:
+    if init_adapter is not None:
         with _quiet():
-            pm = peft.get_peft_model(model, lcfg)
-    except ValueError as e:
-        raise InputError(f"--targets: {e}") from e
+            pm = peft.PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
+    else:
+        lcfg = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha,
+                               target_modules=list(cfg.targets or fam.lora_modules),
+                               lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+        try:
+            with _quiet():
+                pm = peft.get_peft_model(model, lcfg)
+        except ValueError as e:
+            raise InputError(f"--targets: {e}") from e
     params = [p for p in pm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     batches = _batches(len(examples), cfg.batch_size, cfg.epochs, cfg.seed)
@@ -273,7 +289,8 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     pm.eval()
 
     # 3. Write the PEFT directory atomically, pointing at the local base.
-    summary = {"base": str(base.resolve()), "harmful": len(harmful), "benign": len(benign), "steps": len(batches),
+    summary = {"base": str(base.resolve()), "base_fingerprint": base_fingerprint(base),
+               "harmful": len(harmful), "benign": len(benign), "steps": len(batches),
                "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4) if losses else None,
                "seconds": round(time.perf_counter() - t0, 1), "refusal": refusal, "device": device,
                "config": asdict(cfg)}
@@ -281,6 +298,8 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     shutil.rmtree(tmp_out, ignore_errors=True)
     save_peft(pm, tmp_out, base)
     (tmp_out / "sgedge_train.json").write_text(json.dumps(summary, indent=2))
+    for name, text in (extra_files or {}).items():
+        (tmp_out / name).write_text(text)
     if out.exists():
         out.rmdir()  # empty, checked above
     os.replace(tmp_out, out)
