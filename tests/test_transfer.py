@@ -65,8 +65,11 @@ def test_transfer_binds_the_adapter_to_the_variant_and_measures_the_drift(varian
     assert len(report["modules"]) == 14  # 2 layers x 7 projections
 
 
-def test_the_transferred_adapter_exports_bound_to_the_variant_and_matches_peft_on_it(variant, tmp_path, capsys):
-    t, var = variant
+@pytest.mark.parametrize("family", ["llama", "qwen3", "phi3"])
+def test_the_transferred_adapter_exports_bound_to_the_variant_and_matches_peft_on_it(tiny, family, tmp_path,
+                                                                                      capsys):
+    t = tiny(family)
+    var = make_variant(t.hf, tmp_path / "variant")
     out = tmp_path / "moved"
     assert main(["transfer", str(t.lora1), "--to", str(var), "-o", str(out), "-q"]) == 0
     assert main(["export", "base", str(var), "-o", str(tmp_path / "var.gguf"), "--dtype", "f32", "-q"]) == 0
