@@ -201,3 +201,19 @@ def test_refit_continues_the_adapter_on_the_variant(variant, tmp_path):
     train = json.loads((tmp_path / "refit" / "sgedge_train.json").read_text())
     assert train["base_fingerprint"] == base_fingerprint(var)
     assert main(["export", "adapter", str(tmp_path / "refit"), "-o", str(tmp_path / "r.gguf"), "-q"]) == 0
+
+
+def test_the_transferred_adapter_binds_to_the_variants_onnx_export(variant, tiny_onnx, tmp_path, capsys):
+    t, var = variant
+    moved = tmp_path / "moved"
+    assert main(["transfer", str(t.lora1), "--to", str(var), "-o", str(moved), "-q"]) == 0
+    assert main(["export", "base", str(var), "--format", "onnx", "-o", str(tmp_path / "var_onnx"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["export", "adapter", str(moved), "--format", "onnx", "--base", str(tmp_path / "var_onnx"),
+                 "-o", str(tmp_path / "a.onnx_adapter")]) == 0
+    out = capsys.readouterr()
+    assert f"bound to base {base_fingerprint(var)}" in out.out and "note:" not in out.err
+    # Bound to the original base's ONNX export instead: said.
+    assert main(["export", "adapter", str(moved), "--format", "onnx", "--base", str(tiny_onnx("llama").base),
+                 "-o", str(tmp_path / "b.onnx_adapter")]) == 0
+    assert "note: moved was transferred to base" in capsys.readouterr().err
