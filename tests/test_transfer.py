@@ -43,9 +43,11 @@ def test_transfer_binds_the_adapter_to_the_variant_and_measures_the_drift(varian
 
     t, var = variant
     out = tmp_path / "moved"
-    assert main(["transfer", str(t.lora1), "--to", str(var), "-o", str(out), "-q"]) == 0
-    err = capsys.readouterr().err
+    assert main(["transfer", str(t.lora1), "--to", str(var), "-o", str(out), "-q", "--json"]) == 0
+    captured = capsys.readouterr()
+    err = captured.err
     assert "target layers by a median" in err and "bound to" in err
+    assert json.loads(captured.out) == json.loads((out / REPORT_FILE).read_text())
     assert "may not survive" not in err  # drift 3% against an adapter of about 70% of the weights
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert Path(cfg["base_model_name_or_path"]) == var.resolve()
@@ -145,6 +147,7 @@ def test_transfer_refuses_an_unrelated_model_of_the_same_shape(tiny, tmp_path, c
     ("not-empty", "not empty"),
     ("stray-prompts", "add --refit"),
     ("refit-no-prompts", "give --harmful FILE and --benign FILE"),
+    ("refit-no-template", "--to"),
 ])
 def test_transfer_errors(tiny, variant, tmp_path, capsys, case, message):
     t, var = variant
@@ -169,9 +172,20 @@ def test_transfer_errors(tiny, variant, tmp_path, capsys, case, message):
         extra = ["--harmful", str(tmp_path / "p.txt")]
     elif case == "refit-no-prompts":
         extra = ["--refit"]
+    elif case == "refit-no-template":
+        to = Path(shutil.copytree(var, tmp_path / "bare"))
+        (to / "chat_template.jinja").unlink(missing_ok=True)
+        cfg = json.loads((to / "tokenizer_config.json").read_text())
+        cfg.pop("chat_template", None)
+        (to / "tokenizer_config.json").write_text(json.dumps(cfg))
+        (tmp_path / "p.txt").write_text("x\n")
+        extra = ["--refit", "--harmful", str(tmp_path / "p.txt"), "--benign", str(tmp_path / "p.txt")]
     rc = main(["transfer", str(adapter), "--to", str(to), "-o", str(tmp_path / "out"), "-q", *extra])
     assert rc == 1
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    if case == "refit-no-template":
+        assert "has no chat template" in err
     if case == "not-empty":
         assert (tmp_path / "out" / "keep").read_text() == "mine"
     else:

@@ -72,20 +72,21 @@ def _device(name: str) -> str:
     return name
 
 
-def load_base(base_dir: str | Path, device: str = "cpu") -> tuple[Any, Any]:
-    """The Hugging Face tokenizer and model of `base_dir`, checked for what training needs."""
+def load_base(base_dir: str | Path, device: str = "cpu", option: str = "--base") -> tuple[Any, Any]:
+    """The Hugging Face tokenizer and model of `base_dir`, checked for what training needs
+    (`option` names the command-line option that gave it, for the messages)."""
     import torch
     import transformers
     from sgedge.exporters.synthetic import _quiet
 
     base = Path(base_dir)
     if not (base / "config.json").is_file():
-        raise InputError(f"--base {base}: not a Hugging Face model directory (no config.json)")
+        raise InputError(f"{option} {base}: not a Hugging Face model directory (no config.json)")
     with _quiet():
         tok = transformers.AutoTokenizer.from_pretrained(base)
         model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
     if not tok.chat_template:
-        raise InputError(f"--base {base}: the tokenizer has no chat template; safety adapters are trained on "
+        raise InputError(f"{option} {base}: the tokenizer has no chat template; safety adapters are trained on "
                          "chat turns. Add one to tokenizer_config.json")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -213,7 +214,7 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     work.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps({"key": key}))
 
-    tok, model = load_base(base, device)
+    tok, model = load_base(base, device, "--to" if init_adapter is not None else "--base")
     fam = family_for_config(json.loads((base / "config.json").read_text()))
     t0 = time.perf_counter()
 
