@@ -155,6 +155,15 @@ class HFModel:
     def fingerprint(self) -> str:
         return base_fingerprint(self.path)
 
+    def tensor(self, name: str) -> np.ndarray:
+        """One tensor as float32, read from the file that holds it."""
+        from safetensors import safe_open
+
+        if name not in self.shapes:
+            raise KeyError(name)
+        with safe_open(self._index[name], framework="pt") as f:
+            return f.get_tensor(name).float().numpy()
+
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         """Yield (name, float32 array) one tensor at a time, in file order."""
         from safetensors import safe_open

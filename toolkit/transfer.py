@@ -96,7 +96,6 @@ def check_transfer(adapter_dir: str | Path, variant: str | Path, *, source: str 
     """Check that the PEFT adapter in `adapter_dir`, trained on `source` (default: the base its
     config names), fits the model in `variant`; measure how far the variant moved from the
     source in the adapter's target layers. Raises InputError naming the first misfit."""
-    from safetensors import safe_open
     from sgedge.exporters.hf_model import HFModel
     from sgedge.exporters.peft_adapter import load_peft_adapter
 
@@ -124,8 +123,7 @@ def check_transfer(adapter_dir: str | Path, variant: str | Path, *, source: str 
         if name not in model.shapes:
             raise InputError(f"{model.path} has no tensor {name}, which the adapter targets; "
                              "an adapter only transfers to a fine-tune of its own base")
-        with safe_open(model._index[name], framework="pt") as f:
-            return f.get_tensor(name).float().numpy()
+        return model.tensor(name)
 
     from tqdm.auto import tqdm
 
