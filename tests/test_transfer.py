@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FAMILIES
 from reference import PROMPT, hf_logits, hf_model
 from sgedge.runtime.api import Runtime
 from sgedge.toolkit.transfer import REPORT_FILE
@@ -67,7 +68,7 @@ def test_transfer_binds_the_adapter_to_the_variant_and_measures_the_drift(varian
     assert len(report["modules"]) == 14  # 2 layers x 7 projections
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3", "phi3"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_the_transferred_adapter_exports_bound_to_the_variant_and_matches_peft_on_it(tiny, family, tmp_path,
                                                                                       capsys):
     t = tiny(family)
