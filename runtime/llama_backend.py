@@ -71,6 +71,7 @@ def check_adapter_fits(base: GGUFInfo, adapter: GGUFInfo, *, allow_unbound: bool
     if problems:
         raise AdapterMismatchError(
             f"adapter {where} does not belong to base {base.path}: " + "; ".join(problems[:6])
+            + (binding.TRANSFER_HINT if len(problems) == 1 and a_fp is not None and b_fp is not None and a_fp != b_fp else "")
         )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from sgedge.runtime.onnx_adapter_io import fingerprint_tag, read_adapter_shapes
 from sgedge.runtime.types import Sampling, Timings
 
+from sgedge.binding import TRANSFER_HINT
 from sgedge.errors import AdapterMismatchError, BackendError, InputError
 
 DEVICES = ("auto", "cpu", "gpu", "cuda", "dml")
@@ -75,7 +76,9 @@ def check_onnx_adapter(base: Path, meta: dict, path: Path, *, allow_unbound: boo
             if len(shape) != 2 or shape[0 if a_side else 1] != want:
                 problems.append(f"{name} has shape {list(shape)}, the base slot needs {want} there")
     if problems:
-        raise AdapterMismatchError(f"adapter {path} does not belong to base {base}: " + "; ".join(problems[:6]))
+        only_fingerprint = len(problems) == 1 and problems[0].startswith("it was exported for another base")
+        raise AdapterMismatchError(f"adapter {path} does not belong to base {base}: " + "; ".join(problems[:6])
+                                   + (TRANSFER_HINT if only_fingerprint else ""))
 
 
 class OnnxBackend:

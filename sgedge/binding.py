@@ -28,6 +28,11 @@ KEY_ADAPTER_TARGETS = "sgedge.adapter.targets"
 KEY_STOP_TOKENS = "sgedge.stop_token_ids"
 KEY_ADAPTER_RANK = "sgedge.adapter.rank"
 
+# Said when an adapter fits a base's shapes but carries another base's fingerprint: the
+# base may be a fine-tune of the adapter's own.
+TRANSFER_HINT = (". If this base is a fine-tune of the adapter's own, move the adapter to it with `sgedge transfer` "
+                 "and export it against this base")
+
 _CHUNK = 16 << 20
 
 

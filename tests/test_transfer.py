@@ -87,7 +87,7 @@ def test_the_transferred_adapter_exports_bound_to_the_variant_and_matches_peft_o
     # ... and the original base refuses it.
     from sgedge.errors import AdapterMismatchError
 
-    with pytest.raises(AdapterMismatchError):
+    with pytest.raises(AdapterMismatchError, match="exported for base .* move the adapter to it with `sgedge transfer`"):
         Runtime.open(t.gguf, adapters=[tmp_path / "a.gguf"], n_ctx=256)
 
 
@@ -232,3 +232,8 @@ def test_the_transferred_adapter_binds_to_the_variants_onnx_export(variant, tiny
     assert main(["export", "adapter", str(moved), "--format", "onnx", "--base", str(tiny_onnx("llama").base),
                  "-o", str(tmp_path / "b.onnx_adapter")]) == 0
     assert "note: moved was transferred to base" in capsys.readouterr().err
+    # The runtime refuses the variant's adapter on the original base, and says what to do.
+    from sgedge.errors import AdapterMismatchError
+
+    with pytest.raises(AdapterMismatchError, match="exported for another base .* `sgedge transfer`"):
+        Runtime.open(tiny_onnx("llama").base, adapters=[tmp_path / "a.onnx_adapter"])
