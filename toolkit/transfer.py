@@ -92,7 +92,8 @@ def _source_dir(adapter: Any, source: str | Path | None) -> Path:
 
 
 def check_transfer(adapter_dir: str | Path, variant: str | Path, *, source: str | Path | None = None,
-                   force: bool = False, allow_pickle: bool = False, progress: bool = False) -> TransferReport:
+                   force: bool = False, allow_pickle: bool = False, progress: bool = False,
+                   refitting: bool = False) -> TransferReport:
     """Check that the PEFT adapter in `adapter_dir`, trained on `source` (default: the base its
     config names), fits the model in `variant`; measure how far the variant moved from the
     source in the adapter's target layers. Raises InputError naming the first misfit."""
@@ -150,7 +151,8 @@ def check_transfer(adapter_dir: str | Path, variant: str | Path, *, source: str 
         report.notes.append(
             f"the fine-tune moved these layers by {report.median_drift / report.median_adapter:.2f} times as much as "
             "the adapter changes them; its refusals may not survive (on the demo they fell by half at 1.34 times, "
-            "docs/transfer.md). Measure them on the variant with sgedge eval, or run again with --refit")
+            "docs/transfer.md). " + ("Measure the refitted adapter on the variant with sgedge eval" if refitting else
+                                     "Measure them on the variant with sgedge eval, or run again with --refit"))
     return report
 
 
@@ -186,7 +188,7 @@ def transfer_adapter(adapter_dir: str | Path, variant: str | Path, out_dir: str 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} already exists and is not empty; choose another -o or remove it")
     report = check_transfer(adapter_dir, variant, source=source, force=force, allow_pickle=allow_pickle,
-                            progress=progress)
+                            progress=progress, refitting=refit is not None)
     if refit is None:
         _write_peft(Path(adapter_dir), out, report)
         return report
