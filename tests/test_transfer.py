@@ -237,3 +237,18 @@ def test_the_transferred_adapter_binds_to_the_variants_onnx_export(variant, tiny
 
     with pytest.raises(AdapterMismatchError, match="exported for another base .* `sgedge transfer`"):
         Runtime.open(tiny_onnx("llama").base, adapters=[tmp_path / "a.onnx_adapter"])
+
+
+def test_a_second_transfer_keeps_the_first_in_its_history(variant, tmp_path):
+    t, var = variant
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["transfer", str(t.lora1), "--to", str(var), "-o", str(first), "-q"]) == 0
+    var2 = make_variant(var, tmp_path / "variant2", seed=4)
+    # The source defaults to the base the first transfer bound it to: the first variant.
+    assert main(["transfer", str(first), "--to", str(var2), "-o", str(second), "-q"]) == 0
+    report = json.loads((second / REPORT_FILE).read_text())
+    assert report["source_fingerprint"] == base_fingerprint(var)
+    assert report["variant_fingerprint"] == base_fingerprint(var2)
+    (past,) = report["history"]
+    assert past["source_fingerprint"] == base_fingerprint(t.hf) and past["variant_fingerprint"] == base_fingerprint(var)
+    assert "modules" not in past and past["median_drift"] > 0

@@ -58,6 +58,8 @@ class TransferReport:
     modules: list[ModuleDrift] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     refit: dict[str, Any] | None = None
+    # Earlier transfers of this adapter (base -> variant -> ...), oldest first, as written then.
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def median_drift(self) -> float:
@@ -112,6 +114,14 @@ def check_transfer(adapter_dir: str | Path, variant: str | Path, *, source: str 
                              f"{src.config.get(key)}; an adapter only transfers to a fine-tune of its own base")
     report = TransferReport(str(Path(adapter_dir).resolve()), str(src.path.resolve()), str(var.path.resolve()),
                             src.fingerprint, var.fingerprint, src.family.name)
+    earlier = Path(adapter_dir) / REPORT_FILE
+    if earlier.is_file():
+        try:
+            prev = json.loads(earlier.read_text("utf-8"))
+        except ValueError as e:
+            raise InputError(f"{earlier} is not valid JSON ({e}); it records the adapter's earlier transfer, "
+                             "restore it or remove it") from e
+        report.history = [*prev.pop("history", []), {k: v for k, v in prev.items() if k != "modules"}]
     if report.source_fingerprint == report.variant_fingerprint:
         raise InputError(f"{var.path} has the same weights as the adapter's base {src.path} "
                          f"({src.fingerprint[:19]}…); there is nothing to transfer: export the adapter as it is")
