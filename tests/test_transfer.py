@@ -215,6 +215,8 @@ def test_refit_continues_the_adapter_on_the_variant(variant, tmp_path):
     assert report["refit"]["steps"] == 2 and report["refit"]["harmful"] == 2
     train = json.loads((tmp_path / "refit" / "sgedge_train.json").read_text())
     assert train["base_fingerprint"] == base_fingerprint(var)
+    src_cfg = json.loads((t.lora1 / "adapter_config.json").read_text())
+    assert train["config"]["rank"] == src_cfg["r"] and train["config"]["alpha"] == src_cfg["lora_alpha"]
     assert main(["export", "adapter", str(tmp_path / "refit"), "-o", str(tmp_path / "r.gguf"), "-q"]) == 0
 
 
@@ -275,3 +277,14 @@ def test_transfer_reads_a_sharded_bf16_variant(variant, tmp_path):
     assert abs(report["median_drift"] - fp32["median_drift"]) < 2e-3
     assert len(report["modules"]) == len(fp32["modules"])
     assert main(["export", "adapter", str(tmp_path / "moved"), "-o", str(tmp_path / "a.gguf"), "-q"]) == 0
+
+
+def test_transfer_says_when_the_adapter_changes_nothing(variant, tmp_path, capsys):
+    from safetensors.numpy import load_file, save_file
+
+    t, var = variant
+    zero = Path(shutil.copytree(t.lora1, tmp_path / "zero"))
+    w = load_file(zero / "adapter_model.safetensors")
+    save_file({k: v * 0 if "lora_B" in k else v for k, v in w.items()}, zero / "adapter_model.safetensors")
+    assert main(["transfer", str(zero), "--to", str(var), "-o", str(tmp_path / "moved"), "-q"]) == 0
+    assert "the adapter changes nothing" in capsys.readouterr().err

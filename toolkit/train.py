@@ -204,7 +204,12 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     torch.manual_seed(cfg.seed)
     work = out.with_name(out.name + ".sgedge-train")
     if init_adapter is not None:
+        # The adapter's own rank, alpha and targets are trained on; record them, not cfg's defaults.
         init_adapter = Path(init_adapter).resolve()
+        acfg = json.loads((init_adapter / "adapter_config.json").read_text("utf-8"))
+        targets = acfg.get("target_modules")
+        cfg.rank, cfg.alpha = int(acfg.get("r", cfg.rank)), float(acfg.get("lora_alpha", cfg.alpha))
+        cfg.targets = sorted(targets) if isinstance(targets, list) else None
         cfg.extra = {**cfg.extra, "init_adapter": str(init_adapter)}
     key = _config_key(base, harmful, benign, cfg)
     state_file = work / "state.json"

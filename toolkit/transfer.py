@@ -157,6 +157,9 @@ def check_transfer(adapter_dir: str | Path, variant: str | Path, *, source: str 
         if not force:
             raise InputError(msg + ". Pass --force only if you know the variant descends from that base")
         report.notes.append(msg + "; transferred anyway (--force)")
+    elif report.median_adapter == 0.0:
+        report.notes.append("the adapter changes nothing (its LoRA B matrices are zero, as PEFT initialises them): "
+                            "was it trained?")
     elif report.median_drift >= WEAR_RATIO * report.median_adapter:
         report.notes.append(
             f"the fine-tune moved these layers by {report.median_drift / report.median_adapter:.2f} times as much as "
