@@ -50,7 +50,7 @@ def build(base: Path, data: Path, out: Path, seed: int, replay: int, epochs: flo
     import torch
     import transformers
     from sgedge.exporters.synthetic import _quiet
-    from sgedge.toolkit.train import chat_example, generate_answers
+    from sgedge.toolkit.train import _collate, chat_example, generate_answers
     from tqdm.auto import tqdm
 
     rng = random.Random(seed)
@@ -71,11 +71,7 @@ def build(base: Path, data: Path, out: Path, seed: int, replay: int, epochs: flo
     steps = [order[i:i + 16] for i in range(0, len(order), 16)]
     t0, losses = time.perf_counter(), []
     for batch in tqdm(steps, desc="fine-tune", unit="step"):
-        rows = [examples[i] for i in batch]
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.tensor([ids + [tok.pad_token_id] * (width - len(ids)) for ids, _ in rows])
-        labels = torch.tensor([[-100] * start + ids[start:] + [-100] * (width - len(ids)) for ids, start in rows])
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+        ids, labels, mask = _collate([examples[i] for i in batch], tok.pad_token_id, "cpu")
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
