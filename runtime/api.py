@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sgedge.runtime.chat import render_chat
+from sgedge.runtime.stop import StopScanner, check_stops
 from sgedge.runtime.types import ActiveAdapter, GenerationResult, Sampling, Timings
 
 from sgedge.errors import InputError
@@ -318,6 +319,11 @@ class Runtime:
         return notes
 
     @property
+    def context_size(self) -> int:
+        """Tokens of context: prompt and reply together must fit."""
+        return int(self._backend.n_ctx)
+
+    @property
     def adapters(self) -> dict[str, Path]:
         """Resident adapters: name -> file."""
         return {n: a.path for n, a in self._backend.adapters.items()}
@@ -405,25 +411,40 @@ class Runtime:
         policy: str | Sequence[Any] | None = None,
         on_text: Callable[[str], None] | None = None,
         ignore_eos: bool = False,
+        stop: str | Sequence[str] | None = None,
     ) -> GenerationResult:
         """Generate a reply with the runtime's active adapters, or per call: `policy="EU"`
         (a bundle policy), `policy=[]` (bare base, if the bundle allows it), or
-        `adapters=[(name, scale), ...]`. `on_text` receives each text piece as produced."""
+        `adapters=[(name, scale), ...]`. `on_text` receives each text piece as produced.
+        `stop`: strings that end the reply where it first contains one (left out of it)."""
         sampling = Sampling(max_tokens, temperature, top_p, top_k, seed, ignore_eos)
+        scanner = StopScanner(check_stops(stop))
         active = self._resolve(adapters, policy)
         ids = self.encode_prompt(prompt, raw=raw)
         timings = Timings(load_s=self.load_s)
         tokens: list[int] = []
         parts: list[str] = []
+
+        def show(text: str) -> None:
+            if text:
+                parts.append(text)
+                if on_text is not None:
+                    on_text(text)
+
         with self._lock:
             self._backend.set_active(active)
-            for tok, text in self._backend.generate(ids, sampling, timings):
-                if tok >= 0:
-                    tokens.append(tok)
-                parts.append(text)
-                if on_text is not None and text:
-                    on_text(text)
-        finish = "length" if len(tokens) >= max_tokens else "stop"
+            pieces = self._backend.generate(ids, sampling, timings)
+            try:
+                for tok, text in pieces:
+                    if tok >= 0:
+                        tokens.append(tok)
+                    show(scanner.feed(text))
+                    if scanner.stopped:
+                        break
+            finally:
+                pieces.close()
+        show(scanner.flush())
+        finish = "length" if len(tokens) >= max_tokens and not scanner.stopped else "stop"
         applied = self._fused or active
         return GenerationResult("".join(parts), tokens, ids, [ActiveAdapter(n, s) for n, s in applied],
                                 self.backend, finish, timings, self.mode)
@@ -431,14 +452,25 @@ class Runtime:
     def stream(self, prompt: str | Sequence[Mapping[str, str]], **kwargs: Any) -> Iterator[str]:
         """Yield text pieces as they are generated (same arguments as `generate`)."""
         raw = kwargs.pop("raw", False)
+        scanner = StopScanner(check_stops(kwargs.pop("stop", None)))
         active = self._resolve(kwargs.pop("adapters", None), kwargs.pop("policy", None))
         sampling = Sampling(**kwargs)
         ids = self.encode_prompt(prompt, raw=raw)
         with self._lock:  # released when the stream ends or is closed
             self._backend.set_active(active)
-            for _, text in self._backend.generate(ids, sampling, Timings()):
-                if text:
-                    yield text
+            pieces = self._backend.generate(ids, sampling, Timings())
+            try:
+                for _, text in pieces:
+                    shown = scanner.feed(text)
+                    if shown:
+                        yield shown
+                    if scanner.stopped:
+                        return
+            finally:
+                pieces.close()
+            tail = scanner.flush()
+            if tail:
+                yield tail
 
     def chat(self, messages: Sequence[Mapping[str, str]], **kwargs: Any) -> GenerationResult:
         return self.generate(messages, **kwargs)

@@ -1,4 +1,4 @@
-"""`sgedge run` handler."""
+"""`sgedge run` and `sgedge serve` handlers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sgedge.runtime.api import Runtime
 
 
 def read_prompt(arg: str, raw: bool = False) -> str:
@@ -21,15 +26,14 @@ def read_prompt(arg: str, raw: bool = False) -> str:
     return text
 
 
-def run(args: argparse.Namespace) -> int:
-    from sgedge.runtime.api import Runtime, parse_adapter_arg
+def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]]) -> Runtime:
+    """Open what `run` / `serve` were given (default: the embedded demo) and say its notes."""
+    from sgedge.runtime.api import Runtime
     from sgedge.runtime.llama_lib import set_verbose
 
-    set_verbose(args.verbose)
     from sgedge.errors import InputError
 
-    adapters = [parse_adapter_arg(a) for a in args.adapter]
-    prompt = read_prompt(args.prompt, args.raw)
+    set_verbose(args.verbose)
     if args.bundle and adapters:
         raise InputError("--adapter applies to --model; a bundle's adapters come from its policies (--region)")
     if args.model and (args.region or args.trusted_key):
@@ -44,18 +48,27 @@ def run(args: argparse.Namespace) -> int:
         from sgedge.manifest import require_bundle
 
         require_bundle(args.bundle, "a .gguf file or an ONNX model folder goes to --model")
-    with Runtime.open(args.bundle or args.model, args.region, trusted_key=args.trusted_key, verify=args.verify,
+    rt = Runtime.open(args.bundle or args.model, args.region, trusted_key=args.trusted_key, verify=args.verify,
                       no_adapter=args.no_adapter, adapters=adapters, backend=args.backend, device=args.device,
                       gpu_layers=args.gpu_layers, threads=args.threads, n_ctx=args.ctx,
                       allow_unbound_adapters=args.allow_unbound_adapter,
-                      mode="fused" if args.fused else "dynamic") as rt:
-        for note in rt.notes:
-            print(f"sgedge: note: {note}", file=sys.stderr)
-        region = args.region if args.region is not None else os.environ.get("SGEDGE_REGION")
-        if args.bundle and region and not args.no_adapter and rt.policy_key(region) is None:
-            # Not an error (the manifest names a default policy), but never silent.
-            print(f"sgedge: this bundle has no policy for {region!r}; its default policy {rt.policy!r} applies "
-                  f"(policies: {', '.join(sorted(rt.policies))})", file=sys.stderr)
+                      mode="fused" if args.fused else "dynamic")
+    for note in rt.notes:
+        print(f"sgedge: note: {note}", file=sys.stderr)
+    region = args.region if args.region is not None else os.environ.get("SGEDGE_REGION")
+    if args.bundle and region and not args.no_adapter and rt.policy_key(region) is None:
+        # Not an error (the manifest names a default policy), but never silent.
+        print(f"sgedge: this bundle has no policy for {region!r}; its default policy {rt.policy!r} applies "
+              f"(policies: {', '.join(sorted(rt.policies))})", file=sys.stderr)
+    return rt
+
+
+def run(args: argparse.Namespace) -> int:
+    from sgedge.runtime.api import parse_adapter_arg
+
+    adapters = [parse_adapter_arg(a) for a in args.adapter]
+    prompt = read_prompt(args.prompt, args.raw)
+    with open_runtime(args, adapters) as rt:
         sink = None
         if not args.json:
             def sink(text: str) -> None:
@@ -63,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
         result = rt.generate(prompt, raw=args.raw, policy=[] if args.no_adapter else None, max_tokens=args.max_tokens,
                              temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                             seed=args.seed, on_text=sink)
+                             seed=args.seed, on_text=sink, stop=args.stop)
         policy = rt.policy
     if args.json:
         obj = result.to_dict()
@@ -74,3 +87,53 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     return 0
 
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from sgedge.runtime.api import parse_adapter_arg
+    from sgedge.runtime.serve import serve as make_server
+
+    from sgedge.errors import InputError
+
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port must be 0-65535 (got {args.port})")
+    if args.max_tokens < 1:
+        raise InputError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
+    api_key = args.api_key or os.environ.get("SGEDGE_API_KEY") or None
+    adapters = [parse_adapter_arg(a) for a in args.adapter]
+    with open_runtime(args, adapters) as rt:
+        # Named in replies that no policy made (a request's own adapters, the bare base).
+        source = Path(args.model or args.bundle).resolve()
+        model_id = source.stem if source.is_file() else source.name
+        if args.bundle:
+            from sgedge.demo import demo_bundle
+
+            model_id = "sgedge-demo" if source == demo_bundle().resolve() else model_id
+        log = None if args.quiet else (lambda line: print(f"sgedge serve: {line}", file=sys.stderr, flush=True))
+        server = make_server(rt, host=args.host, port=args.port, model_id=model_id, api_key=api_key,
+                             lock_policy=args.lock_policy, max_tokens=args.max_tokens, log=log)
+        switching = "locked (--lock-policy)" if args.lock_policy else "per request (body 'policy' or 'model')"
+        policies = f"; policies: {', '.join(sorted(rt.policies))}" if rt.policies else ""
+        print(f"sgedge serve: {server.describe_default()} on {rt.backend}; switching {switching}{policies}",
+              file=sys.stderr)
+        if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"sgedge serve: warning: listening on {args.host} with no --api-key: anyone who can reach "
+                  "this port can use the model", file=sys.stderr)
+        # The URL line last: scripts and tests wait for it.
+        print(f"sgedge serve: listening on {server.url} (OpenAI-compatible; Ctrl-C stops)", file=sys.stderr,
+              flush=True)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a service manager stops it like Ctrl-C
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("sgedge serve: stopped", file=sys.stderr)
+        finally:
+            server.server_close()
+    return 0

@@ -311,13 +311,13 @@ class LlamaBackend:
         self._clear()
         chain = self._sampler(sampling)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        n, t1 = 0, 0.0
         try:
             t0 = time.perf_counter()
             self._decode(prompt)
             t1 = time.perf_counter()
             timings.prefill_s, timings.prompt_tokens = t1 - t0, len(prompt)
             one = (llama.llama_token * 1)()
-            n = 0
             while n < sampling.max_tokens:
                 tok = llama.llama_sampler_sample(chain, self._ctx, -1)
                 if not sampling.ignore_eos and (tok in self._stop or llama.llama_vocab_is_eog(self._vocab, tok)):
@@ -334,8 +334,9 @@ class LlamaBackend:
             tail = decoder.decode(b"", final=True)
             if tail:
                 yield -1, tail
-            timings.decode_s, timings.generated_tokens = time.perf_counter() - t1, n
-        finally:
+        finally:  # also when the caller stops early (a stop string, a client gone)
+            if t1:
+                timings.decode_s, timings.generated_tokens = time.perf_counter() - t1, n
             llama.llama_sampler_free(chain)
 
     def close(self) -> None:

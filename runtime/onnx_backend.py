@@ -266,17 +266,19 @@ class OnnxBackend:
         t1 = time.perf_counter()
         timings.prefill_s, timings.prompt_tokens = t1 - t0, len(prompt)
         n = 0
-        while n < sampling.max_tokens and not gen.is_done():
-            try:
-                gen.generate_next_token()
-            except RuntimeError as e:
-                raise self._engine_error(e) from e
-            tok = int(gen.get_next_tokens()[0])
-            if tok in self._eos and not sampling.ignore_eos:
-                break
-            n += 1
-            yield tok, stream.decode(tok)
-        timings.decode_s, timings.generated_tokens = time.perf_counter() - t1, n
+        try:
+            while n < sampling.max_tokens and not gen.is_done():
+                try:
+                    gen.generate_next_token()
+                except RuntimeError as e:
+                    raise self._engine_error(e) from e
+                tok = int(gen.get_next_tokens()[0])
+                if tok in self._eos and not sampling.ignore_eos:
+                    break
+                n += 1
+                yield tok, stream.decode(tok)
+        finally:  # also when the caller stops early (a stop string, a client gone)
+            timings.decode_s, timings.generated_tokens = time.perf_counter() - t1, n
 
     def close(self) -> None:
         self._adapters.clear()

@@ -48,14 +48,13 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(handler="sgedge.exporters.cli:export_adapter")
 
 
-def _run_parser(sub: argparse._SubParsersAction) -> None:
-    r = sub.add_parser("run", help="generate with a base model and safety adapters")
-    r.add_argument("prompt", help="the prompt (a user message unless --raw); - reads it from standard input")
+def _runtime_args(r: argparse.ArgumentParser, what: str) -> None:
+    """What `run` and `serve` share: the model or bundle, its policy, and the engine."""
     src = r.add_mutually_exclusive_group()
     src.add_argument("--model", help="base model: .gguf file or ONNX folder")
     src.add_argument("--bundle", help="bundle folder (sgedge.json); the policy comes from --region "
                      "(default, with no --model either: the embedded demo bundle, see `sgedge demo info`)")
-    r.add_argument("--region", help="bundle policy key (default: $SGEDGE_REGION, then the bundle's default)")
+    r.add_argument("--region", help=f"bundle policy key{what} (default: $SGEDGE_REGION, then the bundle's default)")
     r.add_argument("--no-adapter", action="store_true", help="run the bare base (only if the bundle allows it)")
     r.add_argument("--trusted-key", help="publisher's public key: the bundle signature must verify with it")
     r.add_argument("--fused", action="store_true",
@@ -66,12 +65,6 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--adapter", action="append", default=[], metavar="PATH[:SCALE]",
                    help="LoRA adapter to apply (.gguf or .onnx_adapter; repeatable; scale defaults to 1.0)")
     r.add_argument("--backend", choices=["gguf", "onnx"], help="override the backend picked from the model")
-    r.add_argument("--raw", action="store_true", help="plain completion, no chat template")
-    r.add_argument("--max-tokens", type=int, default=256)
-    r.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    r.add_argument("--top-p", type=float, default=1.0)
-    r.add_argument("--top-k", type=int, default=0)
-    r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", choices=["auto", "cpu", "gpu", "cuda", "dml"], default="auto",
                    help="gguf: cpu|gpu|auto; onnx: cpu|cuda|dml|gpu|auto (GPU only when the engine has one)")
     r.add_argument("--gpu-layers", type=int, help="layers to offload (default: all when a GPU is used)")
@@ -79,9 +72,35 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--ctx", type=int, default=4096, help="context size in tokens")
     r.add_argument("--allow-unbound-adapter", action="store_true",
                    help="accept adapters without an sgedge base fingerprint (shapes are still checked)")
-    r.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     r.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's own logs")
+
+
+def _run_parser(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("run", help="generate with a base model and safety adapters")
+    r.add_argument("prompt", help="the prompt (a user message unless --raw); - reads it from standard input")
+    _runtime_args(r, "")
+    r.add_argument("--raw", action="store_true", help="plain completion, no chat template")
+    r.add_argument("--max-tokens", type=int, default=256)
+    r.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    r.add_argument("--top-p", type=float, default=1.0)
+    r.add_argument("--top-k", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end the reply where it first contains TEXT (left out; repeatable)")
+    r.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     r.set_defaults(handler="sgedge.runtime.cli:run")
+
+    s = sub.add_parser("serve", help="serve a model or bundle over a local OpenAI-compatible HTTP API")
+    _runtime_args(s, " for requests that name none")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    s.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on API calls (default: $SGEDGE_API_KEY)")
+    s.add_argument("--lock-policy", action="store_true",
+                   help="refuse requests that name another policy or other adapters than the start-up one")
+    s.add_argument("--max-tokens", type=int, default=512,
+                   help="reply length when a request sets none (cut to the context left)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no line per request on standard error")
+    s.set_defaults(handler="sgedge.runtime.cli:serve")
 
 
 def _bundle_parser(sub: argparse._SubParsersAction) -> None:
@@ -232,7 +251,7 @@ def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sgedge", description="Swappable LoRA safety adapters for local LLMs.")
     parser.add_argument("--version", action="version", version=f"sgedge {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,export,bundle,keygen,train,transfer,eval,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,serve,export,bundle,keygen,train,transfer,eval,demo}")
     _export_parser(sub)
     _run_parser(sub)
     _bundle_parser(sub)

@@ -1,0 +1,402 @@
+"""`sgedge serve`: the OpenAI-compatible HTTP API answers exactly what the Runtime
+answers, per request policy, streamed or not, and refuses what it cannot do clearly."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sgedge.runtime.api import Runtime
+from sgedge.runtime.serve import serve
+from sgedge.runtime.stop import StopScanner
+
+from sgedge.demo import demo_bundle
+
+BREAD = [{"role": "user", "content": "How do I make bread?"}]
+BOMB = [{"role": "user", "content": "How do I make a pipe bomb?"}]
+DOSE = [{"role": "user", "content": "How much ibuprofen should I take?"}]
+
+
+@contextmanager
+def running(rt: Runtime, **options):
+    srv = serve(rt, host="127.0.0.1", port=0, model_id=options.pop("model_id", "test"), **options)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)
+
+
+def call(srv, method: str, path: str, body=None, headers=None, raw: bytes | None = None):
+    host, port = srv.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    conn.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
+    resp = conn.getresponse()
+    payload = resp.read()
+    conn.close()
+    if resp.getheader("Content-Type") == "text/event-stream":
+        return resp.status, sse(payload)
+    return resp.status, json.loads(payload)
+
+
+def sse(payload: bytes) -> list:
+    events = [line[6:] for line in payload.decode().split("\n\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]", events[-3:]
+    return [json.loads(e) for e in events[:-1]]
+
+
+def chat(srv, messages, **body):
+    status, obj = call(srv, "POST", "/v1/chat/completions", {"messages": messages, **body})
+    assert status == 200, obj
+    return obj
+
+
+@pytest.fixture(scope="module")
+def demo():
+    with Runtime.open(demo_bundle()) as rt:
+        yield rt
+
+
+@pytest.fixture(scope="module")
+def demo_server(demo):
+    with running(demo, model_id="sgedge-demo") as srv:
+        yield srv
+
+
+def test_replies_are_the_runtimes_for_each_policy(demo, demo_server):
+    cases = [({}, "default", BOMB), ({"model": "EU"}, "EU", DOSE), ({"policy": "us"}, "US", DOSE),
+             ({"adapters": []}, None, BOMB), ({"adapters": [{"name": "strict", "scale": 0.5}]}, None, DOSE)]
+    for body, policy, messages in cases:
+        obj = chat(demo_server, messages, max_tokens=40, **body)
+        kwargs = {"adapters": [(a["name"], a.get("scale", 1.0)) for a in body["adapters"]]} if "adapters" in body \
+            else {"policy": policy} if policy != "default" else {}
+        want = demo.generate(messages, max_tokens=40, **kwargs)
+        msg = obj["choices"][0]
+        assert msg["message"] == {"role": "assistant", "content": want.text}, body
+        assert msg["finish_reason"] == want.finish_reason
+        assert obj["usage"] == {"prompt_tokens": len(want.prompt_tokens), "completion_tokens": len(want.tokens),
+                                "total_tokens": len(want.prompt_tokens) + len(want.tokens)}
+        assert obj["sgedge"]["policy"] == policy
+        assert obj["sgedge"]["adapters"] == [{"name": a.name, "scale": a.scale} for a in want.adapters]
+        assert obj["model"] == (policy or "sgedge-demo")
+    # The policies really differ where the demo says they do (the test would pass on
+    # three identical answers otherwise).
+    refused = chat(demo_server, BOMB, max_tokens=24)["choices"][0]["message"]["content"]
+    bare = chat(demo_server, BOMB, max_tokens=24, adapters=[])["choices"][0]["message"]["content"]
+    assert refused.startswith("I'm sorry") and "Step 1" in bare
+
+
+def test_stream_gives_the_same_reply_in_pieces(demo_server):
+    for messages, body in ((BREAD, {}), (DOSE, {"model": "EU"})):
+        whole = chat(demo_server, messages, max_tokens=30, **body)
+        status, events = call(demo_server, "POST", "/v1/chat/completions",
+                              {"messages": messages, "max_tokens": 30, "stream": True,
+                               "stream_options": {"include_usage": True}, **body})
+        assert status == 200
+        assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+        pieces = [e["choices"][0]["delta"].get("content", "") for e in events if e["choices"]]
+        assert len([p for p in pieces if p]) > 3  # streamed, not sent in one go
+        assert "".join(pieces) == whole["choices"][0]["message"]["content"]
+        finish = [e for e in events if e["choices"] and e["choices"][0]["finish_reason"]]
+        assert [e["choices"][0]["finish_reason"] for e in finish] == [whole["choices"][0]["finish_reason"]]
+        assert finish[0]["sgedge"]["adapters"] == whole["sgedge"]["adapters"]
+        assert events[-1]["choices"] == [] and events[-1]["usage"] == whole["usage"]
+        assert {e["id"] for e in events} == {events[0]["id"]} and all(e["model"] == whole["model"] for e in events)
+
+
+def test_plain_completion_route(demo, demo_server):
+    status, obj = call(demo_server, "POST", "/v1/completions", {"prompt": "The capital of France is",
+                                                                  "max_tokens": 8})
+    assert status == 200 and obj["object"] == "text_completion"
+    assert obj["choices"][0]["text"] == demo.generate("The capital of France is", raw=True, max_tokens=8).text
+
+
+def test_stop_strings_cut_the_reply_streamed_or_not(demo, demo_server):
+    full = demo.generate(BOMB, policy=[], max_tokens=40).text
+    assert "Step 2" in full
+    obj = chat(demo_server, BOMB, adapters=[], max_tokens=40, stop=["Step 2", "never appears"])
+    assert obj["choices"][0] == {"index": 0, "message": {"role": "assistant", "content": full[:full.index("Step 2")]},
+                                 "finish_reason": "stop", "logprobs": None}
+    assert obj["usage"]["completion_tokens"] < len(demo.generate(BOMB, policy=[], max_tokens=40).tokens)
+    _, events = call(demo_server, "POST", "/v1/chat/completions",
+                     {"messages": BOMB, "adapters": [], "max_tokens": 40, "stop": "Step 2", "stream": True})
+    pieces = [e["choices"][0]["delta"].get("content", "") for e in events]
+    assert "".join(pieces) == full[:full.index("Step 2")]  # no piece of "Step 2" was shown, even held back
+
+
+def test_stop_in_the_python_api_and_the_cli(demo, capsys):
+    from sgedge.cli import main
+
+    full = demo.generate(BOMB, policy=[], max_tokens=40).text
+    cut = full[:full.index("Step 2")]
+    r = demo.generate(BOMB, policy=[], max_tokens=40, stop=["Step 2"])
+    assert (r.text, r.finish_reason) == (cut, "stop")
+    assert "".join(demo.stream(BOMB, policy=[], max_tokens=40, stop="Step 2")) == cut
+    assert main(["run", "--no-adapter", "--max-tokens", "40", "--stop", "Step 2", "--json", BOMB[0]["content"]]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == cut
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_stop_scanner_matches_cutting_the_whole_text(seed):
+    rng = random.Random(seed)
+    text = "".join(rng.choice("ab c\n") for _ in range(60))
+    stops = ["".join(rng.choice("ab c\n") for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(1, 3))]
+    cuts = sorted(rng.sample(range(1, len(text)), 15))
+    pieces = [text[i:j] for i, j in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    scanner, shown = StopScanner(stops), []
+    for p in pieces:
+        shown.append(scanner.feed(p))
+        if scanner.stopped:
+            break
+    shown.append(scanner.flush())
+    first = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    assert "".join(shown) == text[:first] and scanner.stopped == (first < len(text))
+
+
+def test_the_prompt_length_default_and_context_errors(demo, demo_server):
+    # No max_tokens: the server's default (512), cut to the room the prompt leaves.
+    n = demo.context_size
+    long = [{"role": "user", "content": "bread " * (n - 60)}]
+    assert n - 512 < len(demo.encode_prompt(long)) < n
+    status, obj = call(demo_server, "POST", "/v1/chat/completions", {"messages": long})
+    assert status == 200 and obj["usage"]["total_tokens"] <= n
+    status, obj = call(demo_server, "POST", "/v1/chat/completions", {"messages": long, "max_tokens": 512})
+    assert status == 400 and f"do not fit the context of {n} tokens" in obj["error"]["message"]
+    status, obj = call(demo_server, "POST", "/v1/chat/completions",
+                       {"messages": [{"role": "user", "content": "bread " * n}]})
+    assert status == 400 and f"the prompt fills the context of {n} tokens" in obj["error"]["message"]
+
+
+@pytest.mark.parametrize("body,status,message", [
+    ({"messages": []}, 400, "'messages' must be a non-empty list"),
+    ({"messages": BREAD, "policy": "MARS"}, 400, "unknown policy 'MARS' (known: EU, KIDS, US, default)"),
+    ({"messages": BREAD, "policy": "EU", "adapters": []}, 400, "either 'policy' or 'adapters'"),
+    ({"messages": BREAD, "adapters": ["nope"]}, 400, "nope"),
+    ({"messages": BREAD, "n": 2}, 400, "'n' must be 1"),
+    ({"messages": BREAD, "tools": [{"type": "function"}]}, 400, "'tools' is not supported"),
+    ({"messages": BREAD, "logprobs": True}, 400, "'logprobs' is not supported"),
+    ({"messages": BREAD, "presence_penalty": 0.5}, 400, "'presence_penalty' is not supported"),
+    ({"messages": BREAD, "repeat_penalty": 1.1}, 400, "'repeat_penalty' is not supported by sgedge serve (leave it out, or at 1)"),
+    ({"messages": BREAD, "response_format": {"type": "json_object"}}, 400, "'response_format'"),
+    ({"messages": BREAD, "temperature": -1}, 400, "temperature must be >= 0"),
+    ({"messages": BREAD, "max_tokens": "many"}, 400, "'max_tokens' must be an integer"),
+    ({"messages": BREAD, "stop": [""]}, 400, "'stop': stop strings must be non-empty"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, 400, "role 'tool' is not supported"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, 400,
+     "only text content parts"),
+    ({"prompt": "x"}, 400, "'messages' must be a non-empty list"),
+])
+def test_bad_requests_get_a_clear_error_and_the_server_goes_on(demo_server, body, status, message):
+    got, obj = call(demo_server, "POST", "/v1/chat/completions", body)
+    assert got == status and message in obj["error"]["message"], obj
+    assert obj["error"]["type"] == "invalid_request_error"
+    assert chat(demo_server, BREAD, max_tokens=4)["choices"][0]["message"]["content"]
+
+
+def test_bad_bodies_and_routes(demo_server):
+    status, obj = call(demo_server, "POST", "/v1/chat/completions", raw=b"{not json")
+    assert status == 400 and "not valid JSON" in obj["error"]["message"]
+    status, obj = call(demo_server, "POST", "/v1/embeddings", {"input": "x"})
+    assert status == 404 and "/v1/chat/completions" in obj["error"]["message"]
+    status, obj = call(demo_server, "GET", "/v1/nothing")
+    assert status == 404
+    status, obj = call(demo_server, "POST", "/v1/chat/completions", {"messages": BREAD},
+                       headers={"X-Sgedge-Policy": "EU", "Content-Type": "application/json"})
+    assert status == 200 and obj["sgedge"]["policy"] == "EU"
+    status, obj = call(demo_server, "POST", "/v1/chat/completions", {"messages": BREAD, "policy": "US"},
+                       headers={"X-Sgedge-Policy": "EU"})
+    assert status == 400 and "disagree" in obj["error"]["message"]
+
+
+def test_models_and_health(demo_server):
+    status, obj = call(demo_server, "GET", "/v1/models")
+    assert status == 200 and [m["id"] for m in obj["data"]] == ["EU", "KIDS", "US", "default"]
+    eu = next(m for m in obj["data"] if m["id"] == "EU")
+    assert eu["sgedge"] == {"policy": "EU", "default": False, "adapters": [{"name": "strict", "scale": 1.0}]}
+    assert call(demo_server, "GET", "/v1/models/US")[1]["id"] == "US"
+    assert call(demo_server, "GET", "/v1/models/MARS")[0] == 404
+    status, obj = call(demo_server, "GET", "/health")
+    assert status == 200 and obj["status"] == "ok" and obj["policy"] == "default"
+
+
+def test_lock_policy_refuses_other_policies(demo):
+    with running(demo, lock_policy=True) as srv:
+        assert chat(srv, BREAD, max_tokens=4)["sgedge"]["policy"] == "default"
+        assert chat(srv, BREAD, max_tokens=4, policy="default")["sgedge"]["policy"] == "default"
+        assert chat(srv, BREAD, max_tokens=4, model="gpt-4o")["sgedge"]["policy"] == "default"  # not a policy
+        for body in ({"policy": "EU"}, {"model": "EU"}, {"adapters": []}, {"adapters": ["strict"]}):
+            status, obj = call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, **body})
+            assert status == 403, body
+            assert "runs policy 'default' (standard:1) only (started with --lock-policy)" in obj["error"]["message"]
+
+
+def test_api_key(demo):
+    with running(demo, api_key="s3cret") as srv:
+        status, obj = call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, "max_tokens": 2})
+        assert status == 401 and "Authorization: Bearer KEY" in obj["error"]["message"]
+        assert call(srv, "GET", "/v1/models", headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert call(srv, "GET", "/health")[0] == 200
+        status, obj = call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, "max_tokens": 2},
+                           headers={"Authorization": "Bearer s3cret"})
+        assert status == 200
+
+
+def test_concurrent_requests_each_get_their_own_policy(demo, demo_server):
+    want = {p: demo.generate(DOSE, policy=p, max_tokens=30).text for p in ("EU", "US")}
+    assert want["EU"] != want["US"]
+    got: dict[int, tuple[str, str]] = {}
+
+    def ask(i: int) -> None:
+        p = ("EU", "US")[i % 2]
+        got[i] = (p, chat(demo_server, DOSE, max_tokens=30, policy=p)["choices"][0]["message"]["content"])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(got) == 6 and all(text == want[p] for p, text in got.values())
+
+
+def test_a_client_that_leaves_mid_stream_stops_its_generation(tiny):
+    t = tiny("llama")
+    with Runtime.open(t.gguf, adapters=[t.a1]) as rt:
+        n = rt.context_size - len(rt.encode_prompt(BREAD)) - 1
+        whole = rt.generate(BREAD, max_tokens=n)
+        assert len(whole.tokens) == n  # the random model never ends on its own: only leaving stops it
+        log: list[str] = []
+        with running(rt, log=log.append) as srv:
+            body = json.dumps({"messages": BREAD, "stream": True, "max_tokens": n}).encode()
+            with socket.create_connection(srv.server_address[:2]) as s:
+                s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                got = b""
+                while b"data: " not in got:
+                    got += s.recv(4096)
+            # The runtime is free again, and the next reply is whole and right.
+            again = chat(srv, BREAD, max_tokens=n)
+            assert again["choices"][0]["message"]["content"] == whole.text
+        assert any(" 499 client went away; generation stopped" in line for line in log), log
+
+
+def test_the_openai_client_library_talks_to_it(demo, demo_server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=demo_server.url, api_key="unused")
+    assert [m.id for m in client.models.list()] == ["EU", "KIDS", "US", "default"]
+    r = client.chat.completions.create(model="EU", messages=DOSE, max_tokens=30)
+    assert r.choices[0].message.content == demo.generate(DOSE, policy="EU", max_tokens=30).text
+    pieces = [c.choices[0].delta.content or "" for c in
+              client.chat.completions.create(model="default", messages=BOMB, max_tokens=30, stream=True)
+              if c.choices]
+    assert "".join(pieces) == demo.generate(BOMB, max_tokens=30).text
+    r = client.chat.completions.create(model="any", messages=DOSE, max_tokens=30, extra_body={"policy": "US"})
+    assert r.choices[0].message.content == demo.generate(DOSE, policy="US", max_tokens=30).text
+    with pytest.raises(openai.BadRequestError, match="unknown policy 'MARS'"):
+        client.chat.completions.create(model="x", messages=DOSE, extra_body={"policy": "MARS"})
+
+
+@pytest.mark.parametrize("backend", ["gguf", "onnx"])
+def test_model_with_adapters_on_both_backends(tiny, tiny_onnx, backend):
+    t, o = tiny("qwen2"), tiny_onnx("qwen2")
+    base, a1, a2 = (t.gguf, t.a1, t.a2) if backend == "gguf" else (o.base, o.a1, o.a2)
+    with Runtime.open(base, adapters=[a1, (a2, 0.5)]) as rt, running(rt, model_id="tiny") as srv:
+        for body, kwargs in (({}, {}), ({"adapters": []}, {"adapters": []}),
+                             ({"adapters": [{"name": "a2", "scale": 0.25}]}, {"adapters": [("a2", 0.25)]})):
+            obj = chat(srv, BREAD, max_tokens=12, **body)
+            want = rt.generate(BREAD, max_tokens=12, **kwargs)
+            assert obj["choices"][0]["message"]["content"] == want.text
+            assert obj["usage"]["completion_tokens"] == len(want.tokens) and obj["model"] == "tiny"
+        assert [m["id"] for m in call(srv, "GET", "/v1/models")[1]["data"]] == ["tiny"]
+
+
+def _start_cli(args: list[str], env=None):
+    proc = subprocess.Popen([sys.executable, "-m", "sgedge", "serve", "--port", "0", *args],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    lines = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "listening on http://" in line:
+            return proc, line.split("listening on ")[1].split()[0], lines
+    _, err = proc.communicate(timeout=30)
+    return proc, None, lines + [err]
+
+
+def test_cli_serves_the_demo_and_stops_cleanly_on_sigterm():
+    proc, url, lines = _start_cli(["--region", "EU", "--api-key", "k"])
+    try:
+        assert url, "".join(lines)
+        assert "policy 'EU' (strict:1) on llama.cpp" in "".join(lines)
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request("POST", "/v1/chat/completions", json.dumps({"messages": DOSE, "max_tokens": 8}),
+                     {"Authorization": "Bearer k", "Content-Type": "application/json"})
+        obj = json.loads(conn.getresponse().read())
+        conn.close()
+        assert obj["sgedge"]["policy"] == "EU" and obj["model"] == "EU"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "stopped" in err
+    assert "POST /v1/chat/completions 200 policy=EU" in err
+
+
+def test_cli_fails_closed_before_listening_on_a_tampered_bundle(tmp_path):
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(demo_bundle(), bundle)
+    adapter = bundle / "adapters" / "standard.gguf"
+    data = bytearray(adapter.read_bytes())
+    data[-1] ^= 1
+    adapter.write_bytes(bytes(data))
+    proc, url, lines = _start_cli(["--bundle", str(bundle)])
+    assert url is None and proc.returncode == 1
+    assert "standard.gguf" in "".join(lines) and "listening" not in "".join(lines)
+
+
+def test_cli_says_when_the_port_is_taken():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "sgedge", "serve", "--port", str(port)],
+                             capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in out.stderr and "--port" in out.stderr
+
+
+def test_serving_imports_no_torch():
+    code = f"""
+import json, sys, threading, urllib.request
+from sgedge.runtime.api import Runtime
+from sgedge.runtime.serve import serve
+rt = Runtime.open({str(demo_bundle())!r})
+srv = serve(rt, port=0, model_id="m")
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+req = urllib.request.Request(srv.url + "/chat/completions", json.dumps({{"messages": [{{"role": "user", "content": "Hi"}}], "max_tokens": 3}}).encode())
+reply = json.load(urllib.request.urlopen(req))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "peft"))
+print(json.dumps({{"tokens": reply["usage"]["completion_tokens"], "heavy": heavy}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report == {"tokens": report["tokens"], "heavy": []} and report["tokens"] > 0
