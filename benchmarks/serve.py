@@ -19,6 +19,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import os
@@ -28,12 +29,11 @@ import statistics
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from decode_speed import PROMPT, SHAPES, build
-
-MESSAGES = [{"role": "user", "content": PROMPT}]
 
 
 def free_port() -> int:
@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: this process's CPU time (servers and client live in it), which a noisy VM's "
+                   "stolen time does not inflate; use it with --threads 1 (llama.cpp's threads spin when idle)")
     p.add_argument("--json", metavar="OUT.json", help="also write the figures as JSON")
     args = p.parse_args(argv)
     n_ctx = 512
@@ -107,7 +110,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         paths = build(work, args.shape, args.dtype, args.rank)
         lora_b = build_lora(paths["hf"], work / "lora-b", r=args.rank, alpha=2 * args.rank, std=0.02, seed=7)
         adapter_b = export_adapter_gguf(lora_b, work / "adapter-b.gguf", base=paths["hf"], dtype="f16").path
-        rt = Runtime.open(paths["base"], adapters=[paths["adapter"], adapter_b], threads=args.threads, n_ctx=n_ctx)
+        # As `sgedge serve` opens it: prompt cache on (llama-cpp-python's server keeps one too).
+        rt = Runtime.open(paths["base"], adapters=[paths["adapter"], adapter_b], threads=args.threads, n_ctx=n_ctx,
+                          prompt_cache=True)
         names = list(rt.adapters)  # [A, B]
         sg = serve(rt, port=0, model_id="bench")
         sg_thread = threading.Thread(target=sg.serve_forever, daemon=True)
@@ -115,62 +120,106 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         sg_port = sg.server_address[1]
         lc_port, lc_stop = start_llama_cpp_server(paths["base"], paths["adapter"], args.threads, n_ctx)
         try:
-            turn = [0]
+            tags = iter(range(10**9))
 
-            def body(n: int, adapters: list[str] | None = None) -> dict:
+            def fresh(text: str = PROMPT) -> list[dict]:
+                # A new first line each time: no engine can reuse an earlier prompt's
+                # keys/values past the chat template's header, so prefill cancels in the rate.
+                return [{"role": "user", "content": f"Request {next(tags)}. {text}"}]
+
+            def body(n: int, messages: list[dict], adapters: list[str] | None = None) -> dict:
                 # repeat_penalty 1: llama-cpp-python's server would otherwise apply 1.1 (more work).
-                b = {"model": "bench", "messages": MESSAGES, "max_tokens": n, "temperature": 0, "repeat_penalty": 1.0}
+                b = {"model": "bench", "messages": messages, "max_tokens": n, "temperature": 0, "repeat_penalty": 1.0}
                 return b if adapters is None else {**b, "adapters": adapters}
 
-            def switching(n: int, stream: bool) -> int:
+            turn = [0]
+
+            def switching(n: int, stream: bool, messages: list[dict]) -> int:
                 turn[0] += 1
-                return post(sg_port, body(n, [names[turn[0] % 2]]), stream)
+                return post(sg_port, body(n, messages, [names[turn[0] % 2]]), stream)
 
-            def in_process(n: int, stream: bool) -> int:
-                return len(rt.generate(MESSAGES, max_tokens=n, adapters=[(names[0], 1.0)]).tokens)
+            def in_process(n: int, stream: bool, messages: list[dict]) -> int:
+                return len(rt.generate(messages, max_tokens=n, adapters=[(names[0], 1.0)]).tokens)
 
-            engines: dict[str, Callable[[int, bool], int]] = {
-                "llama-cpp-python server + adapter": lambda n, s: post(lc_port, body(n), s),
-                "sgedge serve + adapter": lambda n, s: post(sg_port, body(n, [names[0]]), s),
+            engines: dict[str, Callable[[int, bool, list[dict]], int]] = {
+                "llama-cpp-python server + adapter": lambda n, s, m: post(lc_port, body(n, m), s),
+                "sgedge serve + adapter": lambda n, s, m: post(sg_port, body(n, m, [names[0]]), s),
                 "sgedge serve, adapter switched every request": switching,
                 "sgedge Runtime in-process + adapter": in_process,
             }
             # Same work: both servers give the random model's full N tokens (it never ends early).
             for name, run in engines.items():
-                got = run(args.tokens, False)
+                got = run(args.tokens, False, fresh())
                 if got != args.tokens:
                     raise SystemExit(f"{name} returned {got} tokens, not {args.tokens}: the rates would not compare")
             rows: dict[tuple[str, bool], list[tuple[float, float]]] = {}
+            follow: dict[str, list[float]] = {}
             modes = (False, True)
+            clock = time.process_time if args.clock == "cpu" else time.perf_counter
+            reps = 1  # the conversation so far: about 300 tokens (less in a small context)
+            while len(rt.encode_prompt(fresh(" ".join([PROMPT] * (reps + 1))))) < min(300, n_ctx // 3):
+                reps += 1
+            history = " ".join([PROMPT] * reps)
+            chats = {  # the next turn of a chat: (port, adapters of turn 1, adapters of turn 2)
+                "llama-cpp-python server + adapter": (lc_port, None, None),
+                "sgedge serve + adapter": (sg_port, [names[0]], [names[0]]),
+                "sgedge serve, policy changed between turns": (sg_port, [names[0]], [names[1]]),
+            }
             for rnd in range(args.repeats):
                 order = [(e, m) for e in engines for m in modes if not (m and e.endswith("in-process + adapter"))]
                 random.Random(rnd).shuffle(order)
                 for name, stream in order:
                     run = engines[name]
-                    t0 = time.perf_counter()
-                    run(1, stream)
-                    t1 = time.perf_counter()
-                    run(args.tokens, stream)
-                    t2 = time.perf_counter()
+                    t0 = clock()
+                    run(1, stream, fresh())
+                    t1 = clock()
+                    run(args.tokens, stream, fresh())
+                    t2 = clock()
                     rows.setdefault((name, stream), []).append((t1 - t0, t2 - t1))
+                for name in random.Random(-rnd).sample(list(chats), len(chats)):
+                    port, first_adapters, next_adapters = chats[name]
+                    chat = fresh(history)
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+                    conn.request("POST", "/v1/chat/completions", json.dumps(body(16, chat, first_adapters)),
+                                 {"Content-Type": "application/json"})
+                    answer = json.loads(conn.getresponse().read())
+                    if "choices" not in answer:
+                        raise SystemExit(f"{name}: {answer}")
+                    reply = answer["choices"][0]["message"]["content"]
+                    conn.close()
+                    chat += [{"role": "assistant", "content": reply}, {"role": "user", "content": "Go on."}]
+                    t0 = clock()
+                    post(port, body(1, chat, next_adapters), False)
+                    follow.setdefault(name, []).append(clock() - t0)
                 print(f"round {rnd + 1}/{args.repeats} done")
         finally:
             lc_stop()
             sg.shutdown()
             sg.server_close()
             rt.close()
+            del lc_stop
+            # llama-cpp-python's server leaves anyio streams of the streamed requests in
+            # reference cycles; collect them now, quietly, rather than at some later point.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                gc.collect()
 
     def rate(samples: list[tuple[float, float]]) -> list[float]:
         return [(args.tokens - 1) / (tn - t1) for t1, tn in samples]
 
     label = {False: "whole reply", True: "streamed"}
-    rates = {f"{e} ({label[m]})": statistics.median(rate(s)) for (e, m), s in rows.items()}
-    first = {f"{e} ({label[m]})": statistics.median(t1 for t1, _ in s) for (e, m), s in rows.items()}
+    keys = [(e, m) for m in modes for e in engines if (e, m) in rows]
+    rates = {f"{e} ({label[m]})": statistics.median(rate(rows[e, m])) for e, m in keys}
+    first = {f"{e} ({label[m]})": statistics.median(t1 for t1, _ in rows[e, m]) for e, m in keys}
     print(f"\n{args.shape} {args.dtype}, rank-{args.rank} adapter, {args.tokens} tokens, {args.threads} threads, "
-          f"{args.repeats} rounds")
+          f"{args.repeats} rounds, {args.clock} clock")
     print(f"{'engine':62s} {'decode tok/s':>12s} {'1-token reply ms':>17s}")
     for key in rates:
         print(f"{key:62s} {rates[key]:12.1f} {1000 * first[key]:17.1f}")
+    next_turn = {k: statistics.median(v) for k, v in follow.items()}
+    print(f"\n{'next turn of a chat (~300-token history): one-token reply':62s} {'ms':>12s}")
+    for key, t in next_turn.items():
+        print(f"{key:62s} {1000 * t:12.1f}")
 
     def ratio(a: tuple[str, bool], b: tuple[str, bool]) -> tuple[float, float]:
         per_round = [x / y for x, y in zip(rate(rows[a]), rate(rows[b]), strict=True)]
@@ -187,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             ratios[key], per = ratio((a, m), (b, m))
             print(f"{key}: {ratios[key]:.3f} (per-round median {per:.3f})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rates": rates, "first_reply_s": first, "ratios": ratios}, indent=1))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rates": rates, "first_reply_s": first,
+                                               "next_turn_s": next_turn, "ratios": ratios}, indent=1))
     return rates
 
 

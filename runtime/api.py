@@ -139,6 +139,7 @@ class Runtime:
         allow_unbound_adapters: bool = False,
         exact: bool = False,
         mode: str = "dynamic",
+        prompt_cache: bool = False,
     ) -> Runtime:
         """Open a bundle folder (with `region`), or a model (.gguf file or ONNX folder) with
         `adapters` (path or (path, scale)).
@@ -150,7 +151,12 @@ class Runtime:
 
         All adapters are checked against the base before any is used; the ones given
         here are active by default. `exact=True` trades speed for numerics (f32 KV
-        cache, no flash attention), for checks against transformers. Raises SgedgeError subclasses with clear messages.
+        cache, no flash attention), for checks against transformers. `prompt_cache=True`
+        (GGUF) keeps the keys/values of the last prompt and reply: a prompt that starts
+        with them under the same adapters (a chat's next turn) computes only the rest.
+        An adapter change never reuses them. The kept part was computed in other batches
+        than a fresh run would use, so logits can move in the last digits (docs/serve.md).
+        Raises SgedgeError subclasses with clear messages.
         """
         t0 = time.perf_counter()
         model = Path(model)
@@ -163,20 +169,26 @@ class Runtime:
         if gpu_layers is not None and gpu_layers < -1:
             raise InputError(f"gpu_layers must be -1 (all), 0 or a layer count (got {gpu_layers})")
         if (model / "sgedge.json").is_file():
-            return cls._open_bundle(model, region, trusted_key=trusted_key, verify=verify, no_adapter=no_adapter,
-                                    backend=backend, device=device, gpu_layers=gpu_layers, threads=threads,
-                                    n_ctx=n_ctx, exact=exact, t0=t0, mode=mode)
-        if region is not None or trusted_key is not None:
-            raise InputError(f"{model} is not a bundle (no sgedge.json): region and trusted_key apply to bundles")
-        if no_adapter and adapters:
-            raise InputError("no_adapter and adapters contradict each other")
-        kind = backend or detect_backend(model)
-        return cls._open_model(model, kind, adapters, device=device, gpu_layers=gpu_layers, threads=threads,
-                               n_ctx=n_ctx, exact=exact, allow_unbound=allow_unbound_adapters, t0=t0, mode=mode)
+            rt = cls._open_bundle(model, region, trusted_key=trusted_key, verify=verify, no_adapter=no_adapter,
+                                  backend=backend, device=device, gpu_layers=gpu_layers, threads=threads,
+                                  n_ctx=n_ctx, exact=exact, t0=t0, mode=mode, prompt_cache=prompt_cache)
+        else:
+            if region is not None or trusted_key is not None:
+                raise InputError(f"{model} is not a bundle (no sgedge.json): region and trusted_key apply to bundles")
+            if no_adapter and adapters:
+                raise InputError("no_adapter and adapters contradict each other")
+            kind = backend or detect_backend(model)
+            rt = cls._open_model(model, kind, adapters, device=device, gpu_layers=gpu_layers, threads=threads,
+                                 n_ctx=n_ctx, exact=exact, allow_unbound=allow_unbound_adapters, t0=t0, mode=mode,
+                                 prompt_cache=prompt_cache)
+        if prompt_cache and not getattr(rt._backend, "prompt_cache", False):
+            rt._notes.append(f"the {rt.backend} backend has no prompt cache: every generation computes its whole "
+                             "prompt")
+        return rt
 
     @staticmethod
     def _backend(model: Path, kind: str, *, device: str, gpu_layers: int | None, threads: int | None,
-                 n_ctx: int, exact: bool) -> Any:
+                 n_ctx: int, exact: bool, prompt_cache: bool = False) -> Any:
         if kind not in BACKENDS:
             raise InputError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
         if kind == "gguf":
@@ -186,7 +198,7 @@ class Runtime:
                 raise InputError("--device dml applies to ONNX models; llama.cpp takes cpu, gpu or auto")
             device = "gpu" if device == "cuda" else device
             be: Any = LlamaBackend(model, n_ctx=n_ctx, threads=threads, device=device, gpu_layers=gpu_layers,
-                                   exact=exact)
+                                   exact=exact, prompt_cache=prompt_cache)
         else:
             from sgedge.runtime.onnx_backend import OnnxBackend
 
@@ -390,7 +402,7 @@ class Runtime:
                 return ()  # already merged into the loaded weights
             raise InputError(
                 "this runtime runs one fused policy (" + " + ".join(f"{n}:{s:g}" for n, s in self._fused)
-                + "); open it with mode='dynamic' to switch adapters per call"
+                + "); open it with mode='dynamic' (without --fused) to switch adapters per call"
             )
         if not key and self._manifest is not None and not self._manifest.allow_no_adapter:
             raise InputError("this bundle forbids running without a safety adapter")

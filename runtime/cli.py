@@ -26,7 +26,7 @@ def read_prompt(arg: str, raw: bool = False) -> str:
     return text
 
 
-def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]]) -> Runtime:
+def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]], *, prompt_cache: bool = False) -> Runtime:
     """Open what `run` / `serve` were given (default: the embedded demo) and say its notes."""
     from sgedge.runtime.api import Runtime
     from sgedge.runtime.llama_lib import set_verbose
@@ -52,7 +52,7 @@ def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]]) ->
                       no_adapter=args.no_adapter, adapters=adapters, backend=args.backend, device=args.device,
                       gpu_layers=args.gpu_layers, threads=args.threads, n_ctx=args.ctx,
                       allow_unbound_adapters=args.allow_unbound_adapter,
-                      mode="fused" if args.fused else "dynamic")
+                      mode="fused" if args.fused else "dynamic", prompt_cache=prompt_cache)
     for note in rt.notes:
         print(f"sgedge: note: {note}", file=sys.stderr)
     region = args.region if args.region is not None else os.environ.get("SGEDGE_REGION")
@@ -107,7 +107,7 @@ def serve(args: argparse.Namespace) -> int:
         raise InputError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
     api_key = args.api_key or os.environ.get("SGEDGE_API_KEY") or None
     adapters = [parse_adapter_arg(a) for a in args.adapter]
-    with open_runtime(args, adapters) as rt:
+    with open_runtime(args, adapters, prompt_cache=not args.no_prompt_cache) as rt:
         # Named in replies that no policy made (a request's own adapters, the bare base).
         source = Path(args.model or args.bundle).resolve()
         model_id = source.stem if source.is_file() else source.name

@@ -98,6 +98,7 @@ class LlamaBackend:
         device: str = "auto",
         gpu_layers: int | None = None,
         exact: bool = False,
+        prompt_cache: bool = False,
     ) -> None:
         self._stack = ExitStack()
         self._llama = llama = lib()
@@ -117,6 +118,12 @@ class LlamaBackend:
         self.device = "gpu" if n_gpu > 0 else "cpu"
         self._adapters: dict[str, LoadedAdapter] = {}
         self._active: tuple[tuple[str, float], ...] = ()
+        # Prompt cache: the tokens whose keys/values the context holds (positions 0..n-1)
+        # and the adapter set they were computed under. A prompt that starts with them,
+        # under the same adapters, decodes only the rest (a chat's next turn).
+        self.prompt_cache = prompt_cache
+        self._kv_tokens: list[int] = []
+        self._kv_adapters: tuple[tuple[str, float], ...] | None = None
         try:
             mparams = llama.llama_model_default_params()
             mparams.n_gpu_layers = n_gpu
@@ -245,6 +252,23 @@ class LlamaBackend:
     # -- evaluation ---------------------------------------------------------------
     def _clear(self) -> None:
         self._llama.llama_memory_clear(self._mem, True)
+        self._kv_tokens, self._kv_adapters = [], None
+
+    def _reuse(self, prompt: Sequence[int]) -> int:
+        """Keep the context's keys/values for the longest prefix of `prompt` computed
+        under the active adapters (never across an adapter change) and return its
+        length; 0 clears the context. One prompt token is always left to decode: its
+        logits pick the first reply token."""
+        keep = 0
+        if self.prompt_cache and self._kv_adapters == self._active:
+            limit = min(len(self._kv_tokens), len(prompt) - 1)
+            while keep < limit and self._kv_tokens[keep] == prompt[keep]:
+                keep += 1
+        if keep == 0 or not self._llama.llama_memory_seq_rm(self._mem, 0, keep, -1):
+            self._clear()
+            keep = 0
+        self._kv_tokens, self._kv_adapters = list(prompt[:keep]), self._active
+        return keep
 
     def _decode(self, tokens: Sequence[int]) -> None:
         llama = self._llama
@@ -308,15 +332,16 @@ class LlamaBackend:
         if not prompt:
             raise InputError("the prompt is empty")
         self._check_room(len(prompt) + sampling.max_tokens)
-        self._clear()
+        t0 = time.perf_counter()
+        cached = self._reuse(prompt)
         chain = self._sampler(sampling)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         n, t1 = 0, 0.0
         try:
-            t0 = time.perf_counter()
-            self._decode(prompt)
+            self._decode(prompt[cached:])
+            self._kv_tokens.extend(prompt[cached:])
             t1 = time.perf_counter()
-            timings.prefill_s, timings.prompt_tokens = t1 - t0, len(prompt)
+            timings.prefill_s, timings.prompt_tokens, timings.cached_tokens = t1 - t0, len(prompt), cached
             one = (llama.llama_token * 1)()
             while n < sampling.max_tokens:
                 tok = llama.llama_sampler_sample(chain, self._ctx, -1)
@@ -331,9 +356,15 @@ class LlamaBackend:
                 one[0] = tok
                 if llama.llama_decode(self._ctx, llama.llama_batch_get_one(one, 1)) != 0:
                     raise BackendError(f"llama.cpp decode failed ({recent_errors()})")
+                self._kv_tokens.append(tok)
             tail = decoder.decode(b"", final=True)
             if tail:
                 yield -1, tail
+        except GeneratorExit:  # the caller stopped early: what was decoded is still valid
+            raise
+        except BaseException:
+            self._clear()  # a failed decode leaves the context unknown: start over next time
+            raise
         finally:  # also when the caller stops early (a stop string, a client gone)
             if t1:
                 timings.decode_s, timings.generated_tokens = time.perf_counter() - t1, n

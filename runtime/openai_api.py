@@ -191,9 +191,10 @@ def _sgedge(result: GenerationResult, policy: str | None) -> dict[str, Any]:
             "backend": result.backend, "mode": result.mode, "timings": result.timings.as_dict()}
 
 
-def usage(result: GenerationResult) -> dict[str, int]:
+def usage(result: GenerationResult) -> dict[str, Any]:
     p, c = len(result.prompt_tokens), len(result.tokens)
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+            "prompt_tokens_details": {"cached_tokens": result.timings.cached_tokens}}
 
 
 def response(req: Request, model: str, result: GenerationResult, policy: str | None) -> dict[str, Any]:

@@ -41,13 +41,16 @@ class Timings:
     decode_s: float = 0.0
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose keys/values were kept from the previous generation
 
     def as_dict(self) -> dict[str, float]:
         return {
             "load_s": round(self.load_s, 6),
             "prefill_s": round(self.prefill_s, 6),
             "decode_s": round(self.decode_s, 6),
-            "prefill_tok_s": round(self.prompt_tokens / self.prefill_s, 3) if self.prefill_s else 0.0,
+            "prefill_tok_s": round((self.prompt_tokens - self.cached_tokens) / self.prefill_s, 3)
+            if self.prefill_s else 0.0,
+            "cached_tokens": self.cached_tokens,
             "decode_tok_s": round(self.generated_tokens / self.decode_s, 3) if self.decode_s else 0.0,
         }
 

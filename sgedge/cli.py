@@ -99,6 +99,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                    help="refuse requests that name another policy or other adapters than the start-up one")
     s.add_argument("--max-tokens", type=int, default=512,
                    help="reply length when a request sets none (cut to the context left)")
+    s.add_argument("--no-prompt-cache", action="store_true",
+                   help="compute every prompt whole (default, GGUF: a chat's next turn reuses the keys/values "
+                   "of the turn before, under the same adapters)")
     s.add_argument("-q", "--quiet", action="store_true", help="no line per request on standard error")
     s.set_defaults(handler="sgedge.runtime.cli:serve")
 

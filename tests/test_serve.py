@@ -90,7 +90,8 @@ def test_replies_are_the_runtimes_for_each_policy(demo, demo_server):
         assert msg["message"] == {"role": "assistant", "content": want.text}, body
         assert msg["finish_reason"] == want.finish_reason
         assert obj["usage"] == {"prompt_tokens": len(want.prompt_tokens), "completion_tokens": len(want.tokens),
-                                "total_tokens": len(want.prompt_tokens) + len(want.tokens)}
+                                "total_tokens": len(want.prompt_tokens) + len(want.tokens),
+                                "prompt_tokens_details": {"cached_tokens": 0}}
         assert obj["sgedge"]["policy"] == policy
         assert obj["sgedge"]["adapters"] == [{"name": a.name, "scale": a.scale} for a in want.adapters]
         assert obj["model"] == (policy or "sgedge-demo")
@@ -347,11 +348,18 @@ def test_cli_serves_the_demo_and_stops_cleanly_on_sigterm():
         assert "policy 'EU' (strict:1) on llama.cpp" in "".join(lines)
         host, port = url.split("//")[1].split("/")[0].split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        conn.request("POST", "/v1/chat/completions", json.dumps({"messages": DOSE, "max_tokens": 8}),
-                     {"Authorization": "Bearer k", "Content-Type": "application/json"})
-        obj = json.loads(conn.getresponse().read())
+        replies = []
+        for _ in range(2):
+            conn.request("POST", "/v1/chat/completions", json.dumps({"messages": DOSE, "max_tokens": 8}),
+                         {"Authorization": "Bearer k", "Content-Type": "application/json"})
+            replies.append(json.loads(conn.getresponse().read()))
         conn.close()
+        obj = replies[0]
         assert obj["sgedge"]["policy"] == "EU" and obj["model"] == "EU"
+        # The server keeps the prompt cache on: the same prompt again computes only its last token.
+        assert obj["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+        assert replies[1]["usage"]["prompt_tokens_details"]["cached_tokens"] == obj["usage"]["prompt_tokens"] - 1
+        assert replies[1]["choices"] == obj["choices"]
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -400,3 +408,12 @@ print(json.dumps({{"tokens": reply["usage"]["completion_tokens"], "heavy": heavy
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report == {"tokens": report["tokens"], "heavy": []} and report["tokens"] > 0
+
+
+def test_a_fused_runtime_serves_its_policy_and_refuses_others(tiny):
+    t = tiny("llama")
+    with Runtime.open(t.gguf, adapters=[t.a1], mode="fused") as rt, running(rt) as srv:
+        assert chat(srv, BREAD, max_tokens=4)["sgedge"]["mode"] == "fused"
+        status, obj = call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, "adapters": []})
+        assert status == 400 and "runs one fused policy (a1:1)" in obj["error"]["message"]
+        assert "without --fused" in obj["error"]["message"]

@@ -1,0 +1,124 @@
+"""The GGUF prompt cache: a chat's next turn computes only what is new, never reuses
+keys/values across an adapter change, and answers as a fresh context does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sgedge.runtime.api import Runtime
+
+CHAT = [{"role": "user", "content": "How do I make bread?"}]
+
+
+def turn2(reply: str) -> list[dict[str, str]]:
+    return [*CHAT, {"role": "assistant", "content": reply}, {"role": "user", "content": "And then what?"}]
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def pair(tiny):
+    t = tiny("llama")
+    with Runtime.open(t.gguf, adapters=[t.a1, t.a2], exact=True, prompt_cache=True) as cached, \
+            Runtime.open(t.gguf, adapters=[t.a1, t.a2], exact=True) as fresh:
+        yield cached, fresh
+
+
+def test_next_turn_reuses_the_previous_prompt_and_reply(pair):
+    cached, fresh = pair
+    first = cached.generate(CHAT, max_tokens=12)
+    follow = turn2(first.text)
+    second = cached.generate(follow, max_tokens=12)
+    # Everything the context holds that the new prompt starts with: the first prompt and
+    # the reply's tokens (the last one of a cut reply was never computed), as far as the
+    # template re-encodes them alike.
+    held = [*first.prompt_tokens, *(first.tokens[:-1] if first.finish_reason == "length" else first.tokens)]
+    assert second.timings.cached_tokens == common_prefix(held, second.prompt_tokens)
+    assert second.timings.cached_tokens >= len(first.prompt_tokens)
+    assert second.tokens == fresh.generate(follow, max_tokens=12).tokens
+    assert fresh.generate(follow, max_tokens=12).timings.cached_tokens == 0  # off unless asked for
+
+
+def test_an_adapter_change_never_reuses_keys_and_values(pair):
+    cached, fresh = pair
+    for adapters in ([("a1", 1.0)], [("a1", 0.5)], [("a2", 1.0)], [], [("a1", 1.0), ("a2", 0.5)], [("a1", 1.0)]):
+        r = cached.generate(CHAT, max_tokens=8, adapters=adapters)
+        same = cached.generate(CHAT, max_tokens=8, adapters=adapters)
+        assert r.timings.cached_tokens == 0, adapters  # the run before used other adapters
+        assert same.timings.cached_tokens == len(same.prompt_tokens) - 1  # the last token is always computed
+        want = fresh.generate(CHAT, max_tokens=8, adapters=adapters).tokens
+        assert r.tokens == want and same.tokens == want, adapters
+
+
+def test_the_kept_keys_and_values_give_the_fresh_logits(tiny):
+    # Teacher-forced check of what the cache keeps: the first reply token's logits after
+    # a reused prefix equal a fresh context's (f32, exact), to float rounding.
+    t = tiny("qwen2")
+    with Runtime.open(t.gguf, adapters=[t.a1], exact=True, prompt_cache=True) as rt:
+        be = rt._backend
+        seen = {}
+        decode = be._decode
+
+        def spy(tokens):
+            decode(tokens)
+            seen["logits"] = np.ctypeslib.as_array(be._llama.llama_get_logits_ith(be._ctx, -1),
+                                                   shape=(be.n_vocab,)).copy()
+
+        be._decode = spy
+        first = rt.generate(CHAT, max_tokens=10)
+        follow = turn2(first.text)
+        second = rt.generate(follow, max_tokens=1)
+        assert second.timings.cached_tokens > len(first.prompt_tokens) // 2
+        kept = seen["logits"]
+        ids = rt.encode_prompt(follow)
+        ref = rt.logits(ids)[-1]  # a fresh, whole computation (and it empties the cache)
+        assert float(np.abs(kept - ref).max()) < 1e-4
+        assert rt.generate(follow, max_tokens=1).timings.cached_tokens == 0
+
+
+def test_a_reply_cut_by_a_stop_string_leaves_a_usable_cache(pair):
+    cached, fresh = pair
+    full = fresh.generate(CHAT, max_tokens=12, adapters=[("a2", 1.0)])
+    assert len(full.text) > 4
+    cut = cached.generate(CHAT, max_tokens=12, adapters=[("a2", 1.0)], stop=full.text[2:4])
+    assert cut.text == full.text[:full.text.index(full.text[2:4])] and cut.finish_reason == "stop"
+    again = cached.generate(turn2(cut.text), max_tokens=10, adapters=[("a2", 1.0)])
+    assert again.timings.cached_tokens >= len(cut.prompt_tokens)
+    assert again.tokens == fresh.generate(turn2(cut.text), max_tokens=10, adapters=[("a2", 1.0)]).tokens
+
+
+def test_a_failed_generation_empties_the_cache(pair):
+    cached, _ = pair
+    cached.generate(CHAT, max_tokens=4)
+    with pytest.raises(Exception, match="do not fit the context"):
+        cached.generate(CHAT, max_tokens=cached.context_size)
+    # Refused before anything ran: the cache is intact and still used.
+    assert cached.generate(CHAT, max_tokens=4).timings.cached_tokens > 0
+    be = cached._backend
+    real = be._llama
+
+    class Failing:
+        def __getattr__(self, name):
+            if name == "llama_decode":
+                return lambda *a: 1
+            return getattr(real, name)
+
+    be._llama = Failing()
+    try:
+        with pytest.raises(Exception, match="decode failed"):
+            cached.generate(turn2("x"), max_tokens=4)
+    finally:
+        be._llama = real
+    assert cached.generate(CHAT, max_tokens=4).timings.cached_tokens == 0
+
+
+def test_onnx_says_it_has_no_prompt_cache(tiny_onnx):
+    o = tiny_onnx("qwen2")
+    with Runtime.open(o.base, adapters=[o.a1], prompt_cache=True) as rt:
+        assert any("no prompt cache" in n for n in rt.notes)
+        assert rt.generate(CHAT, max_tokens=3).timings.cached_tokens == 0
