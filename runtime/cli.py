@@ -117,7 +117,8 @@ def serve(args: argparse.Namespace) -> int:
             model_id = "sgedge-demo" if source == demo_bundle().resolve() else model_id
         log = None if args.quiet else (lambda line: print(f"sgedge serve: {line}", file=sys.stderr, flush=True))
         server = make_server(rt, host=args.host, port=args.port, model_id=model_id, api_key=api_key,
-                             lock_policy=args.lock_policy, max_tokens=args.max_tokens, log=log)
+                             lock_policy=args.lock_policy, max_tokens=args.max_tokens,
+                             cors_origins=args.cors_origin, log=log)
         switching = "locked (--lock-policy)" if args.lock_policy else "per request (body 'policy' or 'model')"
         policies = f"; policies: {', '.join(sorted(rt.policies))}" if rt.policies else ""
         print(f"sgedge serve: {server.describe_default()} on {rt.backend}; switching {switching}{policies}",
@@ -125,6 +126,9 @@ def serve(args: argparse.Namespace) -> int:
         if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
             print(f"sgedge serve: warning: listening on {args.host} with no --api-key: anyone who can reach "
                   "this port can use the model", file=sys.stderr)
+        if "*" in args.cors_origin and api_key is None:
+            print("sgedge serve: warning: --cors-origin * with no --api-key: any web page open in a browser on "
+                  "this machine can use the model; name the app's origin instead, or set a key", file=sys.stderr)
         # The URL line last: scripts and tests wait for it.
         print(f"sgedge serve: listening on {server.url} (OpenAI-compatible; Ctrl-C stops)", file=sys.stderr,
               flush=True)

@@ -13,7 +13,7 @@ import hmac
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -40,12 +40,17 @@ class SgedgeServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, rt: Runtime, host: str, port: int, *, model_id: str, api_key: str | None = None,
-                 lock_policy: bool = False, max_tokens: int = 512,
+                 lock_policy: bool = False, max_tokens: int = 512, cors_origins: Sequence[str] = (),
                  log: Callable[[str], None] | None = None) -> None:
         self.rt, self.model_id, self.api_key = rt, model_id, api_key
         self.lock_policy, self.max_tokens, self.log = lock_policy, max_tokens, log
+        self.cors_origins = tuple(o.rstrip("/") for o in cors_origins)
         self.started = int(time.time())
         super().__init__((host, port), _Handler)
+
+    def cors_allows(self, origin: str | None) -> bool:
+        """Whether a web page from `origin` may call the API (--cors-origin)."""
+        return bool(origin) and ("*" in self.cors_origins or origin.rstrip("/") in self.cors_origins)
 
     @property
     def url(self) -> str:
@@ -104,6 +109,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.log(f"{self.command} {self.path} {status}{' ' + note if note else ''}")
 
     # -- plumbing ------------------------------------------------------------------
+    def end_headers(self) -> None:
+        origin = self.headers.get("Origin") if getattr(self, "headers", None) is not None else None
+        if self.server.cors_allows(origin):
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Vary", "Origin")
+        super().end_headers()
+
     def _send_json(self, status: int, obj: Any) -> None:
         data = json.dumps(obj, ensure_ascii=False).encode()
         self.send_response(status)
@@ -189,8 +201,21 @@ class _Handler(BaseHTTPRequestHandler):
             traceback.print_exc(file=sys.stderr)
             self._error(ApiError(500, f"internal error: {type(e).__name__}: {e}"))
 
-    def do_OPTIONS(self) -> None:  # noqa: N802
-        self._error(ApiError(405, "OPTIONS is not served (no CORS): call the API from the app's native side"))
+    def do_OPTIONS(self) -> None:  # noqa: N802 (a browser's CORS preflight)
+        origin = self.headers.get("Origin")
+        if not self.server.cors_origins:
+            self._error(ApiError(405, "no CORS: start the server with --cors-origin ORIGIN to let a web page "
+                                      "(an Electron or Tauri window) call it, or call it from the app's native side"))
+        elif not self.server.cors_allows(origin):
+            self._error(ApiError(403, f"origin {origin!r} is not allowed (--cors-origin: "
+                                      f"{', '.join(self.server.cors_origins)})"))
+        else:
+            self.send_response(204)
+            self.send_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+            self.send_header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Sgedge-Policy")
+            self.send_header("Access-Control-Max-Age", "600")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
     # -- generation ------------------------------------------------------------------
     def _generate(self, req: Request) -> None:

@@ -95,6 +95,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     s.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on API calls (default: $SGEDGE_API_KEY)")
+    s.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let web pages from ORIGIN call the API (an Electron or Tauri window, e.g. "
+                   "http://localhost:5173; repeatable; * allows any page)")
     s.add_argument("--lock-policy", action="store_true",
                    help="refuse requests that name another policy or other adapters than the start-up one")
     s.add_argument("--max-tokens", type=int, default=512,

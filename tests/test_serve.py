@@ -417,3 +417,40 @@ def test_a_fused_runtime_serves_its_policy_and_refuses_others(tiny):
         status, obj = call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, "adapters": []})
         assert status == 400 and "runs one fused policy (a1:1)" in obj["error"]["message"]
         assert "without --fused" in obj["error"]["message"]
+
+
+def _raw(srv, method: str, path: str, headers: dict, body: bytes | None = None):
+    conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=60)
+    conn.request(method, path, body=body, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, dict(resp.getheaders()), data
+
+
+def test_cors_only_for_the_origins_given(demo):
+    app = "http://localhost:5173"
+    preflight = {"Origin": app, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type"}
+    body = json.dumps({"messages": BREAD, "max_tokens": 2}).encode()
+    with running(demo) as srv:  # none given: no CORS at all
+        status, headers, data = _raw(srv, "OPTIONS", "/v1/chat/completions", preflight)
+        assert status == 405 and "--cors-origin" in json.loads(data)["error"]["message"]
+        status, headers, _ = _raw(srv, "POST", "/v1/chat/completions", {"Origin": app}, body)
+        assert status == 200 and "Access-Control-Allow-Origin" not in headers
+    with running(demo, cors_origins=[app], api_key="k") as srv:
+        status, headers, _ = _raw(srv, "OPTIONS", "/v1/chat/completions", preflight)
+        assert status == 204 and headers["Access-Control-Allow-Origin"] == app
+        assert "Authorization" in headers["Access-Control-Allow-Headers"]
+        status, headers, _ = _raw(srv, "POST", "/v1/chat/completions", {"Origin": app, "Authorization": "Bearer k"},
+                                  body)
+        assert status == 200 and headers["Access-Control-Allow-Origin"] == app
+        status, headers, _ = _raw(srv, "POST", "/v1/chat/completions", {"Origin": app}, body)
+        assert status == 401 and headers["Access-Control-Allow-Origin"] == app  # the page can read why
+        evil = {**preflight, "Origin": "https://evil.example"}
+        status, headers, data = _raw(srv, "OPTIONS", "/v1/chat/completions", evil)
+        assert status == 403 and "Access-Control-Allow-Origin" not in headers
+        assert "'https://evil.example' is not allowed" in json.loads(data)["error"]["message"]
+        status, headers, _ = _raw(srv, "POST", "/v1/chat/completions", {"Origin": "https://evil.example",
+                                                                         "Authorization": "Bearer k"}, body)
+        assert "Access-Control-Allow-Origin" not in headers  # the browser withholds the reply from the page
