@@ -132,12 +132,28 @@ def serve(args: argparse.Namespace) -> int:
         # The URL line last: scripts and tests wait for it.
         print(f"sgedge serve: listening on {server.url} (OpenAI-compatible; Ctrl-C stops)", file=sys.stderr,
               flush=True)
+        if args.ready_file:
+            from sgedge._fs import atomic_path
+
+            with atomic_path(args.ready_file) as tmp:  # never seen half-written
+                tmp.write_text(json.dumps({"url": server.url, "pid": os.getpid()}))
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a service manager stops it like Ctrl-C
+        why = ["stopped"]
+        if args.exit_on_stdin_eof:
+            def watch() -> None:
+                while sys.stdin.buffer.read1(4096):  # what the app writes is ignored; only the end counts
+                    pass
+                why[0] = "standard input closed; stopped"
+                server.shutdown()
+            threading.Thread(target=watch, daemon=True).start()
         try:
             server.serve_forever()
+            print(f"sgedge serve: {why[0]}", file=sys.stderr)
         except KeyboardInterrupt:
             print("sgedge serve: stopped", file=sys.stderr)
         finally:
             server.server_close()
+            if args.ready_file:
+                Path(args.ready_file).unlink(missing_ok=True)
     return 0

@@ -102,6 +102,11 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                    help="refuse requests that name another policy or other adapters than the start-up one")
     s.add_argument("--max-tokens", type=int, default=512,
                    help="reply length when a request sets none (cut to the context left)")
+    s.add_argument("--ready-file", metavar="PATH",
+                   help="once listening, write {\"url\", \"pid\"} as JSON to PATH (for an app that starts the server "
+                   "with --port 0)")
+    s.add_argument("--exit-on-stdin-eof", action="store_true",
+                   help="stop when standard input closes: started by an app with a pipe, the server ends with the app")
     s.add_argument("--no-prompt-cache", action="store_true",
                    help="compute every prompt whole (default, GGUF: a chat's next turn reuses the keys/values "
                    "of the turn before, under the same adapters)")

@@ -454,3 +454,35 @@ def test_cors_only_for_the_origins_given(demo):
         status, headers, _ = _raw(srv, "POST", "/v1/chat/completions", {"Origin": "https://evil.example",
                                                                          "Authorization": "Bearer k"}, body)
         assert "Access-Control-Allow-Origin" not in headers  # the browser withholds the reply from the page
+
+
+def test_an_app_starts_it_with_a_pipe_and_a_ready_file(tmp_path):
+    # The sidecar pattern: port 0, the URL read from a file, the server gone when the app's pipe closes.
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen([sys.executable, "-m", "sgedge", "serve", "--port", "0", "--ready-file", str(ready),
+                             "--exit-on-stdin-eof", "-q"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not ready.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        info = json.loads(ready.read_text())
+        assert info["pid"] == proc.pid and info["url"].startswith("http://127.0.0.1:")
+        host, port = info["url"].split("//")[1].split("/")[0].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request("GET", "/health")
+        assert json.loads(conn.getresponse().read())["status"] == "ok"
+        conn.close()
+        proc.stdin.write("anything\n")
+        proc.stdin.flush()
+        time.sleep(0.5)
+        assert proc.poll() is None  # data on the pipe is not the end
+        proc.stdin.close()
+        err = proc.stderr.read()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert "standard input closed; stopped" in err
+    assert not ready.exists()  # removed on the way out: a stale URL is never left behind
