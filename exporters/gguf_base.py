@@ -156,7 +156,30 @@ def plan_tensors(model: HFModel) -> dict[str, str]:
             f"{len(unknown)} tensor(s) have no llama.cpp equivalent for {model.family.name}: "
             + ", ".join(unknown[:10])
         )
+    biases = [n for n in plan if n.endswith(".bias")]
+    if biases and not model.family.gguf_biases:
+        raise UnsupportedModelError(
+            f"{model.family.name} with biases ({biases[0]}, {len(biases)} in all; attention_bias in config.json): "
+            f"llama.cpp's {model.family.gguf_arch} graph has no bias terms and would refuse the file; "
+            "export it with --format onnx"
+        )
     return plan
+
+
+# Activations llama.cpp's graphs for these families compute (they hard-code SwiGLU).
+_GGUF_ACTIVATIONS = ("silu", "swish")
+
+
+def check_gguf_supported(model: HFModel) -> None:
+    """Refuse, before writing anything, what llama.cpp would run differently or not at all."""
+    act = model.config.get("hidden_act", "silu")
+    if act not in _GGUF_ACTIVATIONS:
+        raise UnsupportedModelError(
+            f"hidden_act {act!r}: llama.cpp's {model.family.gguf_arch} graph computes SiLU (SwiGLU) only, so "
+            "this model would give wrong answers; export it with --format onnx (the ONNX builder applies "
+            f"{act!r})"
+        )
+    plan_tensors(model)
 
 
 def _transform(model: HFModel, name: str, data: np.ndarray) -> np.ndarray:
@@ -243,6 +266,7 @@ def export_base_gguf(
     if dtype not in BASE_DTYPES:
         raise InputError(f"unknown GGUF dtype {dtype!r}; choose one of {', '.join(BASE_DTYPES)}")
     model = HFModel.open(model_dir)
+    check_gguf_supported(model)
     out = Path(out)
     fallback = None
     with atomic_path(out) as tmp:

@@ -33,6 +33,9 @@ class Family:
     # Fused projections and the builder's names for their parts (q/k/v, gate/up): an
     # ONNX slot lists the parts it covers, and a fused LoRA's B rows map onto them.
     onnx_splits: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # llama.cpp's graph for this family loads no bias tensors (gguf-py would still name them,
+    # and llama.cpp would then refuse the file at load).
+    gguf_biases: bool = True
 
     @property
     def onnx_slot_modules(self) -> tuple[str, ...]:
@@ -46,13 +49,14 @@ FAMILIES: tuple[Family, ...] = (
     Family("llama", ("LlamaForCausalLM",), "llama", _ATTN + _MLP, _LLAMA_PERMUTE),
     Family("mistral", ("MistralForCausalLM",), "llama", _ATTN + _MLP, _LLAMA_PERMUTE),
     Family("qwen2", ("Qwen2ForCausalLM",), "qwen2", _ATTN + _MLP),
-    Family("qwen3", ("Qwen3ForCausalLM",), "qwen3", _ATTN + _MLP),
+    Family("qwen3", ("Qwen3ForCausalLM",), "qwen3", _ATTN + _MLP, gguf_biases=False),
     # Phi-3 keeps qkv and gate+up fused, and so does llama.cpp's phi3 graph: the
     # fused LoRA maps one to one onto attn_qkv / ffn_up, no split needed there. The ONNX
 # builder does split them (onnx_splits).
     Family(
         "phi3", ("Phi3ForCausalLM",), "phi3", ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
         onnx_splits=MappingProxyType({"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}),
+        gguf_biases=False,
     ),
 )
 

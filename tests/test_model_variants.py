@@ -35,6 +35,7 @@ VARIANTS = {
                                           "tie_word_embeddings": True}, True),
     "llama-linear-rope": ("llama", {"rope_parameters": {"rope_type": "linear", "factor": 2.0,
                                                          "rope_theta": 10000.0}}, True),
+    "llama-attention-and-mlp-bias": ("llama", {"attention_bias": True, "mlp_bias": True}, True),
 }
 
 
@@ -312,3 +313,28 @@ def test_bf16_sharded_checkpoint_exports_exactly(tmp_path, family):
                  export_base_onnx(out, tmp_path / "onnx").path):
         with Runtime.open(path, exact=True) as rt:
             assert float(np.abs(np.asarray(rt.logits(ids)) - want).max()) < 1e-4, path
+
+
+@pytest.mark.parametrize("family,shape,message", [
+    ("llama", {"hidden_act": "gelu_pytorch_tanh"}, r"hidden_act 'gelu_pytorch_tanh': llama.cpp's llama graph computes SiLU"),
+    ("mistral", {"hidden_act": "gelu"}, r"hidden_act 'gelu': llama.cpp's llama graph"),
+    ("qwen2", {"hidden_act": "relu"}, r"hidden_act 'relu': llama.cpp's qwen2 graph"),
+    ("phi3", {"hidden_act": "gelu_new"}, r"hidden_act 'gelu_new': llama.cpp's phi3 graph"),
+    ("qwen3", {"attention_bias": True}, r"qwen3 with biases \(model.layers.0.self_attn.\w_proj.bias, 8 in all; "
+                                         r"attention_bias in config.json\): llama.cpp's qwen3 graph has no bias"),
+])
+def test_what_llama_cpp_would_run_wrong_is_refused_and_onnx_runs_it(tmp_path, family, shape, message):
+    # llama.cpp hard-codes SwiGLU, and its qwen3 graph has no q/k/v biases: the first would
+    # run with the wrong activation (logits off by ~1), the second fail at load. The ONNX
+    # builder honours both, so the refusal points there, and the ONNX export is exact.
+    hf = build_model(family, tmp_path / "hf", shape=shape, seed=3)
+    with pytest.raises(UnsupportedModelError, match=message + r".*--format onnx"):
+        export_base_gguf(hf, tmp_path / "b.gguf", dtype="f32")
+    assert not (tmp_path / "b.gguf").exists()
+    lora = build_lora(hf, tmp_path / "lora", r=8, alpha=16)
+    ref = hf_model(hf, [(lora, 1.0)])
+    onnx_base = export_base_onnx(hf, tmp_path / "onnx").path
+    onnx_adapter = export_adapter_onnx(lora, tmp_path / "a.onnx_adapter", base=onnx_base).path
+    with Runtime.open(onnx_base, adapters=[onnx_adapter]) as rt:
+        ids = rt.encode_prompt(PROMPT, raw=True)
+        assert float(np.abs(rt.logits(ids) - hf_logits(ref, ids)).max()) < 1e-4
