@@ -365,7 +365,8 @@ class Runtime:
             return self._backend.load_adapter(Path(path), name)
 
     # -- prompts --------------------------------------------------------------------
-    def encode_prompt(self, prompt: str | Sequence[Mapping[str, str]], *, raw: bool = False) -> list[int]:
+    def encode_prompt(self, prompt: str | Sequence[Mapping[str, str]], *, raw: bool = False,
+                      template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
         be = self._backend
         if raw:
             if not isinstance(prompt, str):
@@ -375,7 +376,8 @@ class Runtime:
         template = be.chat_template()
         if template is None:
             raise InputError("this model has no chat template; run with raw=True (--raw) for plain completion")
-        text = render_chat(template, messages, bos_token=be.bos_text(), eos_token=be.eos_text())
+        text = render_chat(template, messages, bos_token=be.bos_text(), eos_token=be.eos_text(),
+                           template_kwargs=template_kwargs)
         # Templates write their own BOS; tokenize like transformers' apply_chat_template.
         return be.tokenize(text, add_special=False)
 
@@ -424,15 +426,17 @@ class Runtime:
         on_text: Callable[[str], None] | None = None,
         ignore_eos: bool = False,
         stop: str | Sequence[str] | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> GenerationResult:
         """Generate a reply with the runtime's active adapters, or per call: `policy="EU"`
         (a bundle policy), `policy=[]` (bare base, if the bundle allows it), or
         `adapters=[(name, scale), ...]`. `on_text` receives each text piece as produced.
-        `stop`: strings that end the reply where it first contains one (left out of it)."""
+        `stop`: strings that end the reply where it first contains one (left out of it).
+        `template_kwargs`: more chat template variables (e.g. {"enable_thinking": False})."""
         sampling = Sampling(max_tokens, temperature, top_p, top_k, seed, ignore_eos)
         scanner = StopScanner(check_stops(stop))
         active = self._resolve(adapters, policy)
-        ids = self.encode_prompt(prompt, raw=raw)
+        ids = self.encode_prompt(prompt, raw=raw, template_kwargs=template_kwargs)
         timings = Timings(load_s=self.load_s)
         tokens: list[int] = []
         parts: list[str] = []
@@ -463,11 +467,11 @@ class Runtime:
 
     def stream(self, prompt: str | Sequence[Mapping[str, str]], **kwargs: Any) -> Iterator[str]:
         """Yield text pieces as they are generated (same arguments as `generate`)."""
-        raw = kwargs.pop("raw", False)
+        raw, template_kwargs = kwargs.pop("raw", False), kwargs.pop("template_kwargs", None)
         scanner = StopScanner(check_stops(kwargs.pop("stop", None)))
         active = self._resolve(kwargs.pop("adapters", None), kwargs.pop("policy", None))
         sampling = Sampling(**kwargs)
-        ids = self.encode_prompt(prompt, raw=raw)
+        ids = self.encode_prompt(prompt, raw=raw, template_kwargs=template_kwargs)
         with self._lock:  # released when the stream ends or is closed
             self._backend.set_active(active)
             pieces = self._backend.generate(ids, sampling, Timings())

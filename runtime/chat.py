@@ -69,18 +69,26 @@ def render_chat(
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
+    template_kwargs: Mapping[str, Any] | None = None,
 ) -> str:
+    """`template_kwargs`: more variables for the template, as transformers'
+    apply_chat_template takes them (e.g. {"enable_thinking": False} for Qwen3)."""
     import jinja2
 
     for m in messages:
         if "role" not in m or "content" not in m:
             raise InputError("each chat message needs 'role' and 'content'")
+    extra = dict(template_kwargs or {})
+    clash = sorted(set(extra) & {"messages", "bos_token", "eos_token", "add_generation_prompt"})
+    if clash:
+        raise InputError(f"chat template variables {', '.join(clash)} are set by sgedge; leave them out")
     try:
         return _compile(template).render(
             messages=[dict(m) for m in messages],
             bos_token=bos_token,
             eos_token=eos_token,
             add_generation_prompt=add_generation_prompt,
+            **extra,
         )
     except jinja2.TemplateError as e:  # e.g. an undefined variable the template needs
         raise InputError(f"the model's chat template failed on these messages ({type(e).__name__}: {e})") from None

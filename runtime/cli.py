@@ -66,8 +66,18 @@ def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]], *,
 def run(args: argparse.Namespace) -> int:
     from sgedge.runtime.api import parse_adapter_arg
 
+    from sgedge.errors import InputError
+
     adapters = [parse_adapter_arg(a) for a in args.adapter]
     prompt = read_prompt(args.prompt, args.raw)
+    template_kwargs = None
+    if args.chat_template_kwargs:
+        try:
+            template_kwargs = json.loads(args.chat_template_kwargs)
+        except json.JSONDecodeError as e:
+            raise InputError(f"--chat-template-kwargs is not JSON ({e})") from None
+        if not isinstance(template_kwargs, dict):
+            raise InputError("--chat-template-kwargs takes a JSON object, e.g. '{\"enable_thinking\": false}'")
     with open_runtime(args, adapters) as rt:
         sink = None
         if not args.json:
@@ -76,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
         result = rt.generate(prompt, raw=args.raw, policy=[] if args.no_adapter else None, max_tokens=args.max_tokens,
                              temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                             seed=args.seed, on_text=sink, stop=args.stop)
+                             seed=args.seed, on_text=sink, stop=args.stop, template_kwargs=template_kwargs)
         policy = rt.policy
     if args.json:
         obj = result.to_dict()

@@ -64,6 +64,7 @@ class Request:
     model: str | None = None
     policy: str | None = None  # a bundle policy named by the request
     adapters: list[tuple[str, float]] | None = None  # resident adapters named by the request ([] = bare base)
+    template_kwargs: dict[str, Any] | None = None  # chat_template_kwargs (vLLM's and llama.cpp's field)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -180,10 +181,15 @@ def parse_request(kind: str, body: Any, *, header_policy: str | None = None) -> 
     options = body.get("stream_options") or {}
     if not isinstance(options, Mapping):
         raise ApiError(400, "'stream_options' must be an object", "stream_options")
+    template_kwargs = body.get("chat_template_kwargs")
+    if template_kwargs is not None and (kind != "chat" or not isinstance(template_kwargs, Mapping)):
+        raise ApiError(400, "'chat_template_kwargs' is an object of chat template variables, for chat requests",
+                       "chat_template_kwargs")
     model = body.get("model")
     policy, adapters = _selection(body, header_policy)
     return Request(kind, prompt, sampling, stop, bool(body.get("stream")), bool(options.get("include_usage")),
-                   model if isinstance(model, str) else None, policy, adapters)
+                   model if isinstance(model, str) else None, policy, adapters,
+                   dict(template_kwargs) if template_kwargs else None)
 
 
 def _sgedge(result: GenerationResult, policy: str | None) -> dict[str, Any]:

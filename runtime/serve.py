@@ -255,12 +255,15 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if req.sampling["max_tokens"] is None:
                 # Not asked for: the server's default, cut to the room the prompt leaves.
-                room = srv.rt.context_size - len(srv.rt.encode_prompt(req.prompt, raw=req.kind == "completion"))
+                prompt = srv.rt.encode_prompt(req.prompt, raw=req.kind == "completion",
+                                              template_kwargs=req.template_kwargs)
+                room = srv.rt.context_size - len(prompt)
                 if room < 1:
                     raise ApiError(400, f"the prompt fills the context of {srv.rt.context_size} tokens; shorten "
                                         "it (or start the server with a larger --ctx)", "messages")
                 req.sampling["max_tokens"] = min(srv.max_tokens, room)
             result = srv.rt.generate(req.prompt, raw=req.kind == "completion", stop=req.stop,
+                                     template_kwargs=req.template_kwargs,
                                      on_text=on_text if req.stream else None, **req.sampling, **kwargs)
         except SgedgeError as e:
             if not started:  # the request's fault (400), or the engine's (500)

@@ -87,6 +87,8 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the reply where it first contains TEXT (left out; repeatable)")
+    r.add_argument("--chat-template-kwargs", metavar="JSON",
+                   help="more chat template variables, as a JSON object (e.g. '{\"enable_thinking\": false}')")
     r.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     r.set_defaults(handler="sgedge.runtime.cli:run")
 

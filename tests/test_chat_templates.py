@@ -72,3 +72,16 @@ def test_templates_stay_sandboxed():
     with pytest.raises(Exception, match="unsafe|not safely callable|access to attribute"):
         render_chat("{{ messages.__class__.__mro__ }}{{ ''.__class__.__subclasses__() }}",
                     [{"role": "user", "content": "hi"}])
+
+
+def test_template_variables_reach_the_template():
+    ours = render_chat(REASONING, CONVERSATIONS[0], template_kwargs={"enable_thinking": False})
+    assert ours.endswith("<|assistant|><think></think>")
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    want, _ = render_jinja_template(conversations=[CONVERSATIONS[0]], chat_template=REASONING,
+                                    add_generation_prompt=True, enable_thinking=False)
+    assert ours == want[0]
+    assert not render_chat(REASONING, CONVERSATIONS[0]).endswith("<think></think>")
+    with pytest.raises(InputError, match="chat template variables messages are set by sgedge"):
+        render_chat(REASONING, CONVERSATIONS[0], template_kwargs={"messages": []})

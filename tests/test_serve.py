@@ -486,3 +486,39 @@ def test_an_app_starts_it_with_a_pipe_and_a_ready_file(tmp_path):
         proc.stderr.close()
     assert "standard input closed; stopped" in err
     assert not ready.exists()  # removed on the way out: a stale URL is never left behind
+
+
+def test_chat_template_kwargs_reach_the_template(tiny, tmp_path, capsys):
+    # A model whose template reads a variable (Qwen3's enable_thinking): the request's
+    # chat_template_kwargs and `sgedge run --chat-template-kwargs` set it.
+    import shutil
+
+    from sgedge.exporters.gguf_base import export_base_gguf
+
+    from sgedge.cli import main
+
+    t = tiny("qwen3")
+    hf = tmp_path / "hf"
+    shutil.copytree(t.hf, hf)
+    cfg_path = hf / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    (hf / "chat_template.jinja").unlink(missing_ok=True)
+    cfg["chat_template"] = ("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:"
+                            "{% if enable_thinking is defined and enable_thinking is false %} /no_think{% endif %}")
+    cfg_path.write_text(json.dumps(cfg))
+    gguf = export_base_gguf(hf, tmp_path / "b.gguf", dtype="f32").path
+    with Runtime.open(gguf) as rt, running(rt) as srv:
+        plain = chat(srv, BREAD, max_tokens=2)
+        off = chat(srv, BREAD, max_tokens=2, chat_template_kwargs={"enable_thinking": False})
+        assert off["usage"]["prompt_tokens"] == len(rt.encode_prompt(BREAD, template_kwargs={"enable_thinking": False}))
+        assert off["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"]
+        status, obj = call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, "chat_template_kwargs": [1]})
+        assert status == 400 and "'chat_template_kwargs' is an object" in obj["error"]["message"]
+    capsys.readouterr()
+    lengths = []
+    for extra in ([], ["--chat-template-kwargs", '{"enable_thinking": false}']):
+        assert main(["run", "--model", str(gguf), "--max-tokens", "2", "--json", *extra, "Hi"]) == 0
+        lengths.append(len(json.loads(capsys.readouterr().out)["prompt_tokens"]))
+    assert lengths[1] > lengths[0]
+    assert main(["run", "--model", str(gguf), "--chat-template-kwargs", "[1]", "Hi"]) == 1
+    assert "--chat-template-kwargs takes a JSON object" in capsys.readouterr().err
