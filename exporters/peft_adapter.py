@@ -82,13 +82,32 @@ def _check_config(cfg: Mapping[str, Any], path: Path) -> list[str]:
         problems.append("adapters that train biases (bias != 'none' or lora_bias) are not supported")
     if cfg.get("layer_replication"):
         problems.append("layer_replication is not supported")
-    if str(cfg.get("init_lora_weights")).lower() in ("olora", "pissa", "corda", "eva") or str(
+    for key, what in _VARIANTS.items():
+        if cfg.get(key) not in (None, False, [], {}):
+            problems.append(f"{key} is set: {what}, which llama.cpp and ONNX Runtime do not apply (they run "
+                            "plain LoRA, x·Aᵀ·Bᵀ on linear layers); train a plain LoRA adapter")
+    if str(cfg.get("init_lora_weights")).lower() in ("olora", "pissa", "corda", "eva", "loftq", "lora_ga") or str(
         cfg.get("init_lora_weights", "")
     ).startswith(("pissa", "olora")):
         problems.append(
-            "adapters initialised with PiSSA/OLoRA modify the base weights; convert them to plain LoRA first"
+            f"adapters initialised with {cfg.get('init_lora_weights')} (PiSSA, OLoRA, CorDA, LoftQ, LoRA-GA) "
+            "come with modified base weights; convert them to plain LoRA first"
         )
     return problems
+
+
+# PEFT LoRA variants whose forward pass is not plain LoRA on linear layers: exporting
+# their A and B as plain LoRA would run a different model, so they are refused.
+_VARIANTS = {
+    "alora_invocation_tokens": "Activated LoRA applies the adapter only after its invocation tokens",
+    "use_qalora": "QA-LoRA pools the input in groups before LoRA A",
+    "target_parameters": "LoRA on parameters (e.g. mixture-of-experts weights) rather than linear layers",
+    "trainable_token_indices": "trained token embeddings",
+    "use_bdlora": "BD-LoRA's block-diagonal factors",
+    "arrow_config": "Arrow routes between several LoRAs per token",
+    "kasa_config": "KaSA truncates the base weights and adds singular values between A and B",
+    "monteclora_config": "MonteCLoRA samples its weights",
+}
 
 
 def _load_weights(path: Path, allow_pickle: bool) -> dict[str, np.ndarray]:

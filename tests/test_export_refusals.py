@@ -55,6 +55,15 @@ def test_pickled_adapter_refused_unless_allowed(tiny, tmp_path):
         ({"modules_to_save": ["lm_head"]}, r"modules_to_save"),
         ({"peft_type": "IA3"}, r"not LoRA"),
         ({"bias": "all"}, r"biases"),
+        ({"alora_invocation_tokens": [1, 2]}, r"alora_invocation_tokens is set: Activated LoRA .* train a plain"),
+        ({"use_qalora": True}, r"use_qalora is set: QA-LoRA"),
+        ({"target_parameters": ["mlp.experts.gate_up_proj"]}, r"target_parameters is set"),
+        ({"trainable_token_indices": [5, 7]}, r"trainable_token_indices is set: trained token embeddings"),
+        ({"use_bdlora": {"lora_a_is_blockdiagonal": True}}, r"use_bdlora is set"),
+        ({"arrow_config": {"top_k": 2}}, r"arrow_config is set: Arrow routes"),
+        ({"kasa_config": {}, "monteclora_config": {"n": 1}}, r"monteclora_config is set"),
+        ({"init_lora_weights": "loftq"}, r"initialised with loftq .*modified base weights"),
+        ({"init_lora_weights": "lora_ga"}, r"initialised with lora_ga"),
     ],
 )
 def test_unsupported_peft_features_refused(tiny, tmp_path, change, message):
