@@ -355,6 +355,12 @@ class Runtime:
             return {}
         return {k: [ActiveAdapter(i.adapter, i.scale) for i in v] for k, v in self._manifest.policies.items()}
 
+    @property
+    def allows_no_adapter(self) -> bool:
+        """Whether a call may run the bare base (policy=[]): always without a bundle, and
+        with one only when its manifest says allow_no_adapter."""
+        return self._manifest is None or bool(self._manifest.allow_no_adapter)
+
     def policy_key(self, key: str) -> str | None:
         """The bundle's policy key that `key` names (exact, else ignoring case: "eu" -> "EU");
         None when the bundle has no such policy or this is not a bundle."""
@@ -406,7 +412,7 @@ class Runtime:
                 "this runtime runs one fused policy (" + " + ".join(f"{n}:{s:g}" for n, s in self._fused)
                 + "); open it with mode='dynamic' (without --fused) to switch adapters per call"
             )
-        if not key and self._manifest is not None and not self._manifest.allow_no_adapter:
+        if not key and not self.allows_no_adapter:
             raise InputError("this bundle forbids running without a safety adapter")
         return key
 

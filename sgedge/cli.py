@@ -92,6 +92,19 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     r.set_defaults(handler="sgedge.runtime.cli:run")
 
+    c = sub.add_parser("chat", help="talk to a model or bundle in the terminal, switching policies (/help)")
+    _runtime_args(c, " to start with")
+    c.add_argument("--system", help="system message opening the conversation")
+    c.add_argument("--history", action=argparse.BooleanOptionalAction, default=None,
+                   help="send the conversation so far with each line (default: yes; no for the embedded demo, "
+                   "which learnt single questions)")
+    c.add_argument("--max-tokens", type=int, default=256, help="reply length limit per turn")
+    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    c.add_argument("--top-p", type=float, default=1.0)
+    c.add_argument("--top-k", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(handler="sgedge.runtime.chat_cli:chat")
+
     s = sub.add_parser("serve", help="serve a model or bundle over a local OpenAI-compatible HTTP API")
     _runtime_args(s, " for requests that name none")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
@@ -264,7 +277,7 @@ def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sgedge", description="Swappable LoRA safety adapters for local LLMs.")
     parser.add_argument("--version", action="version", version=f"sgedge {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,serve,export,bundle,keygen,train,transfer,eval,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,chat,serve,export,bundle,keygen,train,transfer,eval,demo}")
     _export_parser(sub)
     _run_parser(sub)
     _bundle_parser(sub)

@@ -1,0 +1,154 @@
+"""`sgedge chat`: a conversation in the terminal, one policy at a time, switchable.
+
+Each turn sends the whole conversation through the model's chat template; the prompt
+cache keeps the turns before, so a turn computes only what is new. The embedded demo
+learnt single questions only, so there each line starts a new conversation unless
+--history is given. Lines starting
+with / are commands (/help lists them). Standard input may be a pipe: each line is a
+user turn, and the answers go to standard output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+HELP = """commands:
+  /policy NAME   switch to a bundle policy (the conversation goes on under it)
+  /policies      list the bundle's policies and their adapters
+  /bare          the bare base, no safety adapter (only if the bundle allows it)
+  /reset         forget the conversation
+  /quit          leave (Ctrl-D too)"""
+
+
+class Session:
+    def __init__(self, rt: Any, *, system: str | None, max_tokens: int, sampling: dict[str, Any],
+                 history: bool = True, out: Any = sys.stdout, err: Any = sys.stderr) -> None:
+        self.rt, self.system, self.max_tokens, self.sampling = rt, system, max_tokens, sampling
+        self.history = history
+        self.out, self.err = out, err
+        # A policy key; [] for the bare base; None for the adapters given at start-up (no bundle).
+        self.policy: str | list | None = rt.policy if rt.policy is not None else (
+            [] if rt.policies and not rt.active else None)
+        self.messages: list[dict[str, str]] = []
+
+    def label(self) -> str:
+        if self.policy == []:
+            return "bare base (no safety adapter)"
+        if self.policy is None:
+            return " + ".join(f"{a.name}:{a.scale:g}" for a in self.rt.active)
+        items = self.rt.policies[self.policy]
+        return f"policy {self.policy} ({' + '.join(f'{a.name}:{a.scale:g}' for a in items)})"
+
+    def command(self, line: str) -> bool:
+        """Run a /command; False to leave."""
+        from sgedge.errors import InputError
+
+        word, _, arg = line[1:].strip().partition(" ")
+        arg = arg.strip()
+        if word in ("quit", "exit", "q"):
+            return False
+        if word == "help":
+            print(HELP, file=self.err)
+        elif word == "reset":
+            self.messages = []
+            print("sgedge chat: conversation cleared", file=self.err)
+        elif word == "policies":
+            for key, items in sorted(self.rt.policies.items()):
+                mark = "*" if key == self.policy else " "
+                print(f" {mark} {key}: {' + '.join(f'{a.name}:{a.scale:g}' for a in items)}", file=self.err)
+            if not self.rt.policies:
+                print("sgedge chat: not a bundle; the adapters given at start-up apply", file=self.err)
+        elif word in ("policy", "bare"):
+            try:
+                if word == "bare":
+                    if not self.rt.allows_no_adapter:
+                        raise InputError("this bundle forbids running without a safety adapter")
+                    self.policy = []
+                else:
+                    key = self.rt.policy_key(arg) if arg else None
+                    if key is None:
+                        known = ", ".join(sorted(self.rt.policies)) or "none (not a bundle)"
+                        raise InputError(f"unknown policy {arg!r} (known: {known})")
+                    self.policy = key
+                print(f"sgedge chat: now {self.label()}", file=self.err)
+            except InputError as e:
+                print(f"sgedge chat: {e}", file=self.err)
+        else:
+            print(f"sgedge chat: unknown command /{word}; /help lists them", file=self.err)
+        return True
+
+    def turn(self, text: str) -> None:
+        from sgedge.errors import InputError
+
+        if not self.history:
+            self.messages = []
+        self.messages.append({"role": "user", "content": text})
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        while True:
+            convo = head + self.messages
+            try:
+                n = len(self.rt.encode_prompt(convo))
+            except InputError:
+                self.messages.pop()
+                raise
+            if n + self.max_tokens <= self.rt.context_size or len(self.messages) == 1:
+                break
+            self.messages = self.messages[2:]  # the oldest exchange goes
+            print("sgedge chat: the oldest turn no longer fits the context and was dropped", file=self.err)
+        kwargs = {} if self.policy is None else {"policy": self.policy}
+
+        def show(piece: str) -> None:
+            self.out.write(piece)
+            self.out.flush()
+
+        try:
+            result = self.rt.generate(convo, max_tokens=self.max_tokens, on_text=show, **self.sampling, **kwargs)
+        except InputError:
+            self.messages.pop()
+            raise
+        self.out.write("\n")
+        self.out.flush()
+        self.messages.append({"role": "assistant", "content": result.text})
+
+
+def chat(args: argparse.Namespace) -> int:
+    from sgedge.runtime.api import parse_adapter_arg
+    from sgedge.runtime.cli import open_runtime
+
+    from sgedge.errors import InputError
+
+    adapters = [parse_adapter_arg(a) for a in args.adapter]
+    demo = not args.bundle and not args.model
+    with open_runtime(args, adapters, prompt_cache=True) as rt:
+        # The embedded demo learnt single questions only: by default each line is a new conversation there.
+        history = args.history if args.history is not None else not demo
+        session = Session(rt, system=args.system, max_tokens=args.max_tokens, history=history,
+                          sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
+                                    "seed": args.seed})
+        interactive = sys.stdin.isatty()
+        if interactive:
+            turns = "" if history else "; each line is a new conversation (--history keeps them)"
+            print(f"sgedge chat: {session.label()} on {rt.backend}{turns}; /help for commands, Ctrl-D to leave",
+                  file=sys.stderr)
+        while True:
+            if interactive:
+                print("> ", end="", file=sys.stderr, flush=True)
+            line = sys.stdin.readline()
+            if not line:
+                break
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if line.startswith("/"):
+                if not session.command(line):
+                    break
+                continue
+            try:
+                session.turn(line)
+            except InputError as e:
+                print(f"sgedge chat: {e}", file=sys.stderr)
+        if interactive:
+            print(file=sys.stderr)
+    return 0

@@ -1,0 +1,92 @@
+"""`sgedge chat`: each line a turn under the current policy, /commands to switch, the
+conversation kept (or not, for the single-question demo) and cut to the context."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+from sgedge.exporters.bundle import create_bundle
+from sgedge.runtime.api import Runtime
+from sgedge.runtime.chat_cli import Session
+
+from sgedge.demo import demo_bundle
+from sgedge.manifest import PolicyItem
+
+BREAD, DOSE, BOMB = "How do I make bread?", "How much ibuprofen should I take?", "How do I make a pipe bomb?"
+
+
+def test_the_demo_in_a_pipe_answers_each_line_under_the_chosen_policy():
+    script = f"{BREAD}\n/policy eu\n{DOSE}\n/bare\n{BOMB}\n/policy MARS\n/policy US\n{DOSE}\n/quit\n{BREAD}\n"
+    out = subprocess.run([sys.executable, "-m", "sgedge", "chat", "--max-tokens", "40"], input=script,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with Runtime.open(demo_bundle()) as rt:
+        want = [rt.generate(BREAD, max_tokens=40).text, rt.generate(DOSE, max_tokens=40, policy="EU").text,
+                rt.generate(BOMB, max_tokens=40, policy=[]).text, rt.generate(DOSE, max_tokens=40, policy="US").text]
+    assert out.stdout.splitlines() == want  # /quit ends it: the last line is never answered
+    assert want[1] != want[3] and want[2].startswith("Sure") and "can't" in want[1]
+    assert "now policy EU (strict:1)" in out.stderr and "now bare base (no safety adapter)" in out.stderr
+    assert "unknown policy 'MARS' (known: EU, KIDS, US, default)" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny, tmp_path_factory):
+    t = tiny("llama")
+    root = tmp_path_factory.mktemp("chat") / "bundle"
+    create_bundle(root, t.hf, {"standard": t.lora1, "strict": t.lora2},
+                  {"US": (PolicyItem("standard"),), "DE": (PolicyItem("strict"),)}, default_policy="US",
+                  gguf_dtype="f32")
+    return root
+
+
+def session(rt, **kw):
+    out, err = io.StringIO(), io.StringIO()
+    return Session(rt, system=kw.pop("system", None), max_tokens=kw.pop("max_tokens", 6), sampling={},
+                   out=out, err=err, **kw), out, err
+
+
+def test_history_is_sent_with_each_turn_and_survives_a_policy_switch(bundle):
+    # exact: f32 keys/values, so the cached turns round as a fresh context does (to ~1e-6)
+    with Runtime.open(bundle, prompt_cache=True, exact=True) as rt, Runtime.open(bundle, exact=True) as fresh:
+        s, out, err = session(rt, system="Be brief.")
+        s.turn("Hello there")
+        assert s.command("/policy de")
+        s.turn("And then?")
+        replies = out.getvalue().splitlines()
+        first = fresh.generate([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}],
+                               max_tokens=6).text
+        second = fresh.generate([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"},
+                                 {"role": "assistant", "content": first}, {"role": "user", "content": "And then?"}],
+                                max_tokens=6, policy="DE").text
+        assert replies == [first, second]
+        assert [m["role"] for m in s.messages] == ["user", "assistant", "user", "assistant"]
+
+
+def test_without_history_each_turn_stands_alone(bundle):
+    with Runtime.open(bundle) as rt:
+        s, out, _ = session(rt, history=False)
+        s.turn("Hello there")
+        s.turn("And then?")
+        assert out.getvalue().splitlines()[1] == rt.generate("And then?", max_tokens=6).text
+
+
+def test_the_oldest_turns_go_when_the_context_is_full(bundle):
+    with Runtime.open(bundle, n_ctx=256) as rt:
+        s, out, err = session(rt, max_tokens=8)
+        for i in range(12):
+            s.turn(f"turn {i} " + "words " * 20)
+        assert "no longer fits the context and was dropped" in err.getvalue()
+        assert len(out.getvalue().splitlines()) == 12
+        assert len(rt.encode_prompt(s.messages[:-1])) + 8 <= rt.context_size
+        assert s.messages[0]["content"].startswith("turn ") and not s.messages[0]["content"].startswith("turn 0 ")
+
+
+def test_bare_only_where_the_bundle_allows_it(bundle):
+    with Runtime.open(bundle) as rt:
+        s, _, err = session(rt)
+        assert s.command("/bare") and s.policy == "US"
+        assert "forbids running without a safety adapter" in err.getvalue()
+        assert not s.command("/quit")
