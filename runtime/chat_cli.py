@@ -129,16 +129,24 @@ def chat(args: argparse.Namespace) -> int:
                                     "seed": args.seed})
         interactive = sys.stdin.isatty()
         if interactive:
+            try:
+                import readline  # noqa: F401 (line editing and history for input(); not on Windows)
+            except ImportError:
+                pass
             turns = "" if history else "; each line is a new conversation (--history keeps them)"
             print(f"sgedge chat: {session.label()} on {rt.backend}{turns}; /help for commands, Ctrl-D to leave",
                   file=sys.stderr)
         while True:
             if interactive:
-                print("> ", end="", file=sys.stderr, flush=True)
-            line = sys.stdin.readline()
-            if not line:
-                break
-            line = line.rstrip("\n")
+                try:
+                    line = input("> ")
+                except EOFError:
+                    break
+            else:
+                line = sys.stdin.readline()
+                if not line:
+                    break
+                line = line.rstrip("\n")
             if not line.strip():
                 continue
             if line.startswith("/"):

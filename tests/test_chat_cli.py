@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 
 import pytest
 from sgedge.exporters.bundle import create_bundle
@@ -90,3 +91,42 @@ def test_bare_only_where_the_bundle_allows_it(bundle):
         assert s.command("/bare") and s.policy == "US"
         assert "forbids running without a safety adapter" in err.getvalue()
         assert not s.command("/quit")
+
+
+def test_at_a_terminal_it_prompts_and_leaves_on_ctrl_d():
+    import os
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "sgedge", "chat", "--max-tokens", "30"], stdin=slave,
+                            stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 120) -> None:
+        nonlocal seen
+        end = time.time() + timeout
+        while marker not in seen and time.time() < end:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+
+    try:
+        read_until(b"Ctrl-D to leave")
+        assert b"each line is a new conversation (--history keeps them)" in seen
+        os.write(master, f"{BREAD}\n".encode())
+        read_until(b"Mix flour")
+        end = time.time() + 60
+        while not seen.rstrip().endswith(b">") and time.time() < end:  # the next prompt
+            read_until(b"\x00", timeout=0.5)
+        os.write(master, b"\x04")  # Ctrl-D at the prompt
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert b"Mix flour" in seen
