@@ -39,6 +39,14 @@ VARIANTS = {
 }
 
 
+def _onnx_with_adapter(hf, tmp_path):
+    """A rank-8 LoRA for `hf`, the transformers + PEFT reference, and their ONNX exports."""
+    lora = build_lora(hf, tmp_path / "lora", r=8, alpha=16)
+    ref = hf_model(hf, [(lora, 1.0)])
+    onnx_base = export_base_onnx(hf, tmp_path / "onnx").path
+    return lora, ref, onnx_base, export_adapter_onnx(lora, tmp_path / "a.onnx_adapter", base=onnx_base).path
+
+
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_variant_exports_match_peft(tmp_path, name):
     family, shape, with_onnx = VARIANTS[name]
@@ -188,10 +196,7 @@ def test_sliding_window_onnx_applies_it_gguf_says_it_does_not(tmp_path, name):
     # different past it, and the export says so.
     family = name.split("-")[0]
     hf = build_model(family, tmp_path / "hf", shape=SLIDING[name], seed=3)
-    lora = build_lora(hf, tmp_path / "lora", r=8, alpha=16)
-    ref = hf_model(hf, [(lora, 1.0)])
-    onnx_base = export_base_onnx(hf, tmp_path / "onnx").path
-    onnx_adapter = export_adapter_onnx(lora, tmp_path / "a.onnx_adapter", base=onnx_base).path
+    lora, ref, onnx_base, onnx_adapter = _onnx_with_adapter(hf, tmp_path)
     with Runtime.open(onnx_base, adapters=[onnx_adapter]) as rt:
         ids = rt.encode_prompt(PROMPT, raw=True)
         assert len(ids) > 16
@@ -331,10 +336,7 @@ def test_what_llama_cpp_would_run_wrong_is_refused_and_onnx_runs_it(tmp_path, fa
     with pytest.raises(UnsupportedModelError, match=message + r".*--format onnx"):
         export_base_gguf(hf, tmp_path / "b.gguf", dtype="f32")
     assert not (tmp_path / "b.gguf").exists()
-    lora = build_lora(hf, tmp_path / "lora", r=8, alpha=16)
-    ref = hf_model(hf, [(lora, 1.0)])
-    onnx_base = export_base_onnx(hf, tmp_path / "onnx").path
-    onnx_adapter = export_adapter_onnx(lora, tmp_path / "a.onnx_adapter", base=onnx_base).path
+    _, ref, onnx_base, onnx_adapter = _onnx_with_adapter(hf, tmp_path)
     with Runtime.open(onnx_base, adapters=[onnx_adapter]) as rt:
         ids = rt.encode_prompt(PROMPT, raw=True)
         assert float(np.abs(rt.logits(ids) - hf_logits(ref, ids)).max()) < 1e-4
