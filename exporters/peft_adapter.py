@@ -86,7 +86,9 @@ def _check_config(cfg: Mapping[str, Any], path: Path) -> list[str]:
         if cfg.get(key) not in (None, False, [], {}):
             problems.append(f"{key} is set: {what}, which llama.cpp and ONNX Runtime do not apply (they run "
                             "plain LoRA, x·Aᵀ·Bᵀ on linear layers); train a plain LoRA adapter")
-    if str(cfg.get("init_lora_weights")).lower() in ("olora", "pissa", "corda", "eva", "loftq", "lora_ga") or str(
+    # These initialisations change the base weights as well (PEFT's pissa/olora/corda/loftq/lora_ga_init
+    # write base_layer.weight); EVA, MiCA and orthogonal only set A and B, so they export as they are.
+    if str(cfg.get("init_lora_weights")).lower() in ("olora", "pissa", "corda", "loftq", "lora_ga") or str(
         cfg.get("init_lora_weights", "")
     ).startswith(("pissa", "olora")):
         problems.append(

@@ -64,6 +64,7 @@ def test_pickled_adapter_refused_unless_allowed(tiny, tmp_path):
         ({"kasa_config": {}, "monteclora_config": {"n": 1}}, r"monteclora_config is set"),
         ({"init_lora_weights": "loftq"}, r"initialised with loftq .*modified base weights"),
         ({"init_lora_weights": "lora_ga"}, r"initialised with lora_ga"),
+        ({"init_lora_weights": "pissa_niter_4"}, r"initialised with pissa_niter_4"),
     ],
 )
 def test_unsupported_peft_features_refused(tiny, tmp_path, change, message):
@@ -155,3 +156,13 @@ def test_unigram_tokenizer_refused(tiny, tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"tokenizer model type 'Unigram' is not supported"):
         export_base_gguf(d, out, dtype="f32")
     _assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("init", ["eva", "mica", "orthogonal", "gaussian", False])
+def test_initialisations_that_leave_the_base_alone_export(tiny, tmp_path, init):
+    # EVA, MiCA and orthogonal set only A and B (PEFT never touches the base weights for
+    # them), so the trained adapter is plain LoRA on the unchanged base.
+    t = tiny("llama")
+    d = _copy(t.lora1, tmp_path / "ad")
+    _edit_config(d, init_lora_weights=init)
+    assert export_adapter_gguf(d, tmp_path / "a.gguf", base=t.hf).n_modules == 14
