@@ -52,6 +52,13 @@ class SgedgeServer(ThreadingHTTPServer):
         """Whether a web page from `origin` may call the API (--cors-origin)."""
         return bool(origin) and ("*" in self.cors_origins or origin.rstrip("/") in self.cors_origins)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A connection dropped while reading or writing is routine for a local server;
+        # anything else is a bug worth a traceback.
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
@@ -194,6 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(e)
         except _ClientGone:
             self._log(499, "client went away; generation stopped")
+            self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):  # gone before its reply was written
+            self._log(499, "client went away before the reply")
             self.close_connection = True
         except Exception as e:  # a bug, not the client's fault: say so, keep serving
             import traceback
