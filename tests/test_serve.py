@@ -522,3 +522,22 @@ def test_chat_template_kwargs_reach_the_template(tiny, tmp_path, capsys):
     assert lengths[1] > lengths[0]
     assert main(["run", "--model", str(gguf), "--chat-template-kwargs", "[1]", "Hi"]) == 1
     assert "--chat-template-kwargs takes a JSON object" in capsys.readouterr().err
+
+
+def test_the_javascript_client_in_the_docs_works(demo, demo_server, tmp_path):
+    import re
+    import shutil
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "serve.md").read_text()
+    js = re.search(r"```js\n(.*?)```", doc, re.S).group(1).replace("http://127.0.0.1:8080", demo_server.url[:-3])
+    script = tmp_path / "client.mjs"
+    script.write_text(js)
+    out = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == demo.generate(BREAD, policy="KIDS", max_tokens=512).text
+    script.write_text(js.replace('"KIDS"', '"MARS"'))
+    out = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "unknown policy 'MARS'" in out.stderr
