@@ -152,10 +152,11 @@ class Runtime:
         All adapters are checked against the base before any is used; the ones given
         here are active by default. `exact=True` trades speed for numerics (f32 KV
         cache, no flash attention), for checks against transformers. `prompt_cache=True`
-        (GGUF) keeps the keys/values of the last prompt and reply: a prompt that starts
-        with them under the same adapters (a chat's next turn) computes only the rest.
-        An adapter change never reuses them. The kept part was computed in other batches
-        than a fresh run would use, so logits can move in the last digits (docs/serve.md).
+        keeps the keys/values of the last prompt and reply (ONNX: of greedy generations):
+        a prompt that starts with them under the same adapters (a chat's next turn)
+        computes only the rest. An adapter change never reuses them. The kept part was
+        computed in other batches than a fresh run would use, so logits can move a little
+        (docs/serve.md).
         Raises SgedgeError subclasses with clear messages.
         """
         t0 = time.perf_counter()
@@ -169,22 +170,17 @@ class Runtime:
         if gpu_layers is not None and gpu_layers < -1:
             raise InputError(f"gpu_layers must be -1 (all), 0 or a layer count (got {gpu_layers})")
         if (model / "sgedge.json").is_file():
-            rt = cls._open_bundle(model, region, trusted_key=trusted_key, verify=verify, no_adapter=no_adapter,
-                                  backend=backend, device=device, gpu_layers=gpu_layers, threads=threads,
-                                  n_ctx=n_ctx, exact=exact, t0=t0, mode=mode, prompt_cache=prompt_cache)
-        else:
-            if region is not None or trusted_key is not None:
-                raise InputError(f"{model} is not a bundle (no sgedge.json): region and trusted_key apply to bundles")
-            if no_adapter and adapters:
-                raise InputError("no_adapter and adapters contradict each other")
-            kind = backend or detect_backend(model)
-            rt = cls._open_model(model, kind, adapters, device=device, gpu_layers=gpu_layers, threads=threads,
-                                 n_ctx=n_ctx, exact=exact, allow_unbound=allow_unbound_adapters, t0=t0, mode=mode,
-                                 prompt_cache=prompt_cache)
-        if prompt_cache and not getattr(rt._backend, "prompt_cache", False):
-            rt._notes.append(f"the {rt.backend} backend has no prompt cache: every generation computes its whole "
-                             "prompt")
-        return rt
+            return cls._open_bundle(model, region, trusted_key=trusted_key, verify=verify, no_adapter=no_adapter,
+                                    backend=backend, device=device, gpu_layers=gpu_layers, threads=threads,
+                                    n_ctx=n_ctx, exact=exact, t0=t0, mode=mode, prompt_cache=prompt_cache)
+        if region is not None or trusted_key is not None:
+            raise InputError(f"{model} is not a bundle (no sgedge.json): region and trusted_key apply to bundles")
+        if no_adapter and adapters:
+            raise InputError("no_adapter and adapters contradict each other")
+        kind = backend or detect_backend(model)
+        return cls._open_model(model, kind, adapters, device=device, gpu_layers=gpu_layers, threads=threads,
+                               n_ctx=n_ctx, exact=exact, allow_unbound=allow_unbound_adapters, t0=t0, mode=mode,
+                               prompt_cache=prompt_cache)
 
     @staticmethod
     def _backend(model: Path, kind: str, *, device: str, gpu_layers: int | None, threads: int | None,
@@ -204,7 +200,7 @@ class Runtime:
 
             if not model.is_dir():
                 raise InputError(f"the onnx backend needs an ONNX model folder, {model} is not one")
-            be = OnnxBackend(model, device=device, threads=threads)
+            be = OnnxBackend(model, device=device, threads=threads, prompt_cache=prompt_cache)
         return be
 
     @classmethod

@@ -81,10 +81,22 @@ def check_onnx_adapter(base: Path, meta: dict, path: Path, *, allow_unbound: boo
                                    + (TRANSFER_HINT if only_fingerprint else ""))
 
 
+_CACHE_HEADROOM = 1024  # tokens a cached generator holds beyond its request, for the next turn
+
+
+@dataclass
+class _Live:
+    gen: Any
+    adapter: str | None  # the og adapter (possibly composed) it ran with
+    tokens: list[int]  # what its keys/values hold
+    max_length: int
+
+
 class OnnxBackend:
     name = "onnxruntime-genai"
 
-    def __init__(self, model_dir: str | Path, *, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, model_dir: str | Path, *, device: str = "auto", threads: int | None = None,
+                 prompt_cache: bool = False) -> None:
         og = self._og = _og()
         self.path = Path(model_dir)
         if not (self.path / "genai_config.json").is_file():
@@ -128,6 +140,10 @@ class OnnxBackend:
         self._adapters: dict[str, LoadedOnnxAdapter] = {}
         self._composed: dict[tuple[tuple[str, float], ...], str] = {}
         self._active_name: str | None = None
+        # Prompt cache (greedy generations only: a sampled one carries its random state):
+        # the last generator, kept alive with the tokens whose keys/values it holds.
+        self.prompt_cache = prompt_cache
+        self._live: _Live | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="sgedge-onnx-")
 
     def _provider(self, device: str) -> str | None:
@@ -252,33 +268,64 @@ class OnnxBackend:
         except RuntimeError as e:
             raise self._engine_error(e) from e
 
+    def _reuse(self, prompt: Sequence[int], sampling: Sampling) -> tuple[Any, int, int]:
+        """A generator for `prompt` and how many of its first tokens it already holds: the
+        live one rewound to the common prefix when the adapters are the same and the
+        reply fits, else a new one (the old one is dropped first: one KV buffer at a time)."""
+        need = len(prompt) + sampling.max_tokens
+        cacheable = self.prompt_cache and sampling.temperature <= 0 and not sampling.ignore_eos
+        live, self._live = self._live, None
+        if cacheable and live is not None and live.adapter == self._active_name and need <= live.max_length:
+            keep = 0
+            limit = min(len(live.tokens), len(prompt) - 1)  # one prompt token is always computed
+            while keep < limit and live.tokens[keep] == prompt[keep]:
+                keep += 1
+            if keep:
+                live.gen.rewind_to(keep)
+                return live.gen, keep, live.max_length
+        del live
+        # Room for the next turn of a chat, so that it can reuse this generator.
+        max_length = min(self.n_ctx, need + _CACHE_HEADROOM) if cacheable else need
+        return self._generator(max_length, sampling), 0, max_length
+
     def generate(self, prompt: Sequence[int], sampling: Sampling, timings: Timings) -> Iterator[tuple[int, str]]:
         if not prompt:
             raise InputError("the prompt is empty")
         self._check_room(len(prompt) + sampling.max_tokens)
-        gen = self._generator(len(prompt) + sampling.max_tokens, sampling)
-        stream = self._tokenizer.create_stream()
         t0 = time.perf_counter()
         try:
-            gen.append_tokens(list(prompt))
+            gen, cached, max_length = self._reuse(prompt, sampling)
+            gen.append_tokens(list(prompt[cached:]))
         except RuntimeError as e:
             raise self._engine_error(e) from e
+        stream = self._tokenizer.create_stream()
         t1 = time.perf_counter()
-        timings.prefill_s, timings.prompt_tokens = t1 - t0, len(prompt)
-        n = 0
+        timings.prefill_s, timings.prompt_tokens, timings.cached_tokens = t1 - t0, len(prompt), cached
+        n, steps, reply = 0, 0, []
+        ok = False
         try:
             while n < sampling.max_tokens and not gen.is_done():
                 try:
                     gen.generate_next_token()
                 except RuntimeError as e:
                     raise self._engine_error(e) from e
+                steps += 1
                 tok = int(gen.get_next_tokens()[0])
                 if tok in self._eos and not sampling.ignore_eos:
                     break
                 n += 1
+                reply.append(tok)
                 yield tok, stream.decode(tok)
+            ok = True
+        except GeneratorExit:  # the caller stopped early: what was computed is still valid
+            ok = True
+            raise
         finally:  # also when the caller stops early (a stop string, a client gone)
             timings.decode_s, timings.generated_tokens = time.perf_counter() - t1, n
+            if ok and self.prompt_cache and sampling.temperature <= 0 and not sampling.ignore_eos:
+                # Each step computes the token sampled by the step before: the last sampled
+                # token (the reply's last, or the end token) has no keys/values yet.
+                self._live = _Live(gen, self._active_name, [*prompt, *reply[:max(steps - 1, 0)]], max_length)
 
     def close(self) -> None:
         self._adapters.clear()

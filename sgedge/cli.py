@@ -123,8 +123,8 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--exit-on-stdin-eof", action="store_true",
                    help="stop when standard input closes: started by an app with a pipe, the server ends with the app")
     s.add_argument("--no-prompt-cache", action="store_true",
-                   help="compute every prompt whole (default, GGUF: a chat's next turn reuses the keys/values "
-                   "of the turn before, under the same adapters)")
+                   help="compute every prompt whole (default: a chat's next turn reuses the keys/values of the "
+                   "turn before, under the same adapters; ONNX: greedy requests)")
     s.add_argument("-q", "--quiet", action="store_true", help="no line per request on standard error")
     s.set_defaults(handler="sgedge.runtime.cli:serve")
 

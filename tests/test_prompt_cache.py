@@ -21,11 +21,17 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-@pytest.fixture(scope="module")
-def pair(tiny):
-    t = tiny("llama")
-    with Runtime.open(t.gguf, adapters=[t.a1, t.a2], exact=True, prompt_cache=True) as cached, \
-            Runtime.open(t.gguf, adapters=[t.a1, t.a2], exact=True) as fresh:
+@pytest.fixture(scope="module", params=["gguf", "onnx"])
+def pair(request, tiny, tiny_onnx):
+    """Two runtimes on one base + adapters a1, a2: with the prompt cache, and without."""
+    if request.param == "gguf":
+        t = tiny("llama")
+        base, a1, a2, opts = t.gguf, t.a1, t.a2, {"exact": True}
+    else:
+        o = tiny_onnx("llama")
+        base, a1, a2, opts = o.base, o.a1, o.a2, {}
+    with Runtime.open(base, adapters=[a1, a2], prompt_cache=True, **opts) as cached, \
+            Runtime.open(base, adapters=[a1, a2], **opts) as fresh:
         yield cached, fresh
 
 
@@ -83,13 +89,13 @@ def test_the_kept_keys_and_values_give_the_fresh_logits(tiny):
 
 def test_a_reply_cut_by_a_stop_string_leaves_a_usable_cache(pair):
     cached, fresh = pair
-    full = fresh.generate(CHAT, max_tokens=12, adapters=[("a2", 1.0)])
+    full = fresh.generate(CHAT, max_tokens=24, adapters=[("a1", 1.0)])
     assert len(full.text) > 4
-    cut = cached.generate(CHAT, max_tokens=12, adapters=[("a2", 1.0)], stop=full.text[2:4])
+    cut = cached.generate(CHAT, max_tokens=24, adapters=[("a1", 1.0)], stop=full.text[2:4])
     assert cut.text == full.text[:full.text.index(full.text[2:4])] and cut.finish_reason == "stop"
-    again = cached.generate(turn2(cut.text), max_tokens=10, adapters=[("a2", 1.0)])
+    again = cached.generate(turn2(cut.text), max_tokens=10, adapters=[("a1", 1.0)])
     assert again.timings.cached_tokens >= len(cut.prompt_tokens)
-    assert again.tokens == fresh.generate(turn2(cut.text), max_tokens=10, adapters=[("a2", 1.0)]).tokens
+    assert again.tokens == fresh.generate(turn2(cut.text), max_tokens=10, adapters=[("a1", 1.0)]).tokens
 
 
 def test_a_failed_generation_empties_the_cache(pair):
@@ -100,25 +106,52 @@ def test_a_failed_generation_empties_the_cache(pair):
     # Refused before anything ran: the cache is intact and still used.
     assert cached.generate(CHAT, max_tokens=4).timings.cached_tokens > 0
     be = cached._backend
-    real = be._llama
+    if cached.backend == "llama.cpp":
+        real = be._llama
 
-    class Failing:
-        def __getattr__(self, name):
-            if name == "llama_decode":
-                return lambda *a: 1
-            return getattr(real, name)
+        class Failing:
+            def __getattr__(self, name):
+                if name == "llama_decode":
+                    return lambda *a: 1
+                return getattr(real, name)
 
-    be._llama = Failing()
-    try:
-        with pytest.raises(Exception, match="decode failed"):
+        be._llama = Failing()
+        try:
+            with pytest.raises(Exception, match="decode failed"):
+                cached.generate(turn2("x"), max_tokens=4)
+        finally:
+            be._llama = real
+    else:
+        live = be._live.gen
+
+        class Failing:
+            def __getattr__(self, name):
+                if name == "append_tokens":
+                    def fail(*a):
+                        raise RuntimeError("injected")
+                    return fail
+                return getattr(live, name)
+
+        be._live.gen = Failing()
+        with pytest.raises(Exception, match="onnxruntime-genai failed .*injected"):
             cached.generate(turn2("x"), max_tokens=4)
-    finally:
-        be._llama = real
     assert cached.generate(CHAT, max_tokens=4).timings.cached_tokens == 0
 
 
-def test_onnx_says_it_has_no_prompt_cache(tiny_onnx):
+def test_onnx_caches_greedy_generations_only(tiny_onnx):
+    # A sampled generation carries its random state in the generator: never reused.
     o = tiny_onnx("qwen2")
-    with Runtime.open(o.base, adapters=[o.a1], prompt_cache=True) as rt:
-        assert any("no prompt cache" in n for n in rt.notes)
-        assert rt.generate(CHAT, max_tokens=3).timings.cached_tokens == 0
+    with Runtime.open(o.base, adapters=[o.a1], prompt_cache=True) as rt, Runtime.open(o.base, adapters=[o.a1]) as fresh:
+        assert not rt.notes
+        for _ in range(2):
+            r = rt.generate(CHAT, max_tokens=5, temperature=0.8, seed=3)
+            assert r.timings.cached_tokens == 0
+            assert r.tokens == fresh.generate(CHAT, max_tokens=5, temperature=0.8, seed=3).tokens
+        rt.generate(CHAT, max_tokens=5)
+        again = rt.generate(CHAT, max_tokens=5)
+        assert again.timings.cached_tokens == len(again.prompt_tokens) - 1
+        assert again.tokens == fresh.generate(CHAT, max_tokens=5).tokens
+        # A reply up to the whole context, from a rewound generator, as a fresh one gives it.
+        n = rt.context_size - len(again.prompt_tokens)
+        long = rt.generate(CHAT, max_tokens=n)
+        assert long.timings.cached_tokens > 0 and long.tokens == fresh.generate(CHAT, max_tokens=n).tokens
