@@ -328,6 +328,7 @@ class OnnxBackend:
                 self._live = _Live(gen, self._active_name, [*prompt, *reply[:max(steps - 1, 0)]], max_length)
 
     def close(self) -> None:
+        self._live = None  # its generator goes before the model and adapters it runs on
         self._adapters.clear()
         self._composed.clear()
         self._adapters_og = None
