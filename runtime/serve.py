@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,8 @@ class SgedgeServer(ThreadingHTTPServer):
         self.lock_policy, self.max_tokens, self.log = lock_policy, max_tokens, log
         self.cors_origins = tuple(o.rstrip("/") for o in cors_origins)
         self.started = int(time.time())
+        if ":" in host:  # an IPv6 address such as ::1
+            self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
 
     def cors_allows(self, origin: str | None) -> bool:

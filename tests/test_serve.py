@@ -541,3 +541,21 @@ def test_the_javascript_client_in_the_docs_works(demo, demo_server, tmp_path):
     script.write_text(js.replace('"KIDS"', '"MARS"'))
     out = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "unknown policy 'MARS'" in out.stderr
+
+
+def test_listens_on_ipv6_loopback(demo):
+    import urllib.request
+
+    try:
+        srv = serve(demo, host="::1", port=0, model_id="m")
+    except Exception as e:  # noqa: BLE001 (a machine without IPv6)
+        pytest.skip(f"no IPv6 loopback here: {e}")
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert srv.url.startswith("http://[::1]:")
+        with urllib.request.urlopen(srv.url[: -len("/v1")] + "/health") as r:
+            assert json.load(r)["status"] == "ok"
+    finally:
+        srv.shutdown()
+        srv.server_close()
