@@ -81,7 +81,7 @@ def check_onnx_adapter(base: Path, meta: dict, path: Path, *, allow_unbound: boo
                                    + (TRANSFER_HINT if only_fingerprint else ""))
 
 
-_CACHE_HEADROOM = 1024  # tokens a cached generator holds beyond its request, for the next turn
+_CACHE_HEADROOM = 1024  # tokens a kept generator holds beyond its request, for a longer next one
 
 
 @dataclass
@@ -140,8 +140,8 @@ class OnnxBackend:
         self._adapters: dict[str, LoadedOnnxAdapter] = {}
         self._composed: dict[tuple[tuple[str, float], ...], str] = {}
         self._active_name: str | None = None
-        # Prompt cache (greedy generations only: a sampled one carries its random state):
-        # the last generator, kept alive with the tokens whose keys/values it holds.
+        # The last greedy generator, kept alive with the tokens whose keys/values it holds:
+        # reused from its shared prefix (prompt cache) or from 0 (no cache).
         self.prompt_cache = prompt_cache
         self._live: _Live | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="sgedge-onnx-")
@@ -269,23 +269,27 @@ class OnnxBackend:
             raise self._engine_error(e) from e
 
     def _reuse(self, prompt: Sequence[int], sampling: Sampling) -> tuple[Any, int, int]:
-        """A generator for `prompt` and how many of its first tokens it already holds: the
-        live one rewound to the common prefix when the adapters are the same and the
-        reply fits, else a new one (the old one is dropped first: one KV buffer at a time)."""
+        """A generator for `prompt` and how many of its first tokens it already holds.
+
+        Greedy generations reuse the last generator when the adapters are the same and the
+        reply fits: rewound to the prefix it shares with `prompt` (prompt cache), or to 0,
+        which gives a fresh generator's logits bit for bit without the cost of making one
+        (its buffers stay allocated between calls). Anything else gets a new generator;
+        the old one is dropped first, so there is one KV buffer at a time."""
         need = len(prompt) + sampling.max_tokens
-        cacheable = self.prompt_cache and sampling.temperature <= 0 and not sampling.ignore_eos
+        greedy = sampling.temperature <= 0 and not sampling.ignore_eos  # sampling keeps its RNG state
         live, self._live = self._live, None
-        if cacheable and live is not None and live.adapter == self._active_name and need <= live.max_length:
+        if greedy and live is not None and live.adapter == self._active_name and need <= live.max_length:
             keep = 0
-            limit = min(len(live.tokens), len(prompt) - 1)  # one prompt token is always computed
-            while keep < limit and live.tokens[keep] == prompt[keep]:
-                keep += 1
-            if keep:
-                live.gen.rewind_to(keep)
-                return live.gen, keep, live.max_length
+            if self.prompt_cache:
+                limit = min(len(live.tokens), len(prompt) - 1)  # one prompt token is always computed
+                while keep < limit and live.tokens[keep] == prompt[keep]:
+                    keep += 1
+            live.gen.rewind_to(keep)
+            return live.gen, keep, live.max_length
         del live
-        # Room for the next turn of a chat, so that it can reuse this generator.
-        max_length = min(self.n_ctx, need + _CACHE_HEADROOM) if cacheable else need
+        # Room for a longer next request (a chat's next turn), so that it can reuse this one.
+        max_length = min(self.n_ctx, need + _CACHE_HEADROOM) if greedy else need
         return self._generator(max_length, sampling), 0, max_length
 
     def generate(self, prompt: Sequence[int], sampling: Sampling, timings: Timings) -> Iterator[tuple[int, str]]:
@@ -322,7 +326,7 @@ class OnnxBackend:
             raise
         finally:  # also when the caller stops early (a stop string, a client gone)
             timings.decode_s, timings.generated_tokens = time.perf_counter() - t1, n
-            if ok and self.prompt_cache and sampling.temperature <= 0 and not sampling.ignore_eos:
+            if ok and sampling.temperature <= 0 and not sampling.ignore_eos:
                 # Each step computes the token sampled by the step before: the last sampled
                 # token (the reply's last, or the end token) has no keys/values yet.
                 self._live = _Live(gen, self._active_name, [*prompt, *reply[:max(steps - 1, 0)]], max_length)

@@ -155,3 +155,31 @@ def test_onnx_caches_greedy_generations_only(tiny_onnx):
         n = rt.context_size - len(again.prompt_tokens)
         long = rt.generate(CHAT, max_tokens=n)
         assert long.timings.cached_tokens > 0 and long.tokens == fresh.generate(CHAT, max_tokens=n).tokens
+
+
+def test_onnx_reuses_its_generator_from_zero_without_the_cache(tiny_onnx):
+    # Making an og generator costs more than a short reply on small models; rewound to 0,
+    # the last one computes what a new one would, bit for bit.
+    import numpy as np
+
+    o = tiny_onnx("phi3")
+    with Runtime.open(o.base, adapters=[o.a1]) as rt:
+        be = rt._backend
+        first = rt.generate(CHAT, max_tokens=6)
+        kept = be._live.gen
+        prompts = ["a b c", "How do I make bread?", "x" * 40]
+        for p in prompts:
+            r = rt.generate(p, max_tokens=6)
+            assert be._live.gen is kept and r.timings.cached_tokens == 0
+        ids = rt.encode_prompt("How do I make bread?")
+        kept.rewind_to(0)
+        kept.append_tokens(ids)
+        reused = np.asarray(kept.get_output("logits"), dtype=np.float32)[0].copy()
+        new = be._generator(len(ids) + 1)
+        new.append_tokens(ids)
+        assert np.array_equal(reused, np.asarray(new.get_output("logits"), dtype=np.float32)[0])
+        be._live = None  # the test moved the kept generator; start clean
+        with Runtime.open(o.base, adapters=[o.a1]) as other:
+            assert [rt.generate(p, max_tokens=6).tokens for p in prompts] == \
+                [other.generate(p, max_tokens=6).tokens for p in prompts]
+        assert first.tokens == rt.generate(CHAT, max_tokens=6).tokens
