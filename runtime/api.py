@@ -442,26 +442,13 @@ class Runtime:
         timings = Timings(load_s=self.load_s)
         tokens: list[int] = []
         parts: list[str] = []
-
-        def show(text: str) -> None:
+        for tok, text in self._pieces(ids, active, sampling, timings, scanner):
+            if tok >= 0:
+                tokens.append(tok)
             if text:
                 parts.append(text)
                 if on_text is not None:
                     on_text(text)
-
-        with self._lock:
-            self._backend.set_active(active)
-            pieces = self._backend.generate(ids, sampling, timings)
-            try:
-                for tok, text in pieces:
-                    if tok >= 0:
-                        tokens.append(tok)
-                    show(scanner.feed(text))
-                    if scanner.stopped:
-                        break
-            finally:
-                pieces.close()
-        show(scanner.flush())
         finish = "length" if len(tokens) >= max_tokens and not scanner.stopped else "stop"
         applied = self._fused or active
         return GenerationResult("".join(parts), tokens, ids, [ActiveAdapter(n, s) for n, s in applied],
@@ -474,21 +461,25 @@ class Runtime:
         active = self._resolve(kwargs.pop("adapters", None), kwargs.pop("policy", None))
         sampling = Sampling(**kwargs)
         ids = self.encode_prompt(prompt, raw=raw, template_kwargs=template_kwargs)
-        with self._lock:  # released when the stream ends or is closed
+        for _, text in self._pieces(ids, active, sampling, Timings(), scanner):
+            if text:
+                yield text
+
+    def _pieces(self, ids: Sequence[int], active: Sequence[tuple[str, float]], sampling: Sampling,
+                timings: Timings, scanner: StopScanner) -> Iterator[tuple[int, str]]:
+        """(token, text to show) as the engine produces them, with `active` adapters and the
+        stop strings applied; the lock is held until the generation ends or is closed."""
+        with self._lock:
             self._backend.set_active(active)
-            pieces = self._backend.generate(ids, sampling, Timings())
+            pieces = self._backend.generate(ids, sampling, timings)
             try:
-                for _, text in pieces:
-                    shown = scanner.feed(text)
-                    if shown:
-                        yield shown
+                for tok, text in pieces:
+                    yield tok, scanner.feed(text)
                     if scanner.stopped:
                         return
             finally:
                 pieces.close()
-            tail = scanner.flush()
-            if tail:
-                yield tail
+        yield -1, scanner.flush()
 
     def chat(self, messages: Sequence[Mapping[str, str]], **kwargs: Any) -> GenerationResult:
         return self.generate(messages, **kwargs)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from sgedge.runtime.gguf_meta import GGUFInfo, read_gguf_info
 from sgedge.runtime.llama_lib import lib, native_stderr_silenced, physical_cores, recent_errors
-from sgedge.runtime.types import Sampling, Timings
+from sgedge.runtime.types import Sampling, Timings, shared_prefix
 
 from sgedge import binding
 from sgedge.errors import AdapterMismatchError, BackendError, InputError
@@ -261,9 +261,7 @@ class LlamaBackend:
         logits pick the first reply token."""
         keep = 0
         if self.prompt_cache and self._kv_adapters == self._active:
-            limit = min(len(self._kv_tokens), len(prompt) - 1)
-            while keep < limit and self._kv_tokens[keep] == prompt[keep]:
-                keep += 1
+            keep = shared_prefix(self._kv_tokens, prompt, len(prompt) - 1)
         if keep == 0 or not self._llama.llama_memory_seq_rm(self._mem, 0, keep, -1):
             self._clear()
             keep = 0

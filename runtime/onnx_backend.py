@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from sgedge.runtime.onnx_adapter_io import fingerprint_tag, read_adapter_shapes
-from sgedge.runtime.types import Sampling, Timings
+from sgedge.runtime.types import Sampling, Timings, shared_prefix
 
 from sgedge.binding import TRANSFER_HINT
 from sgedge.errors import AdapterMismatchError, BackendError, InputError
@@ -280,11 +280,8 @@ class OnnxBackend:
         greedy = sampling.temperature <= 0 and not sampling.ignore_eos  # sampling keeps its RNG state
         live, self._live = self._live, None
         if greedy and live is not None and live.adapter == self._active_name and need <= live.max_length:
-            keep = 0
-            if self.prompt_cache:
-                limit = min(len(live.tokens), len(prompt) - 1)  # one prompt token is always computed
-                while keep < limit and live.tokens[keep] == prompt[keep]:
-                    keep += 1
+            # One prompt token is always computed: its logits pick the first reply token.
+            keep = shared_prefix(live.tokens, prompt, len(prompt) - 1) if self.prompt_cache else 0
             live.gen.rewind_to(keep)
             return live.gen, keep, live.max_length
         del live

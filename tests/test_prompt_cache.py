@@ -1,7 +1,9 @@
-"""The GGUF prompt cache: a chat's next turn computes only what is new, never reuses
+"""The prompt cache (GGUF and ONNX): a chat's next turn computes only what is new, never reuses
 keys/values across an adapter change, and answers as a fresh context does."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -14,11 +16,6 @@ def turn2(reply: str) -> list[dict[str, str]]:
     return [*CHAT, {"role": "assistant", "content": reply}, {"role": "user", "content": "And then what?"}]
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
 
 
 @pytest.fixture(scope="module", params=["gguf", "onnx"])
@@ -44,7 +41,7 @@ def test_next_turn_reuses_the_previous_prompt_and_reply(pair):
     # the reply's tokens (the last one of a cut reply was never computed), as far as the
     # template re-encodes them alike.
     held = [*first.prompt_tokens, *(first.tokens[:-1] if first.finish_reason == "length" else first.tokens)]
-    assert second.timings.cached_tokens == common_prefix(held, second.prompt_tokens)
+    assert second.timings.cached_tokens == min(len(os.path.commonprefix([held, second.prompt_tokens])), len(second.prompt_tokens) - 1)
     assert second.timings.cached_tokens >= len(first.prompt_tokens)
     assert second.tokens == fresh.generate(follow, max_tokens=12).tokens
     assert fresh.generate(follow, max_tokens=12).timings.cached_tokens == 0  # off unless asked for
