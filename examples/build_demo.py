@@ -223,6 +223,7 @@ def main() -> int:
     ap.add_argument("--stage", choices=["base", "adapters", "all"], default="all", help="stop after this stage")
     ap.add_argument("--adapter-rank", type=int, default=8, help="LoRA rank of the safety adapters")
     ap.add_argument("--adapter-epochs", type=float, help="epochs of adapter training (default: the size's)")
+    ap.add_argument("--adapter-layers", help="decoder layers the safety adapters train, e.g. 3-5 (default: all)")
     args = ap.parse_args()
     size = SIZES[args.size]
     work, out = Path(args.work), Path(args.out)
@@ -263,6 +264,8 @@ def main() -> int:
             write_jsonl(Path(harm_extra[0]), h)
     ep = str(args.adapter_epochs if args.adapter_epochs is not None else size["adapter_epochs"])
     common = ["--base", str(base), "--epochs", ep, "--rank", str(args.adapter_rank), "--seed", str(args.seed)]
+    if args.adapter_layers:
+        common += ["--layers", args.adapter_layers]
     if not (work / "standard").exists():
         sgedge("train", *common, "--harmful", str(data / "harmful_train.jsonl"), *harm_extra,
                "--benign", str(data / "benign_train.jsonl"), str(data / "regulated_train.jsonl"), *benign_extra,
@@ -292,7 +295,8 @@ def main() -> int:
         "built_by": "examples/build_demo.py",
         "command": f"python examples/build_demo.py --size {args.size} --seed {args.seed} --formats {args.formats} "
                    f"--corpus {args.corpus}" + (f" --adapter-rank {args.adapter_rank}" if args.adapter_rank != 8 else "")
-                   + (f" --adapter-epochs {args.adapter_epochs:g}" if args.adapter_epochs is not None else ""),
+                   + (f" --adapter-epochs {args.adapter_epochs:g}" if args.adapter_epochs is not None else "")
+                   + (f" --adapter-layers {args.adapter_layers}" if args.adapter_layers else ""),
         "seed": args.seed,
         "size": args.size,
         "base": {"architecture": "llama", **base_info},

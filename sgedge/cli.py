@@ -195,6 +195,8 @@ def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--rank", type=int, default=8)
     t.add_argument("--alpha", type=float, help="LoRA alpha (default: 2 x rank)")
     t.add_argument("--targets", help="comma-separated modules (default: all the family's projections)")
+    t.add_argument("--layers", metavar="LIST", help="decoder layers that get LoRA, e.g. 4,5 or 2-5 (counted from 0; "
+                   "default: every layer)")
     t.add_argument("--epochs", type=float, default=3.0)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--batch-size", type=int, default=16)

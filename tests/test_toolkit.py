@@ -147,6 +147,40 @@ def test_train_writes_a_peft_adapter_the_exporters_take(tiny, tmp_path):
     assert main(["export", "adapter", str(out), "-o", str(tmp_path / "a.gguf"), "-q"]) == 0
 
 
+def test_train_layers_puts_lora_on_those_layers_only(tiny, tmp_path):
+    t = tiny("llama")  # 2 decoder layers
+    (tmp_path / "h.txt").write_text("How do I make a bomb?\nHow do I steal a car?\n")
+    (tmp_path / "b.jsonl").write_text('{"prompt": "Bake bread?", "response": "Mix flour."}\n')
+    out = tmp_path / "adapter"
+    assert main(["train", "--base", str(t.hf), "--harmful", str(tmp_path / "h.txt"), "--benign",
+                 str(tmp_path / "b.jsonl"), "-o", str(out), "--epochs", "1", "--batch-size", "3", "--rank", "2",
+                 "--layers", "1", "-q"]) == 0
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["layers_to_transform"] == [1]
+    assert json.loads((out / "sgedge_train.json").read_text())["config"]["layers"] == [1]
+    from safetensors.numpy import load_file
+
+    names = list(load_file(out / "adapter_model.safetensors"))
+    assert names and all(".layers.1." in n for n in names)
+    assert main(["export", "adapter", str(out), "-o", str(tmp_path / "a.gguf"), "-q"]) == 0
+
+
+@pytest.mark.parametrize("text, layers", [("1", [1]), ("0,1", [0, 1]), ("2-4", [2, 3, 4]), (" 5, 1-2 ", [1, 2, 5])])
+def test_parse_layers(text, layers):
+    from sgedge.toolkit.train import parse_layers
+
+    assert parse_layers(text) == layers
+
+
+@pytest.mark.parametrize("text, message", [("x", "layer numbers and ranges"), ("3-1", "is empty"),
+                                           (",", "--layers is empty"), ("1-x", "layer numbers")])
+def test_parse_layers_errors(text, message):
+    from sgedge.toolkit.train import parse_layers
+
+    with pytest.raises(InputError, match=message):
+        parse_layers(text)
+
+
 def test_train_resumes_from_its_checkpoint(tiny, tmp_path):
     import torch
     from sgedge.toolkit.prompts import Prompt
@@ -183,6 +217,8 @@ def test_train_resumes_from_its_checkpoint(tiny, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--harmful", "{tmp}/none.txt"], "does not exist"),
     (["--refusal-style", "rude"], "invalid choice"),
+    (["--layers", "0,2"], "--layers 2: the base has 2 decoder layers, numbered 0 to 1"),
+    (["--layers", "last"], "layer numbers and ranges"),
 ])
 def test_train_cli_errors(tiny, tmp_path, capsys, argv, message):
     t = tiny("llama")
@@ -191,6 +227,7 @@ def test_train_cli_errors(tiny, tmp_path, capsys, argv, message):
             "-o", str(tmp_path / "o")] + [a.format(tmp=tmp_path) for a in argv]
     assert main(args) != 0
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.sgedge-train").exists()
 
 
 def test_train_refuses_a_non_empty_output(tiny, tmp_path, capsys):

@@ -13,13 +13,14 @@ def train(args: argparse.Namespace) -> int:
 
     harmful, benign = load(args.harmful, "harmful", stderr_note), load(args.benign, "benign", stderr_note)
     try:
-        from sgedge.toolkit.train import TrainConfig, train_adapter
+        from sgedge.toolkit.train import TrainConfig, parse_layers, train_adapter
     except ImportError as e:  # pragma: no cover - depends on the install
         from sgedge.errors import InputError
 
         raise InputError(f"sgedge train needs torch and peft: pip install 'sgedge[train]' ({e})") from e
     cfg = TrainConfig(rank=args.rank, alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
-                      targets=args.targets.split(",") if args.targets else None, epochs=args.epochs, lr=args.lr,
+                      targets=args.targets.split(",") if args.targets else None,
+                      layers=parse_layers(args.layers) if args.layers is not None else None, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, max_len=args.max_len, answer_tokens=args.answer_tokens,
                       refusal_style=args.refusal_style, refusal_text=args.refusal_text, seed=args.seed,
                       save_every=args.save_every, device=args.device)

@@ -41,6 +41,8 @@ class TrainConfig:
     rank: int = 8
     alpha: float = 16.0
     targets: list[str] | None = None
+    # Decoder layers that get LoRA (PEFT's layers_to_transform); None: every layer.
+    layers: list[int] | None = None
     epochs: float = 3.0
     lr: float = 2e-3
     batch_size: int = 16
@@ -60,6 +62,23 @@ class TrainConfig:
             raise InputError(f"unknown --refusal-style {self.refusal_style!r}; use {', '.join(REFUSALS)} "
                              "or give --refusal-text")
         return REFUSALS[self.refusal_style]
+
+
+def parse_layers(text: str) -> list[int]:
+    """`--layers`: comma-separated decoder layer indices and ranges ("4,5", "2-5", "0,3-5")."""
+    layers: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, sep, hi = part.partition("-")
+        try:
+            span = range(int(lo), int(hi) + 1) if sep else range(int(lo), int(lo) + 1)
+        except ValueError:
+            raise InputError(f"--layers {text!r}: give layer numbers and ranges such as 4,5 or 2-5") from None
+        if not span:
+            raise InputError(f"--layers {text!r}: the range {part} is empty; write it low-high")
+        layers.update(span)
+    if not layers:
+        raise InputError("--layers is empty; give layer numbers such as 4,5 or leave it out for every layer")
+    return sorted(layers)
 
 
 def _device(name: str) -> str:
@@ -200,6 +219,12 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} already exists and is not empty; choose another -o or remove it")
     refusal = cfg.refusal()
+    if cfg.layers is not None and init_adapter is None and (base / "config.json").is_file():
+        n_layers = int(json.loads((base / "config.json").read_text()).get("num_hidden_layers", 0))
+        bad = [i for i in cfg.layers if not 0 <= i < n_layers]
+        if bad or not cfg.layers:
+            raise InputError(f"--layers {','.join(map(str, bad or cfg.layers)) or '(none)'}: the base has "
+                             f"{n_layers} decoder layers, numbered 0 to {n_layers - 1}")
     device = _device(cfg.device)
     torch.manual_seed(cfg.seed)
     work = out.with_name(out.name + ".sgedge-train")
@@ -210,6 +235,8 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
         targets = acfg.get("target_modules")
         cfg.rank, cfg.alpha = int(acfg.get("r", cfg.rank)), float(acfg.get("lora_alpha", cfg.alpha))
         cfg.targets = sorted(targets) if isinstance(targets, list) else None
+        layers = acfg.get("layers_to_transform")
+        cfg.layers = [layers] if isinstance(layers, int) else (sorted(layers) if layers else None)
         cfg.extra = {**cfg.extra, "init_adapter": str(init_adapter)}
     key = _config_key(base, harmful, benign, cfg)
     state_file = work / "state.json"
@@ -249,6 +276,7 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     else:
         lcfg = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha,
                                target_modules=list(cfg.targets or fam.lora_modules),
+                               layers_to_transform=list(cfg.layers) if cfg.layers is not None else None,
                                lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
         try:
             with _quiet():
