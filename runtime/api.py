@@ -183,7 +183,7 @@ class Runtime:
                                prompt_cache=prompt_cache)
 
     @staticmethod
-    def _backend(model: Path, kind: str, *, device: str, gpu_layers: int | None, threads: int | None,
+    def _make_backend(model: Path, kind: str, *, device: str, gpu_layers: int | None, threads: int | None,
                  n_ctx: int, exact: bool, prompt_cache: bool = False) -> Any:
         if kind not in BACKENDS:
             raise InputError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
@@ -211,11 +211,11 @@ class Runtime:
         from sgedge.runtime.fuse import ensure_fused
 
         if not active and base.is_file():  # GGUF: the bare base has nothing to remove
-            return cls(cls._backend(base, kind, **engine), (), time.perf_counter() - t0, manifest, policy)
+            return cls(cls._make_backend(base, kind, **engine), (), time.perf_counter() - t0, manifest, policy)
         # ONNX with no adapter: "fusing" nothing removes the empty LoRA slots, whose
         # operators cost a few percent of decode speed even when no adapter is active.
         fused = ensure_fused(base, [(loaded[n], s) for n, s in active], cache_dir)
-        rt = cls(cls._backend(fused.path, kind, **engine), (), time.perf_counter() - t0, manifest, policy)
+        rt = cls(cls._make_backend(fused.path, kind, **engine), (), time.perf_counter() - t0, manifest, policy)
         rt._fused = tuple((n, float(s)) for n, s in active)
         rt.fused_path = fused.path
         return rt
@@ -235,7 +235,7 @@ class Runtime:
             with cls._open_model(model, kind, adapters, allow_unbound=allow_unbound, t0=t0, **engine) as probe:
                 loaded, active = dict(probe.adapters), list(probe._default)
             return cls._open_fused(model, kind, loaded, active, default_cache_dir(), t0, **engine)
-        be = cls._backend(model, kind, **engine)
+        be = cls._make_backend(model, kind, **engine)
         try:
             active = []
             for p, scale in specs:
@@ -267,6 +267,8 @@ class Runtime:
             kind, note = bundle_backend(list(manifest.base.formats), engine.get("device", "auto"))
         if kind not in manifest.base.formats:
             raise InputError(f"bundle {bundle} has no {kind} base (it has: {', '.join(manifest.base.formats)})")
+        key: str | None
+        items: tuple[Any, ...]
         if no_adapter:
             if not manifest.allow_no_adapter:
                 raise InputError(f"bundle {bundle} forbids running without a safety adapter")
@@ -298,7 +300,7 @@ class Runtime:
             rt = cls._open_fused(base_path, kind, paths, active, bundle / ".fused", t0, manifest, key, **engine)
             rt._notes += [note] if note else []
             return rt
-        be = cls._backend(base_path, kind, **engine)
+        be = cls._make_backend(base_path, kind, **engine)
         try:
             for name, entry in manifest.adapters.items():
                 be.load_adapter(bundle / entry.formats[kind].path, name)

@@ -206,7 +206,7 @@ def fuse_onnx(base_dir: Path, adapters: Sequence[tuple[Path, float]], out_dir: P
             a_node = producers.get(b_node.input[0])
             if b_node.input[1] in params:
                 target = float_projection(node, producers, inits) if merge and a_node is not None else None
-                if target is None:
+                if target is None or a_node is None:
                     continue
                 a_name = next(i for i in a_node.input if i in params)
                 merge_update(target, inits, params[a_name].astype(np.float32) @ params[b_node.input[1]].astype(np.float32))

@@ -28,7 +28,7 @@ ADAPTER_VERSION = 1
 FORMAT_VERSION = 1
 _FILE_ID = b"TORT"
 # TensorDataType codes of the schema that an adapter parameter may use here.
-_DTYPES = {1: np.dtype("<f4"), 10: np.dtype("<f2")}
+_DTYPES: dict[int, np.dtype] = {1: np.dtype("<f4"), 10: np.dtype("<f2")}
 _CODES = {v: k for k, v in _DTYPES.items()}
 
 
