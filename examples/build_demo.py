@@ -56,6 +56,19 @@ CKPT_EVERY = 100  # base-training steps between checkpoints
 POLICIES = ["default=standard", "US=standard", "EU=strict", "KIDS=strict"]
 
 
+def upper_half(n_layers: int) -> str:
+    """`standard`'s default layers. LoRA on the upper half only must build on what the
+    frozen lower layers already recognise as harmful; on the full-size demo it refuses 6
+    points more of HarmBench than LoRA on every layer, at the same over-refusal
+    (docs/demo.md). `strict` keeps every layer: the base does not tell regulated advice
+    apart, so that adapter has to learn it lower down."""
+    return f"{n_layers // 2}-{n_layers - 1}"
+
+
+def layer_args(layers: str) -> list[str]:
+    return [] if layers == "all" else ["--layers", layers]
+
+
 def log(msg: str) -> None:
     print(f"[build_demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -223,7 +236,10 @@ def main() -> int:
     ap.add_argument("--stage", choices=["base", "adapters", "all"], default="all", help="stop after this stage")
     ap.add_argument("--adapter-rank", type=int, default=8, help="LoRA rank of the safety adapters")
     ap.add_argument("--adapter-epochs", type=float, help="epochs of adapter training (default: the size's)")
-    ap.add_argument("--adapter-layers", help="decoder layers the safety adapters train, e.g. 3-5 (default: all)")
+    ap.add_argument("--adapter-layers", help="decoder layers the `standard` adapter trains, e.g. 3-5, or 'all' "
+                    "(default: the upper half, 3-5 at full size: docs/demo.md measures why)")
+    ap.add_argument("--strict-layers", default="all", help="decoder layers the `strict` adapter trains (default: all: "
+                    "it must also tell regulated advice apart, which the base does not)")
     args = ap.parse_args()
     size = SIZES[args.size]
     work, out = Path(args.work), Path(args.out)
@@ -264,14 +280,14 @@ def main() -> int:
             write_jsonl(Path(harm_extra[0]), h)
     ep = str(args.adapter_epochs if args.adapter_epochs is not None else size["adapter_epochs"])
     common = ["--base", str(base), "--epochs", ep, "--rank", str(args.adapter_rank), "--seed", str(args.seed)]
-    if args.adapter_layers:
-        common += ["--layers", args.adapter_layers]
     if not (work / "standard").exists():
-        sgedge("train", *common, "--harmful", str(data / "harmful_train.jsonl"), *harm_extra,
+        sgedge("train", *common, *layer_args(args.adapter_layers or upper_half(size["layers"])),
+               "--harmful", str(data / "harmful_train.jsonl"), *harm_extra,
                "--benign", str(data / "benign_train.jsonl"), str(data / "regulated_train.jsonl"), *benign_extra,
                "-o", str(work / "standard"))
     if not (work / "strict").exists():
-        sgedge("train", *common, "--harmful", str(data / "harmful_train.jsonl"), str(data / "regulated_refuse.jsonl"),
+        sgedge("train", *common, *layer_args(args.strict_layers), "--harmful", str(data / "harmful_train.jsonl"),
+               str(data / "regulated_refuse.jsonl"),
                *harm_extra, "--benign", str(data / "benign_train.jsonl"), *benign_extra, "-o", str(work / "strict"))
     if args.stage == "adapters":
         return 0
@@ -296,11 +312,13 @@ def main() -> int:
         "command": f"python examples/build_demo.py --size {args.size} --seed {args.seed} --formats {args.formats} "
                    f"--corpus {args.corpus}" + (f" --adapter-rank {args.adapter_rank}" if args.adapter_rank != 8 else "")
                    + (f" --adapter-epochs {args.adapter_epochs:g}" if args.adapter_epochs is not None else "")
-                   + (f" --adapter-layers {args.adapter_layers}" if args.adapter_layers else ""),
+                   + (f" --adapter-layers {args.adapter_layers}" if args.adapter_layers else "")
+                   + (f" --strict-layers {args.strict_layers}" if args.strict_layers != "all" else ""),
         "seed": args.seed,
         "size": args.size,
         "base": {"architecture": "llama", **base_info},
-        "adapters": {n: {k: a[k] for k in ("harmful", "benign", "steps", "final_loss", "seconds", "refusal")}
+        "adapters": {n: {**{k: a[k] for k in ("harmful", "benign", "steps", "final_loss", "seconds", "refusal")},
+                         "rank": a["config"]["rank"], "layers": a["config"].get("layers")}
                      for n, a in adapters.items()},
         "policies": POLICIES,
         "corpus": {"base_conversations": len(corpus.base), "harmful_adapter": len(corpus.harmful_adapter),

@@ -52,7 +52,10 @@ def info_cli(args: argparse.Namespace) -> int:
     formats = ", ".join(f"{f} {a.dtype}".strip() for f, a in m.base.formats.items())
     print(f"  formats    {formats}")
     for name, a in info["adapters"].items():
-        print(f"  adapter    {name}: trained on {a['harmful']} harmful + {a['benign']} benign prompts, "
+        layers = a.get("layers")
+        on = f"layers {_spans(layers)}" if layers else "every layer"
+        where = f"LoRA rank {a['rank']} on {on}; " if "rank" in a else ""
+        print(f"  adapter    {name}: {where}trained on {a['harmful']} harmful + {a['benign']} benign prompts, "
               f"{a['steps']} steps; refuses with \"{a['refusal'][:60]}...\"")
     default = m.default_policy
     for key, items in m.policies.items():
@@ -60,6 +63,17 @@ def info_cli(args: argparse.Namespace) -> int:
         print(f"  policy     {key} = " + " + ".join(f"{i.adapter}:{i.scale:g}" for i in items) + mark)
     print(f"  made by    {info['command']}")
     return 0
+
+
+def _spans(layers: list[int]) -> str:
+    """[3, 4, 5, 7] -> "3-5, 7"."""
+    runs: list[list[int]] = []
+    for i in sorted(set(layers)):
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def path_cli(args: argparse.Namespace) -> int:
