@@ -11,7 +11,7 @@ import codecs
 import ctypes
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +230,22 @@ class LlamaBackend:
             return big.raw[:n]
         return self._piece_buf.raw[:n]
 
+    def text_stream(self) -> Callable[[int | None], str]:
+        """A reply's text, token by token (None ends it, giving what is left of a split
+        character): llama.cpp's pieces without special tokens, as transformers' decode."""
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        first = [True]
+
+        def step(token: int | None) -> str:
+            if token is None:
+                return decoder.decode(b"", final=True)
+            # SentencePiece pieces start with a space; like HF decode, drop it once.
+            lstrip = 1 if first[0] and self.spm else 0
+            first[0] = False
+            return decoder.decode(self.piece(token, lstrip=lstrip))
+
+        return step
+
     def token_text(self, token: int) -> str:
         return (self._llama.llama_vocab_get_text(self._vocab, token) or b"").decode("utf-8", "replace")
 
@@ -333,7 +349,7 @@ class LlamaBackend:
         t0 = time.perf_counter()
         cached = self._reuse(prompt)
         chain = self._sampler(sampling)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        text = self.text_stream()
         n, t1 = 0, 0.0
         try:
             self._decode(prompt[cached:])
@@ -346,16 +362,14 @@ class LlamaBackend:
                 if not sampling.ignore_eos and (tok in self._stop or llama.llama_vocab_is_eog(self._vocab, tok)):
                     break
                 n += 1
-                # SentencePiece pieces start with a space; like HF decode, drop it once.
-                text = decoder.decode(self.piece(tok, lstrip=1 if (n == 1 and self.spm) else 0))
-                yield tok, text
+                yield tok, text(tok)
                 if n == sampling.max_tokens:
                     break
                 one[0] = tok
                 if llama.llama_decode(self._ctx, llama.llama_batch_get_one(one, 1)) != 0:
                     raise BackendError(f"llama.cpp decode failed ({recent_errors()})")
                 self._kv_tokens.append(tok)
-            tail = decoder.decode(b"", final=True)
+            tail = text(None)
             if tail:
                 yield -1, tail
         except GeneratorExit:  # the caller stopped early: what was decoded is still valid

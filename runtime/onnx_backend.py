@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ DEVICES = ("auto", "cpu", "gpu", "cuda", "dml")
 REQUIRE_BUILT_PROVIDER = True
 BASE_META = "sgedge_base.json"  # an ONNX base's sgedge metadata (exporters.onnx_base writes it)
 _SLOT_SUFFIXES = (".lora_A.MatMul.weight", ".lora_B.MatMul.weight")
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>$")  # SentencePiece byte-fallback tokens
 
 
 def _og() -> Any:
@@ -123,13 +125,14 @@ class OnnxBackend:
             if threads:
                 config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
             self._model = og.Model(config)
-            self._tokenizer = og.Tokenizer(self._model)
             self._adapters_og = og.Adapters(self._model)
         except Exception as e:
             raise BackendError(f"onnxruntime-genai could not load {self.path} ({e})") from e
         from tokenizers import Tokenizer
 
-        # HF's own tokenizer (tokenizers) for prompts: the ids transformers would give.
+        # HF's own tokenizer (tokenizers) for prompts and replies: the ids transformers would
+        # give, and the text its decode gives (og's stream decoder keeps the leading space
+        # of a SentencePiece reply, which HF's decoder strips).
         self._hf_tok = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         cfg = json.loads((self.path / "genai_config.json").read_text())["model"]
         eos = cfg.get("eos_token_id", [])
@@ -210,6 +213,35 @@ class OnnxBackend:
     # -- text ---------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
         return list(self._hf_tok.encode(text, add_special_tokens=add_special).ids)
+
+    def text_stream(self) -> Callable[[int | None], str]:
+        """A reply's text, token by token (None ends it): the pieces join to transformers'
+        decode of the reply (skip_special_tokens), a character split across tokens coming
+        whole.
+
+        Each step decodes a short window (the last piece given out and what follows it) and
+        gives out what the new tokens added, so the decoder's rules that look at
+        neighbours (SentencePiece's leading space, byte fallback) apply as in a whole
+        decode. tokenizers' own DecodeStream does the same but raises when invalid bytes
+        change how an earlier piece decodes, which a model can produce."""
+        decode, piece, ids = self._hf_tok.decode, self._hf_tok.id_to_token, []
+        at = [0, 0]  # start of the window, end of what was given out
+
+        def step(token: int | None) -> str:
+            if token is not None:
+                ids.append(token)
+            before = decode(ids[at[0]:at[1]], skip_special_tokens=True)
+            now = decode(ids[at[0]:], skip_special_tokens=True)
+            # Hold back a character still being assembled, and byte-fallback tokens (a run of
+            # them is decoded as one byte string, valid or all replacement characters), until
+            # the next piece or the end.
+            held = token is not None and (now.endswith("\ufffd") or _BYTE_PIECE.match(piece(token) or ""))
+            if len(now) <= len(before) or held:
+                return ""
+            at[0], at[1] = at[1], len(ids)
+            return now[len(before):]
+
+        return step
 
     def _special(self, key: str) -> str:
         tok = self._tok_cfg.get(key)
@@ -299,7 +331,7 @@ class OnnxBackend:
             gen.append_tokens(list(prompt[cached:]))
         except RuntimeError as e:
             raise self._engine_error(e) from e
-        stream = self._tokenizer.create_stream()
+        text = self.text_stream()
         t1 = time.perf_counter()
         timings.prefill_s, timings.prompt_tokens, timings.cached_tokens = t1 - t0, len(prompt), cached
         n, steps, reply = 0, 0, []
@@ -316,7 +348,7 @@ class OnnxBackend:
                     break
                 n += 1
                 reply.append(tok)
-                yield tok, stream.decode(tok)
+                yield tok, text(tok)
             ok = True
         except GeneratorExit:  # the caller stopped early: what was computed is still valid
             ok = True
@@ -333,7 +365,6 @@ class OnnxBackend:
         self._adapters.clear()
         self._composed.clear()
         self._adapters_og = None
-        self._tokenizer = None
         self._model = None
         self._tmp.cleanup()
 

@@ -86,3 +86,54 @@ def test_o200k_split_is_recognised_as_gpt_4o(tmp_path):
         assert not bad, "\n".join(f"{t!r}: hf={r} sgedge={o}" for t, r, o in bad)
     finally:
         be.close()
+
+
+REPLIES = [
+    "Sure, here is how: mix flour and water.",  # SentencePiece: the first piece starts with "▁"
+    " leading space kept when the text has two",
+    "unicode across tokens: café 東京 😀 — “quotes”",
+    "digits 1,000,000 and\nnew lines\n\n",
+]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("backend", ["gguf", "onnx"])
+def test_reply_text_equals_hf_decode(tiny, tiny_onnx, family, backend):
+    # What generate() streams for a reply's tokens, joined, is transformers' decode of them.
+    # onnxruntime-genai's own stream decoder kept the "▁" of a SentencePiece reply's first
+    # piece (" Sure, ..." on Mistral and Phi-3), which HF's decoder strips.
+    from sgedge.runtime.onnx_backend import OnnxBackend
+    from transformers import AutoTokenizer
+
+    t = tiny(family)
+    tok = AutoTokenizer.from_pretrained(t.hf)
+    be = LlamaBackend(t.gguf, n_ctx=512) if backend == "gguf" else OnnxBackend(tiny_onnx(family).base)
+    try:
+        for text in REPLIES + [f"before {tok.eos_token} after"]:
+            ids = tok(text, add_special_tokens=False).input_ids
+            step = be.text_stream()
+            ours = "".join(step(i) for i in ids) + step(None)
+            assert ours == tok.decode(ids, skip_special_tokens=True), (text, ids)
+    finally:
+        be.close()
+
+
+@pytest.mark.parametrize("family", ["mistral", "phi3"])
+def test_reply_of_invalid_bytes_streams_without_error(tiny, tiny_onnx, family):
+    # A random model wrote "I", a lone lead byte, a stray byte and a word: tokenizers'
+    # DecodeStream raised ("Invalid prefix encountered while decoding stream") mid-reply.
+    from sgedge.runtime.onnx_backend import OnnxBackend
+    from transformers import AutoTokenizer
+
+    t = tiny(family)
+    tok = AutoTokenizer.from_pretrained(t.hf)
+    ids = tok("Sure", add_special_tokens=False).input_ids
+    ids += [tok.convert_tokens_to_ids(f"<0x{b:02X}>") for b in (0x49, 0xD2, 0x7F, 0xE2, 0x80)]
+    ids += tok("words after", add_special_tokens=False).input_ids + [tok.convert_tokens_to_ids("<0xE2>")]
+    be = OnnxBackend(tiny_onnx(family).base)
+    try:
+        step = be.text_stream()
+        ours = "".join(step(i) for i in ids) + step(None)
+    finally:
+        be.close()
+    assert ours == tok.decode(ids, skip_special_tokens=True)
