@@ -72,7 +72,8 @@ def render_chat(
     template_kwargs: Mapping[str, Any] | None = None,
 ) -> str:
     """`template_kwargs`: more variables for the template, as transformers'
-    apply_chat_template takes them (e.g. {"enable_thinking": False} for Qwen3)."""
+    apply_chat_template takes them (e.g. {"enable_thinking": False} for Qwen3, or
+    {"tools": [...]} with JSON schemas)."""
     import jinja2
 
     for m in messages:
@@ -82,6 +83,9 @@ def render_chat(
     clash = sorted(set(extra) & {"messages", "bos_token", "eos_token", "add_generation_prompt"})
     if clash:
         raise InputError(f"chat template variables {', '.join(clash)} are set by sgedge; leave them out")
+    # transformers always passes tools and documents, None unless given: templates test
+    # `tools is not none` (Mistral v0.3), which an undefined variable would pass.
+    extra = {"tools": None, "documents": None, **extra}
     try:
         return _compile(template).render(
             messages=[dict(m) for m in messages],

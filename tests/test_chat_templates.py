@@ -29,6 +29,13 @@ TOOLS_JSON = """{%- set meta = dict(turns=messages|length, first=messages[0].rol
 {%- for m in messages %}{%- if loop.index is divisibleby 2 %}{% continue %}{%- endif %}{{- '\\n' + m.role|upper + ': ' + m.content|tojson }}{%- endfor %}
 {{- '\\n' + eos_token if not add_generation_prompt else '\\nASSISTANT:' }}"""
 
+# Mistral v0.3's test for tools (it puts the tool list before the last user turn).
+TOOLS_NOT_NONE = """{%- set user_messages = messages | selectattr('role', 'equalto', 'user') | list %}
+{{- bos_token }}{%- for m in messages %}{%- if m.role == 'user' %}
+{%- if tools is not none and (m == user_messages[-1]) %}{{- '[AVAILABLE_TOOLS] ' + tools|tojson + '[/AVAILABLE_TOOLS]' }}{%- endif %}
+{{- '[INST] ' + m.content + '[/INST]' }}{%- elif m.role == 'assistant' %}{{- ' ' + m.content + eos_token }}{%- endif %}{%- endfor %}
+{%- if documents is not none %}{{- '[DOCS]' }}{%- endif %}"""
+
 CONVERSATIONS = [
     [{"role": "user", "content": "  Hello  "}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
@@ -47,7 +54,8 @@ def transformers_render(template: str, messages, add_generation_prompt: bool) ->
     return rendered[0]
 
 
-@pytest.mark.parametrize("template", [REASONING, TOOLS_JSON], ids=["reasoning", "tojson-dict-loopcontrols"])
+@pytest.mark.parametrize("template", [REASONING, TOOLS_JSON, TOOLS_NOT_NONE],
+                         ids=["reasoning", "tojson-dict-loopcontrols", "tools-is-not-none"])
 @pytest.mark.parametrize("conversation", range(len(CONVERSATIONS)))
 @pytest.mark.parametrize("add_generation_prompt", [True, False])
 def test_renders_as_transformers_does(template, conversation, add_generation_prompt):
@@ -85,3 +93,15 @@ def test_template_variables_reach_the_template():
     assert not render_chat(REASONING, CONVERSATIONS[0]).endswith("<think></think>")
     with pytest.raises(InputError, match="chat template variables messages are set by sgedge"):
         render_chat(REASONING, CONVERSATIONS[0], template_kwargs={"messages": []})
+
+
+def test_tools_given_as_template_variables_render_as_in_transformers():
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    ours = render_chat(TOOLS_NOT_NONE, CONVERSATIONS[1], bos_token="<s>", eos_token="</s>",
+                       template_kwargs={"tools": tools})
+    want, _ = render_jinja_template(conversations=[CONVERSATIONS[1]], chat_template=TOOLS_NOT_NONE, tools=tools,
+                                    add_generation_prompt=True, bos_token="<s>", eos_token="</s>")
+    assert ours == want[0] and "[AVAILABLE_TOOLS]" in ours
+    assert "[AVAILABLE_TOOLS]" not in render_chat(TOOLS_NOT_NONE, CONVERSATIONS[1], eos_token="</s>")
