@@ -13,8 +13,11 @@ once per kernel, and each branch has its own kernels).
 A second variant wraps each LoRA slot in its own If instead (branches without base
 weights, so no second prepacked copy); it is slower than the plain empty slots ("if-slot"
 rows: skipping an If costs more than running three operators on empty tensors).
+Two more measure what is left ("one-node": each slot one Add, the floor of a fused LoRA
+operator; "rank1": rank-1 zero defaults instead of empty ones), and `--micro` times
+slot forms in plain ONNX Runtime (a chain of 120 slots).
 
-    python benchmarks/onnx_if_switch.py [--loads 3] [--repeats 5]
+    python benchmarks/onnx_if_switch.py [--loads 3] [--repeats 5] [--micro]
 """
 
 from __future__ import annotations
@@ -150,6 +153,115 @@ def wrap_slots_in_if(src: Path, dst: Path) -> None:
     print(f"per-slot If: {len(swaps)} slots wrapped")
 
 
+def one_node_slots(src: Path, dst: Path) -> None:
+    """The floor a fused LoRA operator could reach: each LoRA triple becomes one Add of
+    `y` and a zero vector that is a graph input with a default (so ONNX Runtime cannot
+    fold it away), i.e. one node per slot that reads `y` and writes a new `y`, as a
+    custom operator applying y + x·A·B would at rank 0. Not a model that runs adapters."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(src / "model.onnx"), load_external_data=True)
+    g = m.graph
+    producer = {o: n for n in g.node for o in n.output}
+    inputs = {i.name: i for i in g.input}
+    drop: set[int] = set()
+    swaps: dict[int, object] = {}
+    zeros, zero_inputs = [], []
+    for k, add in enumerate(g.node):
+        if not add.name.endswith("/lora/Add"):
+            continue
+        b_out = next(i for i in add.input if "lora_B" in i)
+        y = next(i for i in add.input if i != b_out)
+        b_mm = producer[b_out]
+        a_mm = producer[next(i for i in b_mm.input if "lora_A" in i)]
+        b_weight = next(i for i in b_mm.input if i in inputs)
+        width = inputs[b_weight].type.tensor_type.shape.dim[-1].dim_value
+        name = f"{add.name}/zero"
+        zeros.append(numpy_helper.from_array(np.zeros([width], np.float32), name))
+        zero_inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [width]))
+        swaps[k] = helper.make_node("Add", [y, name], [add.output[0]], name=f"{add.name}/one")
+        drop |= {id(a_mm), id(b_mm)}
+    nodes = [swaps.get(k, n) for k, n in enumerate(g.node) if id(n) not in drop]
+    top = helper.make_graph(nodes, g.name, [*g.input, *zero_inputs], list(g.output), [*g.initializer, *zeros])
+    _save(m, top, src, dst)
+    print(f"one node per slot: {len(swaps)} slots")
+
+
+def rank1_defaults(src: Path, dst: Path) -> None:
+    """The slotted graph with rank-1 zero defaults ([in, 1] / [1, out]) instead of empty
+    ones: same operators, but no MatMul over an empty axis."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(src / "model.onnx"), load_external_data=True)
+    g = m.graph
+    inputs = {i.name for i in g.input}
+    n = 0
+    for k, init in enumerate(g.initializer):
+        if init.name in inputs and (".lora_A." in init.name or ".lora_B." in init.name) and 0 in init.dims:
+            shape = [d if d else 1 for d in init.dims]
+            g.initializer[k].CopyFrom(numpy_helper.from_array(np.zeros(shape, np.float32), init.name))
+            n += 1
+    _save(m, g, src, dst)
+    print(f"rank-1 zero defaults: {n} LoRA inputs")
+
+
+def micro(n: int = 120, width: int = 576, rounds: int = 30) -> None:
+    """µs per slot for a chain of `n` slots in plain ONNX Runtime (one thread, CPU clock):
+    the three operators on empty LoRA inputs, Reshape-MatMul-Gemm-Reshape (Gemm's C input
+    taking the Add), and one Add of a zero vector (the floor of a fused operator)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    def build(kind: str) -> bytes:
+        vi = helper.make_tensor_value_info
+        nodes, inits, inputs, cur = [], [], [vi("x", TensorProto.FLOAT, [1, 1, width])], "x"
+        if kind == "gemm":
+            inits += [numpy_helper.from_array(np.array([-1, width], np.int64), "to2d"),
+                      numpy_helper.from_array(np.array([1, 1, width], np.int64), "to3d")]
+        for i in range(n):
+            if kind == "one Add":
+                inits.append(numpy_helper.from_array(np.zeros([width], np.float32), f"z{i}"))
+                inputs.append(vi(f"z{i}", TensorProto.FLOAT, [width]))
+                nodes.append(helper.make_node("Add", [cur, f"z{i}"], [f"y{i}"]))
+            else:
+                inits += [numpy_helper.from_array(np.zeros([width, 0], np.float32), f"A{i}"),
+                          numpy_helper.from_array(np.zeros([0, width], np.float32), f"B{i}")]
+                inputs += [vi(f"A{i}", TensorProto.FLOAT, [width, "r"]), vi(f"B{i}", TensorProto.FLOAT, ["r", width])]
+                if kind == "three operators":
+                    nodes += [helper.make_node("MatMul", [cur, f"A{i}"], [f"a{i}"]),
+                              helper.make_node("MatMul", [f"a{i}", f"B{i}"], [f"b{i}"]),
+                              helper.make_node("Add", [cur, f"b{i}"], [f"y{i}"])]
+                else:
+                    nodes += [helper.make_node("Reshape", [cur, "to2d"], [f"x{i}"]),
+                              helper.make_node("MatMul", [f"x{i}", f"A{i}"], [f"a{i}"]),
+                              helper.make_node("Gemm", [f"a{i}", f"B{i}", f"x{i}"], [f"g{i}"]),
+                              helper.make_node("Reshape", [f"g{i}", "to3d"], [f"y{i}"])]
+            cur = f"y{i}"
+        graph = helper.make_graph(nodes, kind, inputs, [vi(cur, TensorProto.FLOAT, None)], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 9
+        return model.SerializeToString()
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # the overridable defaults are meant: no warning per input
+    kinds = ("three operators", "gemm", "one Add")
+    sessions = {k: ort.InferenceSession(build(k), so, providers=["CPUExecutionProvider"]) for k in kinds}
+    x = np.random.default_rng(0).random((1, 1, width), dtype=np.float32)
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(rounds):
+        for k, sess in sessions.items():
+            t0 = time.process_time()
+            for _ in range(50):
+                sess.run(None, {"x": x})
+            times[k].append((time.process_time() - t0) / 50 / n * 1e6)
+    print(f"plain ONNX Runtime, {n} slots {width} wide, one thread, CPU clock, {rounds} rounds:")
+    for k, v in times.items():
+        print(f"  {k:16s} {statistics.median(v):.2f} µs per slot")
+
+
 def add_flag(adapter: Path, out: Path) -> None:
     import onnxruntime as ort
 
@@ -211,7 +323,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--loads", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--micro", action="store_true", help="only the plain ONNX Runtime chain of slots")
     args = p.parse_args()
+    if args.micro:
+        micro()
+        return
     with tempfile.TemporaryDirectory() as tmp:
         w = Path(tmp)
         family, style, cfg, vocab = SHAPES["smollm2-135m"]
@@ -224,17 +340,24 @@ def main() -> None:
         models["if"] = w / "if"
         wrap_slots_in_if(models["slots"], w / "if-slot")
         models["if-slot"] = w / "if-slot"
+        one_node_slots(models["slots"], w / "one-node")
+        models["one-node"] = w / "one-node"
+        rank1_defaults(models["slots"], w / "rank1")
+        models["rank1"] = w / "rank1"
         flagged = w / "a_flag.onnx_adapter"
         add_flag(adapter, flagged)
         cases = {"plain": ("plain", None), "slots": ("slots", None), "if": ("if", None),
                  "slots + adapter": ("slots", adapter), "if + adapter": ("if", flagged),
-                 "if-slot": ("if-slot", None), "if-slot + adapter": ("if-slot", flagged)}
+                 "if-slot": ("if-slot", None), "if-slot + adapter": ("if-slot", flagged),
+                 "one-node": ("one-node", None), "rank1": ("rank1", None), "rank1 + adapter": ("rank1", adapter)}
 
         ref = {k: tokens(plain_og_model(models[m], 1), a) for k, (m, a) in cases.items() if k != "plain"}
         print("tokens: if == slots without adapter:", ref["if"] == ref["slots"],
               "| with adapter:", ref["if + adapter"] == ref["slots + adapter"],
               "| the adapter changes them:", ref["slots + adapter"] != ref["slots"],
-              "| per-slot if == slots:", ref["if-slot"] == ref["slots"], ref["if-slot + adapter"] == ref["slots + adapter"])
+              "| per-slot if == slots:", ref["if-slot"] == ref["slots"], ref["if-slot + adapter"] == ref["slots + adapter"],
+              "| one node == slots:", ref["one-node"] == ref["slots"],
+              "| rank-1 zeros == slots:", ref["rank1"] == ref["slots"], ref["rank1 + adapter"] == ref["slots + adapter"])
 
         runs = {}
         for k in range(args.loads):
@@ -258,7 +381,8 @@ def main() -> None:
         for name, rate in med.items():
             print(f"  {name:16s} {rate:7.1f}   peak RSS {peak_rss_mb(models[cases[name][0]], cases[name][1]):6.0f} MiB")
         for a, b in (("slots", "plain"), ("if", "plain"), ("if + adapter", "slots + adapter"),
-                     ("if-slot", "plain"), ("if-slot + adapter", "slots + adapter")):
+                     ("if-slot", "plain"), ("if-slot + adapter", "slots + adapter"), ("one-node", "plain"),
+                     ("one-node", "slots"), ("rank1", "plain"), ("rank1", "slots"), ("rank1 + adapter", "slots + adapter")):
             per_round = statistics.median(x / y for x, y in zip(samples[a], samples[b], strict=True))
             print(f"  {a} / {b}: {med[a] / med[b]:.3f} (median of per-round ratios {per_round:.3f})")
 
