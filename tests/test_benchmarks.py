@@ -96,3 +96,25 @@ def test_serve_benchmark_runs_both_servers(bench, tmp_path, capsys):
     assert set(report["next_turn_s"]) == {"llama-cpp-python server + adapter", "sgedge serve + adapter",
                                           "sgedge serve, policy changed between turns"}
     assert "ratio sgedge serve + adapter / llama-cpp-python server + adapter (streamed)" in capsys.readouterr().out
+
+
+def test_onnx_slot_experiments_keep_the_slotted_graphs_tokens(bench, tiny, tiny_onnx, tmp_path, capsys):
+    # benchmarks/onnx_if_switch.py's graph variants are only worth timing if they compute
+    # what the slotted graph computes: one node per slot equals it without an adapter,
+    # rank-1 zero defaults with and without one.
+    import onnxruntime_genai as og
+
+    m = bench("onnx_if_switch")
+    t = tiny_onnx("qwen2")
+    m.one_node_slots(t.base, tmp_path / "one")
+    m.rank1_defaults(t.base, tmp_path / "rank1")
+
+    def tokens(folder, adapter=None):
+        return m.tokens(og.Model(str(folder)), adapter, n=6)
+
+    bare, with_adapter = tokens(t.base), tokens(t.base, t.a1)
+    assert bare != with_adapter
+    assert tokens(tmp_path / "one") == bare
+    assert tokens(tmp_path / "rank1") == bare and tokens(tmp_path / "rank1", t.a1) == with_adapter
+    m.micro(n=3, rounds=1)
+    assert "µs per slot" in capsys.readouterr().out
