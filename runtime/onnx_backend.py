@@ -349,6 +349,9 @@ class OnnxBackend:
                 n += 1
                 reply.append(tok)
                 yield tok, text(tok)
+            tail = text(None)  # a character or byte run held back at the end of the reply
+            if tail:
+                yield -1, tail
             ok = True
         except GeneratorExit:  # the caller stopped early: what was computed is still valid
             ok = True

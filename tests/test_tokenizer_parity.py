@@ -137,3 +137,18 @@ def test_reply_of_invalid_bytes_streams_without_error(tiny, tiny_onnx, family):
     finally:
         be.close()
     assert ours == tok.decode(ids, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("backend", ["gguf", "onnx"])
+def test_text_held_back_at_the_end_of_a_reply_is_given_out(tiny, tiny_onnx, monkeypatch, backend):
+    # A reply that ends inside a character (or a byte-fallback run) is held by the text
+    # stream until its end: generate() must ask for it (step(None)), whole or streamed.
+    from sgedge.runtime.api import Runtime
+    from sgedge.runtime.onnx_backend import OnnxBackend
+
+    cls = LlamaBackend if backend == "gguf" else OnnxBackend
+    monkeypatch.setattr(cls, "text_stream", lambda self: lambda token: "held" if token is None else "")
+    model = tiny("llama").gguf if backend == "gguf" else tiny_onnx("llama").base
+    with Runtime.open(model) as rt:
+        assert rt.generate("Hello", raw=True, max_tokens=3).text == "held"
+        assert "".join(rt.stream("Hello", raw=True, max_tokens=3)) == "held"
