@@ -105,6 +105,19 @@ def wrap_in_if(src: Path, dst: Path) -> None:
     _save(m, top, src, dst)
 
 
+def _lora_triples(g):
+    """(index of the Add, the Add, its base input y, the x·A MatMul, the ·B MatMul) for
+    every LoRA slot of graph `g`."""
+    producer = {o: n for n in g.node for o in n.output}
+    for k, add in enumerate(g.node):
+        if not add.name.endswith("/lora/Add"):
+            continue
+        b_out = next(i for i in add.input if "lora_B" in i)
+        b_mm = producer[b_out]
+        yield (k, add, next(i for i in add.input if i != b_out), producer[next(i for i in b_mm.input if "lora_A" in i)],
+               b_mm)
+
+
 def wrap_slots_in_if(src: Path, dst: Path) -> None:
     """The per-slot variant: each LoRA triple (x·A, ·B, + y) becomes If(flag) with the
     triple as one branch and Identity(y) as the other. The branches hold no base weights,
@@ -115,16 +128,9 @@ def wrap_slots_in_if(src: Path, dst: Path) -> None:
 
     m = onnx.load(str(src / "model.onnx"), load_external_data=True)
     g = m.graph
-    producer = {o: n for n in g.node for o in n.output}
-    drop: set[int] = set()
+    drop: set[str] = set()  # node names: protobuf hands out new wrapper objects, so no id()
     swaps: dict[int, object] = {}
-    for k, add in enumerate(g.node):
-        if not add.name.endswith("/lora/Add"):
-            continue
-        b_out = next(i for i in add.input if "lora_B" in i)
-        y = next(i for i in add.input if i != b_out)
-        b_mm = producer[b_out]
-        a_mm = producer[next(i for i in b_mm.input if "lora_A" in i)]
+    for k, add, y, a_mm, b_mm in _lora_triples(g):
         inner = {a_mm.output[0], b_mm.output[0], add.output[0]}
 
         def local(x: str, tag: str, inner=inner) -> str:
@@ -144,9 +150,9 @@ def wrap_slots_in_if(src: Path, dst: Path) -> None:
                                    [else_vi])
         swaps[k] = helper.make_node("If", [f"{FLAG}.bool"], [add.output[0]], name=f"{add.name}/if",
                                     then_branch=then_g, else_branch=else_g)
-        drop |= {id(a_mm), id(b_mm)}
+        drop |= {a_mm.name, b_mm.name}
     nodes = [helper.make_node("Cast", [FLAG], [f"{FLAG}.bool"], to=TensorProto.BOOL)]
-    nodes += [swaps.get(k, n) for k, n in enumerate(g.node) if id(n) not in drop]
+    nodes += [swaps.get(k, n) for k, n in enumerate(g.node) if n.name not in drop]
     top = helper.make_graph(nodes, g.name, [*g.input, helper.make_tensor_value_info(FLAG, TensorProto.FLOAT, [1])],
                             list(g.output), [*g.initializer, numpy_helper.from_array(np.array([0.0], np.float32), FLAG)])
     _save(m, top, src, dst)
@@ -163,26 +169,19 @@ def one_node_slots(src: Path, dst: Path) -> None:
 
     m = onnx.load(str(src / "model.onnx"), load_external_data=True)
     g = m.graph
-    producer = {o: n for n in g.node for o in n.output}
     inputs = {i.name: i for i in g.input}
-    drop: set[int] = set()
+    drop: set[str] = set()  # node names: protobuf hands out new wrapper objects, so no id()
     swaps: dict[int, object] = {}
     zeros, zero_inputs = [], []
-    for k, add in enumerate(g.node):
-        if not add.name.endswith("/lora/Add"):
-            continue
-        b_out = next(i for i in add.input if "lora_B" in i)
-        y = next(i for i in add.input if i != b_out)
-        b_mm = producer[b_out]
-        a_mm = producer[next(i for i in b_mm.input if "lora_A" in i)]
+    for k, add, y, a_mm, b_mm in _lora_triples(g):
         b_weight = next(i for i in b_mm.input if i in inputs)
         width = inputs[b_weight].type.tensor_type.shape.dim[-1].dim_value
         name = f"{add.name}/zero"
         zeros.append(numpy_helper.from_array(np.zeros([width], np.float32), name))
         zero_inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [width]))
         swaps[k] = helper.make_node("Add", [y, name], [add.output[0]], name=f"{add.name}/one")
-        drop |= {id(a_mm), id(b_mm)}
-    nodes = [swaps.get(k, n) for k, n in enumerate(g.node) if id(n) not in drop]
+        drop |= {a_mm.name, b_mm.name}
+    nodes = [swaps.get(k, n) for k, n in enumerate(g.node) if n.name not in drop]
     top = helper.make_graph(nodes, g.name, [*g.input, *zero_inputs], list(g.output), [*g.initializer, *zeros])
     _save(m, top, src, dst)
     print(f"one node per slot: {len(swaps)} slots")

@@ -101,13 +101,15 @@ def test_serve_benchmark_runs_both_servers(bench, tmp_path, capsys):
 def test_onnx_slot_experiments_keep_the_slotted_graphs_tokens(bench, tiny, tiny_onnx, tmp_path, capsys):
     # benchmarks/onnx_if_switch.py's graph variants are only worth timing if they compute
     # what the slotted graph computes: one node per slot equals it without an adapter,
-    # rank-1 zero defaults with and without one.
+    # rank-1 zero defaults and an If per slot with and without one.
     import onnxruntime_genai as og
 
     m = bench("onnx_if_switch")
     t = tiny_onnx("qwen2")
     m.one_node_slots(t.base, tmp_path / "one")
     m.rank1_defaults(t.base, tmp_path / "rank1")
+    m.wrap_slots_in_if(t.base, tmp_path / "if-slot")
+    m.add_flag(t.a1, tmp_path / "a1-flag.onnx_adapter")
 
     def tokens(folder, adapter=None):
         return m.tokens(og.Model(str(folder)), adapter, n=6)
@@ -116,5 +118,7 @@ def test_onnx_slot_experiments_keep_the_slotted_graphs_tokens(bench, tiny, tiny_
     assert bare != with_adapter
     assert tokens(tmp_path / "one") == bare
     assert tokens(tmp_path / "rank1") == bare and tokens(tmp_path / "rank1", t.a1) == with_adapter
+    assert tokens(tmp_path / "if-slot") == bare
+    assert tokens(tmp_path / "if-slot", tmp_path / "a1-flag.onnx_adapter") == with_adapter
     m.micro(n=3, rounds=1)
     assert "µs per slot" in capsys.readouterr().out
