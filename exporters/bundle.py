@@ -87,6 +87,22 @@ def _export_adapter(root: Path, name: str, peft_dir: Path, fmts: Sequence[str], 
     return AdapterEntry(name, meta[0], meta[1], meta[2], tuple(meta[3]), formats)
 
 
+def _own_gguf_base(src: Path, dest: Path, adapters: Mapping[str, str | Path]) -> tuple[str, str, str]:
+    """Copy the user's GGUF base into the bundle as it is: (fingerprint, family, dtype).
+    Its fingerprint is its import's (the one the adapters were trained on)."""
+    from sgedge.exporters.gguf_adapter import base_spec_from_gguf
+    from sgedge.exporters.peft_adapter import recorded_base
+    from sgedge.runtime.gguf_meta import read_gguf_info
+
+    recorded = [r[0] for r in (recorded_base(d) for d in adapters.values()) if r]
+    shutil.copyfile(src, dest)
+    spec = base_spec_from_gguf(dest, want=recorded[0] if recorded else None)
+    types = read_gguf_info(dest).types
+    weights = [t for n, t in types.items() if n.endswith(".weight") and t not in ("F32",)]
+    dtype = max(set(weights), key=weights.count).lower() if weights else "f32"
+    return spec.fingerprint, spec.family.name, dtype
+
+
 def _slot_targets(spec: str | Sequence[str], adapters: Mapping[str, str | Path]) -> list[str] | None:
     """--onnx-lora-targets: None (every projection), the adapters' own targets, or a list."""
     if isinstance(spec, str) and spec == "all":
@@ -151,12 +167,20 @@ def create_bundle(
     if "onnx" not in formats and onnx_lora_targets != "all":
         raise InputError("--onnx-lora-targets applies to bundles with --formats onnx")
     slot_targets = _slot_targets(onnx_lora_targets, adapters) if "onnx" in formats else None
+    gguf_file = Path(base).is_file()
+    if gguf_file and list(formats) != ["gguf"]:
+        raise InputError(f"{base} is a GGUF file, which becomes the bundle's gguf base as it is; an ONNX base is "
+                         "exported from a Hugging Face folder: `sgedge import` the file and pass that folder as --base "
+                         "(or use --formats gguf)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(out)
     try:
         base_formats: dict[str, Artifact] = {}
         fingerprint = family = ""
-        if "gguf" in formats:
+        if gguf_file:
+            fingerprint, family, dtype = _own_gguf_base(Path(base), tmp / "base.gguf", adapters)
+            base_formats["gguf"] = _artifact(tmp, "base.gguf", dtype)
+        elif "gguf" in formats:
             r = export_base_gguf(base, tmp / "base.gguf", dtype=gguf_dtype)
             fingerprint, family = r.fingerprint, r.family
             for note in r.notes if on_note else ():

@@ -96,3 +96,14 @@ def export_adapter(args: argparse.Namespace) -> int:
     print(f"bound to base {r.fingerprint}")
     _binding_note(args.peft_dir, r.fingerprint)
     return 0
+
+
+def import_gguf(args: argparse.Namespace) -> int:
+    from sgedge.exporters.gguf_import import import_gguf as run_import
+
+    with _progress("import", args.quiet) as progress:
+        r = run_import(args.gguf, args.output, dtype=args.dtype, progress=progress)
+    print(f"wrote {r.path}/ ({r.family}, {r.dtype}, {r.n_tensors} tensors, {_mb(r.size_bytes)})")
+    print(f"base fingerprint {r.fingerprint}")
+    print(f"source sha256 {r.source_sha256}: adapters exported against this folder also run on {args.gguf} as it is")
+    return 0

@@ -35,6 +35,8 @@ class BaseSpec:
     heads: dict[str, int]
     shapes: dict[str, tuple[int, ...]]  # GGUF tensor name -> (out, in)
     source: str
+    # sha256 of the GGUF file this base was imported from (or is), when it has no sgedge metadata
+    source_sha256: str | None = None
 
     def gguf_name(self, module: str) -> str | None:
         import gguf
@@ -45,9 +47,13 @@ class BaseSpec:
 
 def base_spec_from_hf(model_dir: str | Path) -> BaseSpec:
     from sgedge.exporters.gguf_base import plan_tensors
+    from sgedge.exporters.gguf_import import read_import_record
 
     model = HFModel.open(model_dir)
     plan = plan_tensors(model)
+    record = read_import_record(model.path)
+    # Only while the weights are still the imported ones does the folder speak for its GGUF.
+    source = record["source"]["sha256"] if record and record["fingerprint"] == model.fingerprint else None
     return BaseSpec(
         model.family,
         model.fingerprint,
@@ -55,10 +61,14 @@ def base_spec_from_hf(model_dir: str | Path) -> BaseSpec:
         {"num_attention_heads": model.n_head, "num_key_value_heads": model.n_head_kv},
         {plan[n]: s for n, s in model.shapes.items() if n in plan},
         str(model.path),
+        source,
     )
 
 
-def base_spec_from_gguf(path: str | Path) -> BaseSpec:
+def base_spec_from_gguf(path: str | Path, want: str | None = None) -> BaseSpec:
+    """The spec of a sgedge-exported GGUF (from its metadata), or of any other GGUF base
+    sgedge imports: then the fingerprint is its import's (computed, not written; of the
+    float32 import unless `want` names the bfloat16 one's) and the file's sha256 binds."""
     from sgedge.runtime.gguf_meta import read_gguf_info
 
     info = read_gguf_info(path)
@@ -66,11 +76,19 @@ def base_spec_from_gguf(path: str | Path) -> BaseSpec:
         raise InputError(f"{path} is an adapter, not a base model")
     fam_name = info.get(binding.KEY_FAMILY)
     fingerprint = info.get(binding.KEY_BASE_FINGERPRINT)
+    source_sha = None
     if not fam_name or not fingerprint:
-        raise InputError(
-            f"{path} was not exported by sgedge (no base fingerprint); pass the Hugging Face model "
-            "directory as --base, or export the base with 'sgedge export base'"
-        )
+        from sgedge.exporters.gguf_import import _FAMILY_BY_ARCH, import_fingerprints
+
+        from sgedge.bundle_verify import sha256_file
+
+        fam_name = _FAMILY_BY_ARCH.get(info.arch)
+        if fam_name is None:
+            raise InputError(f"{path} was not exported by sgedge and its architecture {info.arch!r} is not one sgedge "
+                             "imports; pass the Hugging Face model directory as --base")
+        prints = import_fingerprints(path)
+        fingerprint = want if want in prints.values() else prints["float32"]
+        source_sha = sha256_file(Path(path))
     family = next(f for f in FAMILIES if f.name == fam_name)
     arch = info.arch
     return BaseSpec(
@@ -83,6 +101,7 @@ def base_spec_from_gguf(path: str | Path) -> BaseSpec:
         },
         {n: s for n, s in info.shapes.items() if n.endswith(".weight")},
         str(path),
+        source_sha,
     )
 
 
@@ -95,7 +114,12 @@ def resolve_base(adapter: PeftAdapter, base: str | Path | None) -> BaseSpec:
             "(the Hugging Face directory) or --base BASE.gguf (a base exported by sgedge)"
         )
     p = Path(candidate)
-    return base_spec_from_gguf(p) if p.is_file() else base_spec_from_hf(p)
+    if p.is_file():
+        from sgedge.exporters.peft_adapter import recorded_base
+
+        recorded = recorded_base(adapter.path)
+        return base_spec_from_gguf(p, want=recorded[0] if recorded else None)
+    return base_spec_from_hf(p)
 
 
 @dataclass(frozen=True)
@@ -186,6 +210,8 @@ def export_adapter_gguf(
         w.add_string(binding.KEY_PRODUCER, f"sgedge {sgedge.__version__}")
         w.add_string(binding.KEY_BASE_FINGERPRINT, spec.fingerprint)
         w.add_string(binding.KEY_FAMILY, spec.family.name)
+        if spec.source_sha256:
+            w.add_string(binding.KEY_BASE_SOURCE_SHA256, spec.source_sha256)
         w.add_string(binding.KEY_ADAPTER_TARGETS, ",".join(targets))
         w.add_uint32(binding.KEY_ADAPTER_RANK, adapter.rank)
         for i, t in enumerate(tensors):

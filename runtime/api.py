@@ -178,13 +178,15 @@ class Runtime:
         if no_adapter and adapters:
             raise InputError("no_adapter and adapters contradict each other")
         kind = backend or detect_backend(model)
+        if verify not in ("cached", "full"):
+            raise InputError(f"verify must be 'cached' or 'full' (got {verify!r})")
         return cls._open_model(model, kind, adapters, device=device, gpu_layers=gpu_layers, threads=threads,
                                n_ctx=n_ctx, exact=exact, allow_unbound=allow_unbound_adapters, t0=t0, mode=mode,
-                               prompt_cache=prompt_cache)
+                               prompt_cache=prompt_cache, verify=verify)
 
     @staticmethod
     def _make_backend(model: Path, kind: str, *, device: str, gpu_layers: int | None, threads: int | None,
-                 n_ctx: int, exact: bool, prompt_cache: bool = False) -> Any:
+                      n_ctx: int, exact: bool, prompt_cache: bool = False, verify: str = "cached") -> Any:
         if kind not in BACKENDS:
             raise InputError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
         if kind == "gguf":
@@ -194,7 +196,7 @@ class Runtime:
                 raise InputError("--device dml applies to ONNX models; llama.cpp takes cpu, gpu or auto")
             device = "gpu" if device == "cuda" else device
             be: Any = LlamaBackend(model, n_ctx=n_ctx, threads=threads, device=device, gpu_layers=gpu_layers,
-                                   exact=exact, prompt_cache=prompt_cache)
+                                   exact=exact, prompt_cache=prompt_cache, verify=verify)
         else:
             from sgedge.runtime.onnx_backend import OnnxBackend
 
@@ -285,11 +287,12 @@ class Runtime:
             # The binding check of every adapter in use, before merging.
             if kind == "gguf":
                 from sgedge.runtime.gguf_meta import read_gguf_info
-                from sgedge.runtime.llama_backend import check_adapter_fits
+                from sgedge.runtime.llama_backend import check_adapter_fits, file_sha256
 
                 base_info = read_gguf_info(base_path)
                 for name, _ in active:
-                    check_adapter_fits(base_info, read_gguf_info(paths[name]))
+                    check_adapter_fits(base_info, read_gguf_info(paths[name]),
+                                       base_sha256=lambda: file_sha256(base_path, verify))
             else:
                 from sgedge.runtime.onnx_backend import check_onnx_adapter, read_base_meta
 
@@ -300,7 +303,7 @@ class Runtime:
             rt = cls._open_fused(base_path, kind, paths, active, bundle / ".fused", t0, manifest, key, **engine)
             rt._notes += [note] if note else []
             return rt
-        be = cls._make_backend(base_path, kind, **engine)
+        be = cls._make_backend(base_path, kind, verify=verify, **engine)
         try:
             for name, entry in manifest.adapters.items():
                 be.load_adapter(bundle / entry.formats[kind].path, name)

@@ -36,8 +36,13 @@ class LoadedAdapter:
     info: GGUFInfo
 
 
-def check_adapter_fits(base: GGUFInfo, adapter: GGUFInfo, *, allow_unbound: bool = False) -> None:
-    """Raise AdapterMismatchError listing every reason `adapter` does not belong to `base`."""
+def check_adapter_fits(base: GGUFInfo, adapter: GGUFInfo, *, allow_unbound: bool = False,
+                       base_sha256: Callable[[], str] | None = None) -> None:
+    """Raise AdapterMismatchError listing every reason `adapter` does not belong to `base`.
+
+    A base without sgedge metadata (a GGUF file the user had, imported with `sgedge
+    import`) is bound by its bytes: the adapter records the sha256 of the file its base
+    was imported from, and `base_sha256()` (hashed only then) must equal it."""
     where = adapter.path
     if not adapter.is_adapter or adapter.get("adapter.type") != "lora":
         raise AdapterMismatchError(f"{where} is not a LoRA adapter GGUF (general.type={adapter.get('general.type')!r})")
@@ -45,14 +50,24 @@ def check_adapter_fits(base: GGUFInfo, adapter: GGUFInfo, *, allow_unbound: bool
     if adapter.arch != base.arch:
         problems.append(f"it is for architecture {adapter.arch!r}, the base is {base.arch!r}")
     a_fp, b_fp = adapter.get(binding.KEY_BASE_FINGERPRINT), base.get(binding.KEY_BASE_FINGERPRINT)
-    if a_fp is None or b_fp is None:
+    a_src = adapter.get(binding.KEY_BASE_SOURCE_SHA256)
+    mismatch = False
+    if b_fp is None and a_fp is not None and isinstance(a_src, str) and base_sha256 is not None:
+        b_sha = base_sha256()
+        if b_sha != a_src:
+            mismatch = True
+            problems.append(f"it was exported for base {a_fp[:19]}... (imported from the GGUF file with sha256 "
+                            f"{a_src[:12]}...), the loaded base is another file (sha256 {b_sha[:12]}...)")
+    elif a_fp is None or b_fp is None:
         if not allow_unbound:
             which = "adapter" if a_fp is None else "base"
             problems.append(
                 f"the {which} carries no sgedge base fingerprint, so the binding cannot be checked "
-                "(export both with sgedge, or allow unbound adapters explicitly)"
+                "(export both with sgedge, import the base with `sgedge import` and export the adapter against "
+                "that, or allow unbound adapters explicitly)"
             )
     elif a_fp != b_fp:
+        mismatch = True
         problems.append(f"it was exported for base {a_fp[:19]}..., the loaded base is {b_fp[:19]}...")
     for name, shape in adapter.shapes.items():
         if name.endswith(".lora_a"):
@@ -71,8 +86,21 @@ def check_adapter_fits(base: GGUFInfo, adapter: GGUFInfo, *, allow_unbound: bool
     if problems:
         raise AdapterMismatchError(
             f"adapter {where} does not belong to base {base.path}: " + "; ".join(problems[:6])
-            + (binding.TRANSFER_HINT if len(problems) == 1 and a_fp is not None and b_fp is not None and a_fp != b_fp else "")
+            + (binding.TRANSFER_HINT if len(problems) == 1 and mismatch else "")
         )
+
+
+def file_sha256(path: Path, verify: str = "cached") -> str:
+    """sha256 of a base file, cached by file identity unless verify="full" (as bundle
+    bases are, docs/security.md says what that trusts)."""
+    from sgedge.bundle_verify import HashCache, sha256_file
+
+    if verify == "full":
+        return sha256_file(path)
+    cache = HashCache()
+    digest = cache.sha256(path)
+    cache.save()
+    return digest
 
 
 def _stop_tokens(info: GGUFInfo, n_vocab: int) -> frozenset[int]:
@@ -99,8 +127,11 @@ class LlamaBackend:
         gpu_layers: int | None = None,
         exact: bool = False,
         prompt_cache: bool = False,
+        verify: str = "cached",
     ) -> None:
         self._stack = ExitStack()
+        self._verify = verify
+        self._sha256: str | None = None
         self._llama = llama = lib()
         self.path = Path(model_path)
         self.info = read_gguf_info(self.path)
@@ -169,6 +200,13 @@ class LlamaBackend:
         self._stop = _stop_tokens(self.info, self.n_vocab)
 
     # -- adapters ---------------------------------------------------------------
+    def file_sha256(self) -> str:
+        """sha256 of the base file, hashed once: what binds adapters to a GGUF without
+        sgedge metadata."""
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.path, self._verify)
+        return self._sha256
+
     @property
     def adapters(self) -> dict[str, LoadedAdapter]:
         return dict(self._adapters)
@@ -177,7 +215,7 @@ class LlamaBackend:
         """Check `path` belongs to the base, then keep it resident. Returns its name."""
         path = Path(path)
         info = read_gguf_info(path)
-        check_adapter_fits(self.info, info, allow_unbound=allow_unbound)
+        check_adapter_fits(self.info, info, allow_unbound=allow_unbound, base_sha256=self.file_sha256)
         name = name or path.stem
         if name in self._adapters:
             raise InputError(f"an adapter named {name!r} is already loaded")

@@ -27,6 +27,9 @@ KEY_ADAPTER_TARGETS = "sgedge.adapter.targets"
 # eos_token_id); llama.cpp recognises most of them as end-of-generation by their text only.
 KEY_STOP_TOKENS = "sgedge.stop_token_ids"
 KEY_ADAPTER_RANK = "sgedge.adapter.rank"
+# sha256 of the GGUF file an adapter's base was imported from (`sgedge import`): the
+# adapter then also runs on that file as it is, which carries no sgedge fingerprint.
+KEY_BASE_SOURCE_SHA256 = "sgedge.base.source_sha256"
 
 # Said when an adapter fits a base's shapes but carries another base's fingerprint: the
 # base may be a fine-tune of the adapter's own.
@@ -58,6 +61,11 @@ def _read_header(path: Path) -> tuple[dict, int]:
     return header, 8 + n
 
 
+def tensor_line(name: str, dtype: str, shape: list[int], nbytes: int) -> bytes:
+    """What the fingerprint hashes before a tensor's bytes (safetensors dtype names)."""
+    return f"{name}|{dtype}|{list(shape)}|{nbytes}\n".encode()
+
+
 def base_fingerprint(model_dir: str | Path) -> str:
     """Fingerprint of a Hugging Face model directory's weights (independent of sharding)."""
     model_dir = Path(model_dir)
@@ -72,7 +80,7 @@ def base_fingerprint(model_dir: str | Path) -> str:
     h = hashlib.sha256()
     for name, path, data_start, info in entries:
         begin, end = info["data_offsets"]
-        h.update(f"{name}|{info['dtype']}|{info['shape']}|{end - begin}\n".encode())
+        h.update(tensor_line(name, info["dtype"], info["shape"], end - begin))
         with open(path, "rb") as f:
             f.seek(data_start + begin)
             left = end - begin

@@ -47,6 +47,15 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("-q", "--quiet", action="store_true")
     a.set_defaults(handler="sgedge.exporters.cli:export_adapter")
 
+    i = sub.add_parser("import", help="turn a GGUF file (llama.cpp, LM Studio, Ollama) into a Hugging Face folder "
+                       "that train and export take")
+    i.add_argument("gguf", help="GGUF base model file (any type gguf-py dequantizes: F32, F16, BF16, Q8_0, Q4_x, K-quants...)")
+    i.add_argument("-o", "--output", required=True, help="new Hugging Face model folder")
+    i.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="weights in the folder (default: float32)")
+    i.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    i.set_defaults(handler="sgedge.exporters.cli:import_gguf")
+
 
 def _runtime_args(r: argparse.ArgumentParser, what: str) -> None:
     """What `run` and `serve` share: the model or bundle, its policy, and the engine."""
@@ -61,7 +70,8 @@ def _runtime_args(r: argparse.ArgumentParser, what: str) -> None:
                    help="merge the adapters into a cached copy of the base and run that (GGUF): no LoRA cost "
                    "per token, one fixed policy")
     r.add_argument("--verify", choices=["cached", "full"], default="cached",
-                   help="bundle base hashing: cached by file identity (default) or full every time")
+                   help="hashing of a bundle's base (and of a GGUF base without sgedge metadata, which its adapters "
+                   "name by sha256): cached by file identity (default) or full every time")
     r.add_argument("--adapter", action="append", default=[], metavar="PATH[:SCALE]",
                    help="LoRA adapter to apply (.gguf or .onnx_adapter; repeatable; scale defaults to 1.0)")
     r.add_argument("--backend", choices=["gguf", "onnx"], help="override the backend picked from the model")
@@ -134,7 +144,8 @@ def _bundle_parser(sub: argparse._SubParsersAction) -> None:
     verb = p.add_subparsers(dest="verb", required=True, metavar="{create,add-adapter,set-policy,inspect,verify,sign,fuse}")
     c = verb.add_parser("create", help="export a base and safety adapters into a bundle with policies")
     c.add_argument("out", help="new bundle folder")
-    c.add_argument("--base", required=True, help="Hugging Face base model directory")
+    c.add_argument("--base", required=True, help="Hugging Face base model directory, or a GGUF file that becomes the "
+                   "bundle's base as it is (--formats gguf; adapters trained on its `sgedge import`)")
     c.add_argument("--adapter", action="append", default=[], metavar="NAME=PEFT_DIR")
     c.add_argument("--policy", action="append", default=[], metavar="KEY=NAME[:SCALE][+NAME2[:SCALE]]")
     c.add_argument("--default-policy", help="policy used when the region is not in the bundle")
@@ -279,7 +290,7 @@ def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sgedge", description="Swappable LoRA safety adapters for local LLMs.")
     parser.add_argument("--version", action="version", version=f"sgedge {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,chat,serve,export,bundle,keygen,train,transfer,eval,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,chat,serve,export,import,bundle,keygen,train,transfer,eval,demo}")
     _export_parser(sub)
     _run_parser(sub)
     _bundle_parser(sub)
