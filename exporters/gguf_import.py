@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,7 @@ def _reader(src: Path) -> Any:
         raise InputError(f"{src} is a LoRA adapter, not a base model; import the base it belongs to")
     try:
         return gguf.GGUFReader(str(src))
-    except (ValueError, OSError, IndexError) as e:
+    except (ValueError, OSError, IndexError, KeyError, TypeError, OverflowError, struct.error) as e:
         raise InputError(f"{src} is not a readable GGUF file ({e})") from e
 
 
@@ -240,10 +241,12 @@ def _tensors(reader: Any, fam: Family, config: dict[str, Any], plan: dict[str, s
         hf = plan[t.name]
         try:
             data = gguf.quants.dequantize(t.data, t.tensor_type)
+            shape = tuple(int(d) for d in reversed(t.shape))
+            data = np.asarray(data, dtype=np.float32).reshape(shape)
         except NotImplementedError as e:
             raise UnsupportedModelError(f"{t.name}: gguf-py cannot dequantize type {t.tensor_type.name} ({e})") from e
-        shape = tuple(int(d) for d in reversed(t.shape))
-        data = np.asarray(data, dtype=np.float32).reshape(shape)
+        except (ValueError, TypeError, IndexError) as e:
+            raise InputError(f"{t.name}: its data does not match its type and shape ({e}); the file is corrupt") from e
         if not np.isfinite(data).all():
             raise InputError(f"{t.name} holds NaN or infinite values; the file is corrupt")
         leaf = hf.rsplit(".", 2)[-2] if hf.count(".") >= 2 else ""
@@ -329,7 +332,7 @@ def _tokenizer(src: Path, out: Path, reader: Any) -> None:
             )
     try:
         tok = transformers.AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-    except (ValueError, KeyError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception on an inconsistent vocabulary
         raise UnsupportedModelError(f"transformers cannot build the tokenizer of {src} ({e})") from e
     if fix is not None:
         tok.backend_tokenizer.pre_tokenizer = fix
@@ -393,8 +396,12 @@ def import_gguf(src: str | Path, out: str | Path, *, dtype: str = "float32",
 def _prepare(src: Path) -> tuple[Any, Family, dict[str, Any], dict[str, str]]:
     reader = _reader(src)
     fam = _family(reader, src)
-    config = _config(reader, fam, {t.name for t in reader.tensors})
-    return reader, fam, config, _plan(reader, fam, config)
+    try:
+        config = _config(reader, fam, {t.name for t in reader.tensors})
+        return reader, fam, config, _plan(reader, fam, config)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
+        # Metadata of the wrong type or size (a hostile or broken file): one clear line.
+        raise UnsupportedModelError(f"{src}: its metadata does not describe a model sgedge can import ({e})") from e
 
 
 _PRINTS: dict[tuple[str, int, int], dict[str, str]] = {}

@@ -104,6 +104,6 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
                 c.unpack("<Q")  # data offset
                 shapes[name] = tuple(reversed(dims))
                 types[name] = _TYPES.get(kind, str(kind))
-    except (ValueError, struct.error, OSError) as e:
+    except (ValueError, struct.error, OSError, OverflowError) as e:  # Overflow: a length of 2^63
         raise InputError(f"{path} is not a readable GGUF file ({e})") from e
     return GGUFInfo(path, fields, shapes, types)

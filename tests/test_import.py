@@ -256,3 +256,30 @@ def test_bundle_with_the_users_gguf_as_base(foreign, tmp_path):
         create_bundle(tmp_path / "b2", base, {"safety": t.lora1}, {"US": [PolicyItem("safety", 1.0)]},
                       formats=("gguf", "onnx"))
     assert not (tmp_path / "b2").exists()
+
+
+def test_mutated_headers_give_clear_errors_never_tracebacks(tiny, tmp_path):
+    """Random byte flips in the header region: the import succeeds or says what is wrong
+    (SgedgeError), and leaves nothing behind."""
+    import random
+
+    from sgedge.exporters.gguf_import import import_gguf
+
+    from sgedge.errors import SgedgeError
+
+    data = tiny("llama").gguf.read_bytes()
+    rng = random.Random(7)
+    (tmp_path / "out").mkdir()
+    for case in range(40):
+        mutated = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            mutated[rng.randrange(8, 4096)] = rng.randrange(256)
+        src = tmp_path / f"m{case}.gguf"
+        src.write_bytes(bytes(mutated))
+        out = tmp_path / "out" / f"hf{case}"
+        try:
+            import_gguf(src, out)
+        except SgedgeError:
+            assert not out.exists()
+        src.unlink()
+    assert all(not p.name.startswith(".") for p in (tmp_path / "out").iterdir())
