@@ -284,8 +284,14 @@ def engines(paths: dict[str, Path], threads: int, with_transformers: bool, devic
                 "sgedge + adapter": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n, ignore_eos=True)}
 
     def fused() -> dict[str, Callable[[int], None]]:
-        rt = open_runtime(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, mode="fused",
-                          device=device)
+        from sgedge.errors import SgedgeError
+
+        try:
+            rt = open_runtime(paths["base"], adapters=[paths["adapter"]], n_ctx=512, threads=threads, mode="fused",
+                              device=device)
+        except SgedgeError as e:  # a quantized base that cannot carry the adapter: no row, and why
+            print(f"  sgedge fused: refused ({e})")
+            return {}
         return {"sgedge fused (adapter merged)": lambda n: rt.generate(PROMPT, raw=True, max_tokens=n,
                                                                        ignore_eos=True)}
 

@@ -181,10 +181,11 @@ def exports(paths: dict[str, Path], work: Path, dtype: str = "int4", ep: str = "
 
 
 def engines(paths: dict[str, Path], onnx: dict[str, Path] | None, threads: int, opened: dict[str, object],
-            device: str = "cpu", dtype: str = "int4", backends: tuple[str, ...] = BACKENDS, gguf: str = "q8_0"
-            ) -> list[Callable[[], dict[str, Run]]]:
+            device: str = "cpu", dtype: str = "int4", backends: tuple[str, ...] = BACKENDS, gguf: str = "q8_0",
+            refused: dict[str, str] | None = None) -> list[Callable[[], dict[str, Run]]]:
     """One loader per model; each loads its model and returns its rows. The dynamic
     runtimes are also put in `opened` (first load only) for the switch measurement."""
+    refused = {} if refused is None else refused
     kw = {"n_ctx": 1024, "n_threads": threads, "n_threads_batch": threads, "verbose": False,
           "n_gpu_layers": -1 if device == "cuda" else 0}  # plain llama-cpp-python offloads nothing by default
 
@@ -233,8 +234,16 @@ def engines(paths: dict[str, Path], onnx: dict[str, Path] | None, threads: int, 
         return load
 
     def fused(kind: str, base: Path, adapter: Path) -> Callable[[], dict[str, Run]]:
-        return lambda: {f"sgedge {kind} fused": ours(open_runtime(base, adapters=[adapter], n_ctx=1024,
-                                                                   threads=threads, mode="fused", device=device))}
+        def load() -> dict[str, Run]:
+            from sgedge.errors import SgedgeError
+
+            try:
+                rt = open_runtime(base, adapters=[adapter], n_ctx=1024, threads=threads, mode="fused", device=device)
+            except SgedgeError as e:  # a quantized base that cannot carry the adapter: no row, and why
+                refused[f"sgedge {kind} fused"] = str(e)
+                return {}
+            return {f"sgedge {kind} fused": ours(rt)}
+        return load
 
     units: list[Callable[[], dict[str, Run]]] = []
     if "gguf" in backends:
@@ -321,7 +330,8 @@ def measure_shape(shape: str, repeats: int, threads: int, loads: int = 2, device
         paths, onnx, extra, extra_onnx = build_shape(shape, work, backends, onnx_dtype, onnx_ep)
         opened: dict[str, object] = {}
         gguf = gguf_label(shape)
-        units = engines(paths, onnx, threads, opened, device, onnx_dtype, backends, gguf)
+        refused: dict[str, str] = {}
+        units = engines(paths, onnx, threads, opened, device, onnx_dtype, backends, gguf, refused)
         # Every engine loaded `loads` times in balanced orders (decode_speed.load_orders:
         # an engine loaded later in a process runs faster here), samples pooled.
         runs: dict[tuple[str, int], Run] = {}
@@ -347,7 +357,7 @@ def measure_shape(shape: str, repeats: int, threads: int, loads: int = 2, device
             r["prefill_tok_s"] = n_prompt / r["ttft_s"]
         result: dict = {"rows": rows, "prompt_tokens": n_prompt, "base_mib": paths["base"].stat().st_size / 2**20,
                         "device": device, "onnx_dtype": onnx_dtype, "onnx_ep": onnx_ep, "gguf": gguf,
-                        "real": shape in REAL}
+                        "real": shape in REAL, "refused": refused}
 
         def memory(model: Path, adapters: list[Path], suffix: str) -> None:
             got = {"base only": rss_child(model, [], device), "1 adapter": rss_child(model, adapters[:1], device),
@@ -438,6 +448,8 @@ def write_docs(results: dict, threads: int, out_md: Path, out_png: Path) -> None
         for name, row in r["rows"].items():
             lines.append(f"| {name} | {row['decode_tok_s']:.1f} | {row['prefill_tok_s']:.0f} | "
                          f"{row['ttft_s'] * 1000:.0f} |")
+        for name, why in r.get("refused", {}).items():
+            lines.append(f"| {name} | refused: {why.removeprefix('cannot fuse: ').split(';')[0]} | | |")
         rows = r["rows"]
         ratios = [(a.format(p=p, g=g), b.format(p=p, g=g)) for a, b in RATIOS]
         ratios = [(a, b) for a, b in ratios if a in rows and b in rows]

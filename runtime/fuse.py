@@ -29,6 +29,9 @@ from sgedge.bundle_verify import HashCache
 from sgedge.errors import InputError
 
 _FTYPES_KEEP_FLOAT = {0: "f32"}  # general.file_type values that need no quantization pass
+# A fused base must carry the adapters' change to its weights; below this share of it
+# (measured after quantization) fused mode is refused rather than run without the adapter.
+MIN_RETAINED = 0.9
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,39 @@ def fuse_gguf(base: Path, adapters: Sequence[tuple[Path, float]], out: Path) -> 
                 merged.replace(final)
             else:
                 quantize_gguf(merged, final, ftype)
+                share = retained_share(reader, final, deltas)
+                if share < MIN_RETAINED:
+                    raise InputError(
+                        f"cannot fuse: the {_type_name(reader, deltas)} base keeps only {share:.0%} of the adapters' "
+                        "change to its weights (the change is finer than the quantization step of weights that are "
+                        "already quantized, so rounding takes most of it back) and would run as if the adapters "
+                        "were not there; run this policy without fusing (drop --fused / mode='fused'), or fuse "
+                        "against a float base (sgedge export base --dtype f16 or f32)")
+
+
+def _type_name(reader, deltas: dict[str, np.ndarray]) -> str:
+    types = sorted({t.tensor_type.name for t in reader.tensors if t.name in deltas})
+    return "/".join(types)
+
+
+def retained_share(base_reader, fused: Path, deltas: dict[str, np.ndarray]) -> float:
+    """How much of the adapters' weight change the fused file carries: the projection
+    <got, want> / <want, want> pooled over every merged tensor, where got = fused - base
+    weights after (re)quantization and want = the exact change. 1.0: all of it; a delta
+    finer than the step of an already-quantized weight rounds back to it (about 0.04 for
+    a trained rank-4 adapter on SmolLM2's Q4_1 or q8_0 weights)."""
+    import gguf
+
+    base = {t.name: t for t in base_reader.tensors}
+    out = {t.name: t for t in gguf.GGUFReader(fused).tensors}
+    num = den = 0.0
+    for name, want in deltas.items():
+        b, f = base[name], out[name]
+        got = (gguf.quants.dequantize(f.data, f.tensor_type).reshape(want.shape).astype(np.float64)
+               - gguf.quants.dequantize(b.data, b.tensor_type).reshape(want.shape))
+        num += float((got * want).sum())
+        den += float((want.astype(np.float64) ** 2).sum())
+    return num / den if den > 0 else 1.0
 
 
 def default_cache_dir() -> Path:

@@ -158,3 +158,21 @@ def test_adapter_trained_on_the_import_runs_on_the_original_file_only(lora, tmp_
         f.write(bytes([last[0] ^ 1]))
     assert main(["run", "--model", str(other), "--adapter", str(lora[1]), "Hi"]) == 1
     assert "another file" in capsys.readouterr().err
+
+
+def test_fused_mode_refuses_a_quantized_base_that_drops_the_adapter(lora, exports):
+    """Merged into Q4_1 weights and quantized again, a rank-8 adapter's change is finer
+    than the step of weights already on the Q4_1 grid: rounding takes 93% of it back.
+    Fused mode says so instead of running without the adapter; on a float base it runs."""
+    from sgedge.runtime.api import Runtime
+
+    from sgedge.errors import InputError
+
+    assert GGUF is not None
+    with pytest.raises(InputError, match=r"keeps only \d+% of the adapters' change"):
+        Runtime.open(GGUF, adapters=[lora[1]], mode="fused")
+    base, adapter = exports["gguf"]  # f32: merged exactly
+    with Runtime.open(base, adapters=[adapter], mode="fused", exact=True, n_ctx=256) as fused, \
+            Runtime.open(base, adapters=[adapter], exact=True, n_ctx=256) as dynamic:
+        ids = dynamic.encode_prompt("Hello")
+        assert float(np.abs(fused.logits(ids) - dynamic.logits(ids)).max()) < 1e-3
