@@ -449,7 +449,7 @@ def write_docs(results: dict, threads: int, out_md: Path, out_png: Path) -> None
             lines.append(f"| {name} | {row['decode_tok_s']:.1f} | {row['prefill_tok_s']:.0f} | "
                          f"{row['ttft_s'] * 1000:.0f} |")
         for name, why in r.get("refused", {}).items():
-            lines.append(f"| {name} | refused: {why.removeprefix('cannot fuse: ').split(';')[0]} | | |")
+            lines.append(f"| {name} | refused: {why.removeprefix('cannot fuse: ').split(' (')[0]} | | |")
         rows = r["rows"]
         ratios = [(a.format(p=p, g=g), b.format(p=p, g=g)) for a, b in RATIOS]
         ratios = [(a, b) for a, b in ratios if a in rows and b in rows]

@@ -84,8 +84,21 @@ def _deltas(adapters: Sequence[tuple[Path, float]]) -> dict[str, np.ndarray]:
     return out
 
 
+def _merged_type(kind):
+    """The type a merged tensor is stored in. A tensor coarser than q8_0 (Q4_x, Q5_x,
+    K-quants, IQ types) goes to Q8_0: quantized again on its own grid, the adapter's
+    change, finer than that grid's step, would round back (Q4_1 kept 7% of it); on
+    q8_0's finer grid it survives. Float and q8_0 tensors keep their type."""
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    return kind if kind in (T.F32, T.F16, T.BF16, T.Q8_0) else T.Q8_0
+
+
 def fuse_gguf(base: Path, adapters: Sequence[tuple[Path, float]], out: Path) -> None:
-    """Write `out`: `base` with `adapters` merged in, quantized like the base."""
+    """Write `out`: `base` with `adapters` merged in. Merged tensors are quantized like
+    the base where its type is q8_0 or float, to q8_0 where it is coarser (_merged_type);
+    the others are copied as they are."""
     import gguf
     from sgedge.runtime.llama_quantize import quantize_gguf
 
@@ -100,6 +113,8 @@ def fuse_gguf(base: Path, adapters: Sequence[tuple[Path, float]], out: Path) -> 
     arch = reader.fields["general.architecture"].contents()
     ftype_field = reader.fields.get("general.file_type")
     ftype = int(ftype_field.contents()) if ftype_field is not None else 0
+    T = gguf.GGMLQuantizationType
+    coarse = any(_merged_type(t.tensor_type) != t.tensor_type for t in reader.tensors if t.name in deltas)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".sgedge-fuse-") as tmp:
         merged = Path(tmp) / "merged.gguf"
         w = gguf.GGUFWriter(merged, arch)
@@ -117,7 +132,12 @@ def fuse_gguf(base: Path, adapters: Sequence[tuple[Path, float]], out: Path) -> 
                 rows_cols = tuple(reversed(t.shape.tolist()))
                 w_f32 = gguf.quants.dequantize(t.data, t.tensor_type).reshape(rows_cols).astype(np.float32)
                 arr = w_f32 + deltas[t.name]
-                w.add_tensor_info(t.name, arr.shape, arr.dtype, arr.nbytes, gguf.GGMLQuantizationType.F32)
+                kind = _merged_type(t.tensor_type) if coarse else T.F32
+                if kind == T.F16:
+                    arr = arr.astype(np.float16)
+                elif kind not in (T.F32,):
+                    arr = gguf.quants.quantize(arr, kind)
+                w.add_tensor_info(t.name, arr.shape, arr.dtype, arr.nbytes, kind)
             else:
                 arr = t.data
                 w.add_tensor_info(t.name, arr.shape, arr.dtype, arr.nbytes, t.tensor_type)
@@ -129,10 +149,11 @@ def fuse_gguf(base: Path, adapters: Sequence[tuple[Path, float]], out: Path) -> 
             w.write_tensor_data(np.ascontiguousarray(arr), tensor_endianess=reader.endianess)
         w.close()
         with atomic_path(out) as final:
-            if ftype in _FTYPES_KEEP_FLOAT:
+            if ftype in _FTYPES_KEEP_FLOAT or coarse:
                 merged.replace(final)
             else:
                 quantize_gguf(merged, final, ftype)
+            if ftype not in _FTYPES_KEEP_FLOAT:
                 share = retained_share(reader, final, deltas)
                 if share < MIN_RETAINED:
                     raise InputError(
