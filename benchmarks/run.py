@@ -437,8 +437,11 @@ def write_docs(results: dict, threads: int, out_md: Path, out_png: Path) -> None
         bound = bw * 1e9 / (r["base_mib"] * 2**20)
         p = r.get("onnx_dtype", "int4")
         g = r.get("gguf", "q8_0")
-        what = ("SmolLM2-135M-Instruct, real weights" + (" (the shipped Q4_1 file as it is)" if g == "q4_1" else "")
+        what = ("SmolLM2-135M-Instruct, real weights" + (" (the shipped Q4_1 file as it is)" if g == "q4_1" else
+                                                         " (q8_0 and ONNX exports of its import)")
                 if r.get("real") else f"{shape}, random weights")
+        short = (f"SmolLM2-135M-Instruct, {'shipped Q4_1' if g == 'q4_1' else 'q8_0 / int4 exports'}"
+                 if r.get("real") else f"{shape}, random weights")
         lines += [f"## {what}", "", f"Measured {r['date']} ({r.get('loads', 1)} loads x {r.get('repeats', '?')} rounds); "
                   f"{'GPU' if device == 'cuda' else 'numpy'} read bandwidth {bw:.1f} GB/s in that run.", "",
                   f"Decode: short prompt, 64 tokens. Prefill and time to first token: a "
@@ -465,13 +468,14 @@ def write_docs(results: dict, threads: int, out_md: Path, out_png: Path) -> None
         lines += [""]
         names = list(r["rows"])
         ax.barh(names, [r["rows"][n]["decode_tok_s"] for n in names], color="#4477aa")
-        title = f"{what}: decode tok/s" + (" (GPU)" if device == "cuda" else "")
+        title = short + (" (GPU)" if device == "cuda" else "")
         if bound < 3 * max(r["rows"][n]["decode_tok_s"] for n in names):
             ax.axvline(bound, color="#cc6677", linestyle="--", label=f"{g} bandwidth bound {bound:.0f}")
             ax.legend(loc="lower right")
         else:  # small models on a GPU: launch-bound, far from the bound; drawn, it flattens the bars
             title += f"\n({g} bandwidth bound {bound:.0f}, off the chart)"
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("decode tok/s")
         ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
