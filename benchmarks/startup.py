@@ -61,7 +61,7 @@ def real(repeats: int) -> None:
     """The shipped SmolLM2 Q4_1 file (no sgedge metadata) with an adapter exported against
     its import: what binding by the file's sha256 costs at start-up."""
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
-    from sgedge.exporters.gguf_import import _import_fingerprints, import_gguf
+    from sgedge.exporters.gguf_import import import_fingerprints, import_gguf
     from sgedge.exporters.synthetic import build_lora
     from sgedge.runtime.api import Runtime
 
@@ -97,7 +97,7 @@ def real(repeats: int) -> None:
             "+ adapter bound by sha256, verify=full": timed(
                 lambda: Runtime.open(gguf, adapters=[adapter], verify="full").close()),
             "sha256 of the file alone": timed(lambda: sha256_file(gguf)),
-            "import fingerprints without writing (both dtypes)": timed(lambda: _import_fingerprints(gguf), 2),
+            "import fingerprints without writing (both dtypes)": timed(lambda: import_fingerprints(gguf, memo=False), 2),
         }
     print(f"{gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB, no sgedge metadata), rank-16 adapter, "
           f"median of {repeats}")

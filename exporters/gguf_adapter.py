@@ -78,11 +78,12 @@ def base_spec_from_gguf(path: str | Path, want: str | None = None) -> BaseSpec:
     fingerprint = info.get(binding.KEY_BASE_FINGERPRINT)
     source_sha = None
     if not fam_name or not fingerprint:
-        from sgedge.exporters.gguf_import import _FAMILY_BY_ARCH, import_fingerprints
+        from sgedge.exporters.gguf_import import import_fingerprints
+        from sgedge.exporters.gguf_import_meta import FAMILY_BY_ARCH
 
         from sgedge.bundle_verify import sha256_file
 
-        fam_name = _FAMILY_BY_ARCH.get(info.arch)
+        fam_name = FAMILY_BY_ARCH.get(info.arch)
         if fam_name is None:
             raise InputError(f"{path} was not exported by sgedge and its architecture {info.arch!r} is not one sgedge "
                              "imports; pass the Hugging Face model directory as --base")

@@ -33,23 +33,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sgedge.exporters.gguf_import_meta import (
+    HF_CLASS,
+    hf_config,
+    read_family,
+    write_generation_config,
+    write_tokenizer,
+)
 
 import sgedge
 from sgedge import binding
 from sgedge._fs import make_temp_dir, normalize_modes
 from sgedge.errors import InputError, UnsupportedModelError
-from sgedge.families import FAMILIES, Family
+from sgedge.families import Family
 
 IMPORT_DTYPES = ("float32", "bfloat16")
 IMPORT_RECORD = "sgedge_import.json"
-# llama.cpp architecture -> family, when the file does not name sgedge's (a Mistral
-# exported by llama.cpp is an "llama" file: it imports as Llama, which computes the same).
-_FAMILY_BY_ARCH = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}
-_HF_CLASS = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-             "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM"}
-_MODEL_TYPE = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}
 # Tensors that are settings, not weights: they go back into config.json.
-_ROPE_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
+ROPE_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 _SHARD_BYTES = 2 << 30
 
 
@@ -77,115 +78,6 @@ def _reader(src: Path) -> Any:
         raise InputError(f"{src} is not a readable GGUF file ({e})") from e
 
 
-def _field(reader: Any, key: str, default: Any = None) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    try:
-        return f.contents()
-    except (ValueError, IndexError, UnicodeDecodeError):
-        return default
-
-
-def _family(reader: Any, src: Path) -> Family:
-    arch = _field(reader, "general.architecture")
-    name = _field(reader, binding.KEY_FAMILY) or _FAMILY_BY_ARCH.get(str(arch))
-    fam = next((f for f in FAMILIES if f.name == name and f.gguf_arch == arch), None)
-    if fam is None:
-        raise UnsupportedModelError(
-            f"{src}: llama.cpp architecture {arch!r} cannot be imported; sgedge imports "
-            f"{', '.join(sorted(_FAMILY_BY_ARCH))} (Llama, Mistral, Qwen2, Qwen3, Phi-3 models)"
-        )
-    return fam
-
-
-def _config(reader: Any, fam: Family, tensor_names: set[str]) -> dict[str, Any]:
-    arch = fam.gguf_arch
-
-    def need(key: str) -> Any:
-        v = _field(reader, f"{arch}.{key}")
-        if v is None:
-            raise UnsupportedModelError(f"the GGUF file lacks {arch}.{key}; it cannot be imported")
-        return v
-
-    hidden, n_head = int(need("embedding_length")), int(need("attention.head_count"))
-    head_dim = int(_field(reader, f"{arch}.attention.key_length") or hidden // n_head)
-    rot = int(_field(reader, f"{arch}.rope.dimension_count") or head_dim)
-    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else None
-    emb = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
-    if emb is None:
-        raise UnsupportedModelError("the GGUF file has no token_embd.weight; it cannot be imported")
-    vocab = int(emb.shape[-1])  # gguf-py gives ggml order (cols, rows)
-    if n_vocab is not None and n_vocab > vocab:
-        raise UnsupportedModelError(f"the GGUF vocabulary has {n_vocab} tokens but the embedding only {vocab} rows")
-    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": _f32(_field(reader, f"{arch}.rope.freq_base", 10000.0))}
-    scaling = _field(reader, f"{arch}.rope.scaling.type")
-    if scaling == "linear":
-        rope.update(rope_type="linear", factor=float(need("rope.scaling.factor")))
-    elif scaling == "yarn":
-        rope.update(rope_type="yarn", factor=float(need("rope.scaling.factor")),
-                    original_max_position_embeddings=int(need("rope.scaling.original_context_length")))
-        for key in ("beta_fast", "beta_slow"):
-            v = _field(reader, f"{arch}.rope.scaling.yarn_{key}")
-            if v is not None:
-                rope[key] = float(v)
-    elif scaling not in (None, "none"):
-        raise UnsupportedModelError(f"rope scaling {scaling!r} cannot be imported (supported: linear, yarn)")
-    if "rope_freqs.weight" in tensor_names:
-        raise UnsupportedModelError(
-            "the file scales rope with a rope_freqs tensor (Llama 3.1-style); importing it is not supported yet"
-        )
-    config: dict[str, Any] = {
-        "architectures": [_HF_CLASS[fam.name]],
-        "model_type": _MODEL_TYPE[fam.name],
-        "vocab_size": vocab,
-        "hidden_size": hidden,
-        "intermediate_size": int(need("feed_forward_length")),
-        "num_hidden_layers": int(need("block_count")),
-        "num_attention_heads": n_head,
-        "num_key_value_heads": int(_field(reader, f"{arch}.attention.head_count_kv") or n_head),
-        "head_dim": head_dim,
-        "max_position_embeddings": int(_field(reader, f"{arch}.context_length") or 4096),
-        "rms_norm_eps": _f32(need("attention.layer_norm_rms_epsilon")),
-        "hidden_act": "silu",
-        "tie_word_embeddings": "output.weight" not in tensor_names,
-        "bos_token_id": _field(reader, "tokenizer.ggml.bos_token_id"),
-        "eos_token_id": _field(reader, "tokenizer.ggml.eos_token_id"),
-        "pad_token_id": _field(reader, "tokenizer.ggml.padding_token_id"),
-        "rope_parameters": rope,
-        "torch_dtype": "float32",
-    }
-    if fam.name == "qwen2":
-        config["use_sliding_window"] = False
-    if fam.name == "phi3":
-        config["partial_rotary_factor"] = rot / head_dim
-        window = int(_field(reader, f"{arch}.attention.sliding_window") or 0)
-        config["sliding_window"] = window or None
-        orig = _field(reader, f"{arch}.rope.scaling.original_context_length")
-        config["original_max_position_embeddings"] = int(orig or config["max_position_embeddings"])
-        if "rope_factors_long.weight" in tensor_names:
-            rope.update(rope_type="longrope", long_factor=_small_tensor(reader, "rope_factors_long.weight"),
-                        short_factor=_small_tensor(reader, "rope_factors_short.weight"),
-                        original_max_position_embeddings=config["original_max_position_embeddings"])
-            attn = _field(reader, f"{arch}.rope.scaling.attn_factor")
-            if attn is not None:
-                rope["attention_factor"] = float(attn)
-    elif rot != head_dim:
-        raise UnsupportedModelError(f"rope rotates {rot} of {head_dim} head dimensions; {fam.name} rotates all")
-    return config
-
-
-def _f32(value: Any) -> float:
-    """A float32 setting as the shortest decimal that is the same float32 (1e-05, not
-    9.999999747378752e-06): what the model's own config said."""
-    return float(str(np.float32(value)))
-
-
-def _small_tensor(reader: Any, name: str) -> list[float]:
-    t = next(t for t in reader.tensors if t.name == name)
-    return [float(x) for x in np.asarray(t.data, dtype=np.float32).reshape(-1)]
-
-
 def _hf_names(config: dict[str, Any]) -> list[str]:
     """The state-dict names transformers gives a model of this config (built on the meta
     device: no memory, no weights)."""
@@ -211,10 +103,10 @@ def _plan(reader: Any, fam: Family, config: dict[str, Any]) -> dict[str, str]:
         g = tmap.get_name(hf, try_suffixes=(".weight", ".bias"))
         if g is not None:
             wanted[g] = hf
-    have = [t.name for t in reader.tensors if t.name not in _ROPE_TENSORS]
+    have = [t.name for t in reader.tensors if t.name not in ROPE_TENSORS]
     extra = [n for n in have if n not in wanted]
     missing = [wanted[g] for g in wanted if g not in set(have)]
-    problems = ([f"{len(extra)} tensor(s) have no place in {_HF_CLASS[fam.name]}: {', '.join(extra[:6])}"] if extra else [])
+    problems = ([f"{len(extra)} tensor(s) have no place in {HF_CLASS[fam.name]}: {', '.join(extra[:6])}"] if extra else [])
     problems += [f"{len(missing)} weight(s) are missing: {', '.join(missing[:6])}"] if missing else []
     if problems:
         raise UnsupportedModelError("the GGUF file does not match its architecture: " + "; ".join(problems))
@@ -299,63 +191,6 @@ def _write_weights(tensors: Iterator[tuple[str, np.ndarray]], out: Path, dtype: 
     return n
 
 
-def _tokenizer(src: Path, out: Path, reader: Any) -> None:
-    """tokenizer.json + tokenizer_config.json (chat template, special tokens) through
-    transformers' GGUF tokenizer builder."""
-    import transformers
-    from tokenizers import pre_tokenizers
-
-    model = _field(reader, "tokenizer.ggml.model")
-    pre = _field(reader, "tokenizer.ggml.pre")
-    if model not in ("gpt2", "llama"):
-        raise UnsupportedModelError(f"tokenizer model {model!r} cannot be imported (supported: gpt2 byte-level BPE, "
-                                    "llama SentencePiece)")
-    fix = normalizer = None
-    if model == "llama":
-        from tokenizers import normalizers
-
-        # llama.cpp prefixes one space to the text and then escapes every space as "▁"
-        # (so "  hi" -> "▁▁▁hi"); transformers' Metaspace would give "▁▁hi". The
-        # normalizer form (Llama 2's, Mistral v0.1's, Phi-3's tokenizer.json) is llama.cpp's.
-        steps = [normalizers.Prepend("▁")] if _field(reader, "tokenizer.ggml.add_space_prefix", True) else []
-        normalizer = normalizers.Sequence([*steps, normalizers.Replace(" ", "▁")])
-    if model == "gpt2":
-        from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
-
-        if pre == "smollm":  # digits one by one, then GPT-2's byte-level split
-            fix = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                           pre_tokenizers.ByteLevel(add_prefix_space=False)])
-        elif pre not in (None, "default", "gpt-2") and pre not in GGUF_PRE_TOKENIZER_SPLITS:
-            raise UnsupportedModelError(
-                f"the GGUF tokenizer's pre-tokenizer {pre!r} is not one transformers or sgedge can reproduce, so the "
-                "import would split text differently from llama.cpp; nothing was written"
-            )
-    try:
-        tok = transformers.AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception on an inconsistent vocabulary
-        raise UnsupportedModelError(f"transformers cannot build the tokenizer of {src} ({e})") from e
-    if fix is not None:
-        tok.backend_tokenizer.pre_tokenizer = fix
-    if normalizer is not None:
-        tok.backend_tokenizer.normalizer = normalizer
-        tok.backend_tokenizer.pre_tokenizer = None
-    tok.save_pretrained(str(out))
-
-
-def _generation_config(reader: Any, out: Path) -> None:
-    eos = [_field(reader, "tokenizer.ggml.eos_token_id")]
-    try:
-        eos += json.loads(_field(reader, binding.KEY_STOP_TOKENS) or "[]")
-    except (json.JSONDecodeError, TypeError):
-        pass
-    eos_ids = sorted({int(i) for i in eos if isinstance(i, int) and not isinstance(i, bool)})
-    gen: dict[str, Any] = {"bos_token_id": _field(reader, "tokenizer.ggml.bos_token_id"),
-                           "eos_token_id": eos_ids[0] if len(eos_ids) == 1 else eos_ids,
-                           "pad_token_id": _field(reader, "tokenizer.ggml.padding_token_id")}
-    (out / "generation_config.json").write_text(json.dumps({k: v for k, v in gen.items() if v not in (None, [])},
-                                                           indent=2) + "\n")
-
-
 def import_gguf(src: str | Path, out: str | Path, *, dtype: str = "float32",
                 progress: Callable[[int, int], None] | None = None) -> ImportResult:
     """Write the Hugging Face folder of GGUF file `src` at `out` (a new folder; written
@@ -372,10 +207,10 @@ def import_gguf(src: str | Path, out: str | Path, *, dtype: str = "float32",
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(out)
     try:
-        _tokenizer(src, tmp, reader)
+        write_tokenizer(src, tmp, reader)
         n = _write_weights(_tensors(reader, fam, config, plan), tmp, dtype, len(plan), progress)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        _generation_config(reader, tmp)
+        write_generation_config(reader, tmp)
         fingerprint = binding.base_fingerprint(tmp)
         source_sha = sha256_file(src)
         record = {"schema_version": 1, "producer": f"sgedge {sgedge.__version__}",
@@ -395,9 +230,9 @@ def import_gguf(src: str | Path, out: str | Path, *, dtype: str = "float32",
 
 def _prepare(src: Path) -> tuple[Any, Family, dict[str, Any], dict[str, str]]:
     reader = _reader(src)
-    fam = _family(reader, src)
+    fam = read_family(reader, src)
     try:
-        config = _config(reader, fam, {t.name for t in reader.tensors})
+        config = hf_config(reader, fam, {t.name for t in reader.tensors})
         return reader, fam, config, _plan(reader, fam, config)
     except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
         # Metadata of the wrong type or size (a hostile or broken file): one clear line.
@@ -407,13 +242,14 @@ def _prepare(src: Path) -> tuple[Any, Family, dict[str, Any], dict[str, str]]:
 _PRINTS: dict[tuple[str, int, int], dict[str, str]] = {}
 
 
-def import_fingerprints(src: str | Path) -> dict[str, str]:
+def import_fingerprints(src: str | Path, *, memo: bool = True) -> dict[str, str]:
     """{dtype: fingerprint} of what `import_gguf` would write, computed without writing:
     how a GGUF file that carries no sgedge metadata gets its base fingerprint. Kept per
-    file identity for the process (a bundle exports several adapters against one base)."""
+    file identity for the process (a bundle exports several adapters against one base)
+    unless memo=False."""
     st = Path(src).stat()
     key = (str(Path(src).resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _PRINTS:
+    if key not in _PRINTS or not memo:
         _PRINTS[key] = _import_fingerprints(Path(src))
     return dict(_PRINTS[key])
 

@@ -173,8 +173,8 @@ def retained_share(base_reader, fused: Path, deltas: dict[str, np.ndarray]) -> f
     """How much of the adapters' weight change the fused file carries: the projection
     <got, want> / <want, want> pooled over every merged tensor, where got = fused - base
     weights after (re)quantization and want = the exact change. 1.0: all of it; a delta
-    finer than the step of an already-quantized weight rounds back to it (about 0.04 for
-    a trained rank-4 adapter on SmolLM2's Q4_1 or q8_0 weights)."""
+    finer than the step of an already-quantized weight rounds back to it when quantized
+    on the same grid again (SmolLM2, trained rank-4 adapter: 6% on Q4_1, 9% on q8_0)."""
     import gguf
 
     base = {t.name: t for t in base_reader.tensors}

@@ -91,8 +91,8 @@ def check_adapter_fits(base: GGUFInfo, adapter: GGUFInfo, *, allow_unbound: bool
 
 
 def file_sha256(path: Path, verify: str = "cached") -> str:
-    """sha256 of a base file, cached by file identity unless verify="full" (as bundle
-    bases are, docs/security.md says what that trusts)."""
+    """sha256 of a base file, cached by file identity (path, size, mtime, inode) unless
+    verify="full", as a bundle's base hash is."""
     from sgedge.bundle_verify import HashCache, sha256_file
 
     if verify == "full":
