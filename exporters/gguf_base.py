@@ -115,11 +115,13 @@ def _longrope_factors(model: HFModel) -> dict[str, np.ndarray]:
 def _llama3_rope_freqs(model: HFModel) -> np.ndarray:
     """llama.cpp applies Llama 3.1 rope scaling through a `rope_freqs` factor tensor."""
     rope = model.rope_parameters
-    base = float(rope.get("rope_theta", 10000.0))
-    dim = model.head_dim
-    factor = float(rope.get("factor", 8.0))
-    low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
-    old_ctx = float(rope.get("original_max_position_embeddings", 8192))
+    return llama3_rope_factors(float(rope.get("rope_theta", 10000.0)), model.head_dim, float(rope.get("factor", 8.0)),
+                               float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0)),
+                               float(rope.get("original_max_position_embeddings", 8192)))
+
+
+def llama3_rope_factors(base: float, dim: int, factor: float, low: float, high: float, old_ctx: float) -> np.ndarray:
+    """The per-frequency divisors of Llama 3.1's rope scaling, as transformers computes them."""
     low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
     factors = []
     for freq in 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)):

@@ -78,9 +78,10 @@ def hf_config(reader: Any, fam: Family, tensor_names: set[str]) -> dict[str, Any
     elif scaling not in (None, "none"):
         raise UnsupportedModelError(f"rope scaling {scaling!r} cannot be imported (supported: linear, yarn)")
     if "rope_freqs.weight" in tensor_names:
-        raise UnsupportedModelError(
-            "the file scales rope with a rope_freqs tensor (Llama 3.1-style); importing it is not supported yet"
-        )
+        if scaling not in (None, "none"):
+            raise UnsupportedModelError(f"the file scales rope twice ({scaling} and a rope_freqs tensor)")
+        rope.update(_llama3_rope(np.asarray(_small_tensor(reader, "rope_freqs.weight"), dtype=np.float64),
+                                 rope["rope_theta"], head_dim))
     config: dict[str, Any] = {
         "architectures": [HF_CLASS[fam.name]],
         "model_type": _MODEL_TYPE[fam.name],
@@ -119,6 +120,38 @@ def hf_config(reader: Any, fam: Family, tensor_names: set[str]) -> dict[str, Any
     elif rot != head_dim:
         raise UnsupportedModelError(f"rope rotates {rot} of {head_dim} head dimensions; {fam.name} rotates all")
     return config
+
+
+def _llama3_rope(table: np.ndarray, theta: float, head_dim: int) -> dict[str, Any]:
+    """Llama 3.1's rope parameters from llama.cpp's `rope_freqs` table (one divisor per
+    rotated frequency). The table is all that the computation uses; it fixes the factor
+    and, through its smooth part, (high - low) / context and low / (high - low). With the
+    original context set to 8192 (every Llama 3.x) the rest follows; the result must
+    reproduce the table, or the file is refused rather than run with other frequencies."""
+    from sgedge.exporters.gguf_base import llama3_rope_factors
+
+    if table.shape != (head_dim // 2,) or not np.isfinite(table).all() or (table <= 0).any():
+        raise UnsupportedModelError(f"the rope_freqs tensor has {table.size} values; {head_dim // 2} positive ones "
+                                    "expected")
+    factor, old_ctx = float(table.max()), 8192.0
+    candidates = [(1.0, 4.0)]
+    wavelen = 2 * np.pi * theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    smooth = (table > 1 + 1e-6) & (table < factor * (1 - 1e-6))
+    if smooth.sum() >= 2 and factor > 1:
+        s = (1 / table[smooth] - 1 / factor) / (1 - 1 / factor)
+        slope, intercept = np.polyfit(1 / wavelen[smooth], s, 1)  # s = old_ctx/((high-low) wavelen) - low/(high-low)
+        span = old_ctx / slope
+        low = -intercept * span
+        candidates.insert(0, (round(float(low), 6), round(float(low + span), 6)))
+    for low, high in candidates:
+        if not 0 < low < high:
+            continue
+        again = llama3_rope_factors(theta, head_dim, factor, low, high, old_ctx)
+        if np.allclose(again, table, rtol=1e-5, atol=0):
+            return {"rope_type": "llama3", "factor": _f32(factor), "low_freq_factor": low, "high_freq_factor": high,
+                    "original_max_position_embeddings": int(old_ctx)}
+    raise UnsupportedModelError("the rope_freqs tensor is not a Llama 3.1 rope scaling sgedge can reproduce; "
+                                "importing it would run with other frequencies")
 
 
 def _f32(value: Any) -> float:

@@ -132,12 +132,12 @@ def fuse_gguf(base: Path, adapters: Sequence[tuple[Path, float]], out: Path) -> 
                 rows_cols = tuple(reversed(t.shape.tolist()))
                 w_f32 = gguf.quants.dequantize(t.data, t.tensor_type).reshape(rows_cols).astype(np.float32)
                 arr = w_f32 + deltas[t.name]
-                kind = _merged_type(t.tensor_type) if coarse else T.F32
-                if kind == T.F16:
+                qtype = _merged_type(t.tensor_type) if coarse else T.F32
+                if qtype == T.F16:
                     arr = arr.astype(np.float16)
-                elif kind not in (T.F32,):
-                    arr = gguf.quants.quantize(arr, kind)
-                w.add_tensor_info(t.name, arr.shape, arr.dtype, arr.nbytes, kind)
+                elif qtype != T.F32:
+                    arr = gguf.quants.quantize(arr, qtype)
+                w.add_tensor_info(t.name, arr.shape, arr.dtype, arr.nbytes, qtype)
             else:
                 arr = t.data
                 w.add_tensor_info(t.name, arr.shape, arr.dtype, arr.nbytes, t.tensor_type)

@@ -283,3 +283,54 @@ def test_mutated_headers_give_clear_errors_never_tracebacks(tiny, tmp_path):
             assert not out.exists()
         src.unlink()
     assert all(not p.name.startswith(".") for p in (tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 8192, "rope_theta": 500000.0},  # Llama 3.1
+    {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 8192, "rope_theta": 500000.0},  # Llama 3.2
+    {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 2.0, "high_freq_factor": 6.0,
+     "original_max_position_embeddings": 8192, "rope_theta": 10000.0},
+], ids=["3.1", "3.2", "other-bands"])
+def test_llama3_rope_scaling_comes_back_from_its_rope_freqs_table(tmp_path, rope):
+    from reference import hf_logits, hf_model
+    from sgedge.exporters.gguf_base import export_base_gguf
+    from sgedge.exporters.gguf_import import import_gguf
+    from sgedge.exporters.synthetic import build_model
+
+    hf = build_model("llama", tmp_path / "hf", shape={"rope_parameters": rope, "head_dim": 64,
+                                                       "max_position_embeddings": 131072}, seed=4)
+    r = import_gguf(export_base_gguf(hf, tmp_path / "b.gguf", dtype="f32").path, tmp_path / "imp")
+    back = json.loads((r.path / "config.json").read_text())["rope_parameters"]
+    assert back["rope_type"] == "llama3"
+    for key in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"):
+        assert back[key] == pytest.approx(rope[key], rel=1e-6), key
+    ids = list(range(3, 40))
+    assert float(np.abs(hf_logits(hf_model(hf), ids) - hf_logits(hf_model(r.path), ids)).max()) < 1e-5
+
+
+def test_a_rope_freqs_table_that_is_not_llama3_is_refused(tiny, tmp_path):
+    import gguf
+    from sgedge.exporters.gguf_import import import_gguf
+
+    t = tiny("llama")
+    reader = gguf.GGUFReader(t.gguf)
+    out = tmp_path / "odd.gguf"
+    w = gguf.GGUFWriter(out, "llama")
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
+    half = int(reader.fields["llama.rope.dimension_count"].contents()) // 2
+    w.add_tensor("rope_freqs.weight", np.linspace(3.0, 1.0, half, dtype=np.float32))  # decreasing: not llama3
+    for tensor in reader.tensors:
+        w.add_tensor(tensor.name, np.asarray(tensor.data), raw_dtype=tensor.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(UnsupportedModelError, match="rope_freqs"):
+        import_gguf(out, tmp_path / "imp")
+    assert not (tmp_path / "imp").exists()
