@@ -334,3 +334,35 @@ def test_a_rope_freqs_table_that_is_not_llama3_is_refused(tiny, tmp_path):
     with pytest.raises(UnsupportedModelError, match="rope_freqs"):
         import_gguf(out, tmp_path / "imp")
     assert not (tmp_path / "imp").exists()
+
+
+@pytest.mark.parametrize("record", ["not json", '{"source": "x", "fingerprint": 3}', '{"source": {"sha256": 7}}',
+                                    "tampered-weights"])
+def test_an_import_record_that_does_not_hold_gives_no_source_binding(foreign, tmp_path, record):
+    """sgedge_import.json speaks for the GGUF file only while it is well formed and the
+    folder's weights are still the imported ones; otherwise the adapter is bound by its
+    fingerprint alone (and the original file then refuses it)."""
+    import shutil
+
+    from sgedge.exporters.gguf_adapter import export_adapter_gguf
+    from sgedge.runtime.api import Runtime
+    from sgedge.runtime.gguf_meta import read_gguf_info
+
+    from sgedge import binding
+
+    t, base, hf, _, _ = foreign
+    copy = tmp_path / "hf"
+    shutil.copytree(hf, copy)
+    if record == "tampered-weights":
+        from safetensors.numpy import load_file, save_file
+
+        weights = load_file(str(copy / "model.safetensors"))
+        name = next(iter(weights))
+        weights[name] = weights[name] + np.float32(1e-3)
+        save_file(weights, str(copy / "model.safetensors"))
+    else:
+        (copy / "sgedge_import.json").write_text(record)
+    out = export_adapter_gguf(t.lora1, tmp_path / "a.gguf", base=copy).path
+    assert read_gguf_info(out).get(binding.KEY_BASE_SOURCE_SHA256) is None
+    with pytest.raises(AdapterMismatchError):
+        Runtime.open(base, adapters=[out], n_ctx=256)
