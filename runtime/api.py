@@ -83,6 +83,23 @@ def detect_backend(path: Path) -> str:
     raise InputError(f"cannot tell the backend of {path}: expected a .gguf file or an ONNX model folder")
 
 
+def _check_adapter_format(adapter: Path, kind: str, model: Path) -> None:
+    """Say plainly when an adapter is in the other engine's format (by its magic bytes)."""
+    try:
+        with open(adapter, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise InputError(f"cannot read adapter {adapter} ({e})") from e
+    if kind == "gguf" and head[4:8] == b"TORT":
+        raise InputError(f"{adapter} is an ONNX Runtime adapter (.onnx_adapter) and {model} a GGUF model "
+                         "(llama.cpp): give the adapter's GGUF export (sgedge export adapter PEFT_DIR --format gguf), "
+                         "or run it with the ONNX base it was exported for")
+    if kind == "onnx" and head[:4] == b"GGUF":
+        raise InputError(f"{adapter} is a GGUF LoRA adapter (llama.cpp) and {model} an ONNX model folder: give the "
+                         "adapter's ONNX export (sgedge export adapter PEFT_DIR --format onnx --base ONNX_DIR), or "
+                         "run it with the GGUF base it was exported for")
+
+
 @dataclass
 class _Adapter:
     name: str
@@ -230,6 +247,7 @@ class Runtime:
         for p, _ in specs:
             if not p.is_file():
                 raise InputError(f"adapter {p} does not exist")
+            _check_adapter_format(p, kind, model)
         if mode == "fused":
             from sgedge.runtime.fuse import default_cache_dir
 
