@@ -62,12 +62,23 @@ def set_policy(args: argparse.Namespace) -> int:
 
 def inspect(args: argparse.Namespace) -> int:
     from sgedge.manifest import read_manifest
+    from sgedge.signing import signature_status
 
-    m, _ = read_manifest(args.bundle)
+    m, data = read_manifest(args.bundle)
+    sig = signature_status(args.bundle, data, args.trusted_key)
+    bad = 1 if sig["checked"] and not sig["valid"] else 0
     if args.json:
-        print(json.dumps(m.to_json(), indent=2, sort_keys=True))
-        return 0
+        print(json.dumps({**m.to_json(), "signature": sig}, indent=2, sort_keys=True))
+        return bad
     print(f"bundle {args.bundle} (schema {m.schema_version}, {m.producer})")
+    if not sig["signed"]:
+        print("signature: none (sign it with `sgedge bundle sign`)")
+    elif sig["checked"]:
+        print(f"signature: by key {sig['key_id']}, " + ("valid with the trusted key" if sig["valid"] else
+                                                        f"NOT VALID: {sig['problem']}"))
+    else:
+        print(f"signature: by key {sig['key_id']}" + (f" ({sig['problem']})" if sig["problem"] else "")
+              + "; not checked (give --trusted-key PUB to check it against the manifest)")
     print(f"base: {m.base.family}, fingerprint {m.base.fingerprint}")
     for fmt, art in m.base.formats.items():
         size = sum(f.size for f in art.files)
@@ -88,7 +99,7 @@ def inspect(args: argparse.Namespace) -> int:
         print(f"  {key:12s} " + " + ".join(f"{i.adapter}:{i.scale:g}" for i in items) + mark)
     print(f"bare base allowed: {'yes' if m.allow_no_adapter else 'no'}; "
           f"signature required: {'yes' if m.require_signature else 'no'}")
-    return 0
+    return bad
 
 
 def verify(args: argparse.Namespace) -> int:

@@ -172,9 +172,11 @@ def _bundle_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("policy", metavar="KEY=NAME[:SCALE][+NAME2[:SCALE]]")
     s.add_argument("--default", action="store_true", help="also make it the default policy")
     s.set_defaults(handler="sgedge.bundle_cli:set_policy")
-    i = verb.add_parser("inspect", help="show a bundle's base, adapters and policies")
+    i = verb.add_parser("inspect", help="show a bundle's base, adapters, policies and signature")
     i.add_argument("bundle")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--trusted-key", help="publisher's public key: also check the signature against the manifest "
+                   "(exit 1 when it does not match)")
     i.set_defaults(handler="sgedge.bundle_cli:inspect")
     v = verb.add_parser("verify", help="check every file's hash (and the signature with --trusted-key)")
     v.add_argument("bundle")

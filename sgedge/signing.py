@@ -99,7 +99,7 @@ def verify_signature(bundle: str | Path, manifest_bytes: bytes, public_key: str 
     try:
         sig = json.loads(sig_path.read_text())
         raw = base64.b64decode(sig["signature"], validate=True)
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise SignatureError(f"{sig_path} is malformed ({e})") from e
     if sig.get("key_id") != key_id(key):
         raise SignatureError(f"bundle {bundle} was signed by key {sig.get('key_id')}, not by the trusted key {key_id(key)}")
@@ -109,3 +109,26 @@ def verify_signature(bundle: str | Path, manifest_bytes: bytes, public_key: str 
         raise SignatureError(f"the signature of bundle {bundle} does not match its manifest "
                              "(the manifest was changed after signing)") from e
     return key_id(key)
+
+
+def signature_status(bundle: str | Path, manifest_bytes: bytes, trusted_key: str | Path | None = None) -> dict:
+    """What `bundle inspect` says of the signature: {"signed", "key_id", "checked",
+    "valid", "problem"}. Whether it matches the manifest is known only with the publisher's
+    public key (the file names the key by id); without one, "checked" is False."""
+    sig_path = Path(bundle) / SIGNATURE
+    status: dict = {"signed": sig_path.is_file(), "key_id": None, "checked": False, "valid": None, "problem": None}
+    if not status["signed"]:
+        return status
+    try:
+        sig = json.loads(sig_path.read_text())
+        status["key_id"] = sig.get("key_id") if isinstance(sig.get("key_id"), str) else None
+    except (OSError, ValueError, AttributeError) as e:
+        status["problem"] = f"{SIGNATURE} is malformed ({e})"
+    if trusted_key is not None:
+        status["checked"] = True
+        try:
+            verify_signature(bundle, manifest_bytes, trusted_key)
+            status["valid"] = True
+        except SignatureError as e:
+            status["valid"], status["problem"] = False, str(e)
+    return status

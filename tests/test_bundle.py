@@ -439,3 +439,27 @@ def test_onnx_adapter_of_other_base_stops_fused_startup(bundle, tmp_path):
     (bundle / "sgedge.json").write_text(json.dumps(raw))
     with pytest.raises(AdapterMismatchError, match=r"does not belong to base .*exported for another base"):
         Runtime.open(bundle, region="US", backend="onnx", mode="fused")
+
+
+def test_inspect_says_whether_and_by_whom_the_bundle_is_signed(bundle, tmp_path, capsys):
+    keygen(tmp_path / "pub.key", tmp_path / "pub.pub")
+    keygen(tmp_path / "other.key", tmp_path / "other.pub")
+    assert main(["bundle", "inspect", str(bundle)]) == 0
+    assert "signature: none" in capsys.readouterr().out
+    key = sign_bundle(bundle, tmp_path / "pub.key")
+    assert main(["bundle", "inspect", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert f"signature: by key {key}" in out and "not checked" in out
+    assert main(["bundle", "inspect", str(bundle), "--trusted-key", str(tmp_path / "pub.pub")]) == 0
+    assert "valid with the trusted key" in capsys.readouterr().out
+    assert main(["bundle", "inspect", str(bundle), "--trusted-key", str(tmp_path / "other.pub"), "--json"]) == 1
+    sig = json.loads(capsys.readouterr().out)["signature"]
+    assert sig["signed"] and sig["checked"] and sig["valid"] is False and "not by the trusted key" in sig["problem"]
+    raw = json.loads((bundle / "sgedge.json").read_text())
+    raw["allow_no_adapter"] = True  # changed after signing
+    (bundle / "sgedge.json").write_text(json.dumps(raw))
+    assert main(["bundle", "inspect", str(bundle), "--trusted-key", str(tmp_path / "pub.pub")]) == 1
+    assert "NOT VALID" in capsys.readouterr().out
+    (bundle / "sgedge.json.sig").write_text("[1, 2]")  # malformed: a clear line, not a traceback
+    assert main(["bundle", "inspect", str(bundle), "--trusted-key", str(tmp_path / "pub.pub")]) == 1
+    assert "is malformed" in capsys.readouterr().out
