@@ -23,7 +23,7 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     what = p.add_subparsers(dest="what", required=True, metavar="{base,adapter}")
     b = what.add_parser("base", help="export a Hugging Face base model")
     b.add_argument("model_dir", help="Hugging Face model directory (config.json + safetensors + tokenizer)")
-    b.add_argument("--format", choices=["gguf", "onnx"], default="gguf")
+    b.add_argument("--format", choices=["gguf", "onnx"], default="gguf", help="gguf (llama.cpp) or onnx (ONNX Runtime GenAI)")
     b.add_argument("-o", "--output", required=True, help="output file (.gguf) or folder (onnx)")
     b.add_argument("--dtype", help="gguf: f32, f16 (default), bf16, q8_0, q4_k_m; onnx: fp32 (default), fp16, int4")
     b.add_argument("--lora-targets", help="onnx: comma-separated linear layers that get LoRA slots "
@@ -36,7 +36,7 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(handler="sgedge.exporters.cli:export_base")
     a = what.add_parser("adapter", help="export a PEFT LoRA safety adapter")
     a.add_argument("peft_dir", help="PEFT adapter directory (adapter_config.json + adapter_model.safetensors)")
-    a.add_argument("--format", choices=["gguf", "onnx"], default="gguf")
+    a.add_argument("--format", choices=["gguf", "onnx"], default="gguf", help="the format of the base it runs on")
     a.add_argument("-o", "--output", required=True, help="output file (.gguf or .onnx_adapter)")
     a.add_argument("--base", help="the base it belongs to. gguf: Hugging Face directory or sgedge-exported "
                    ".gguf (default: base_model_name_or_path from adapter_config.json, if local); "
@@ -90,11 +90,12 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("prompt", help="the prompt (a user message unless --raw); - reads it from standard input")
     _runtime_args(r, "")
     r.add_argument("--raw", action="store_true", help="plain completion, no chat template")
-    r.add_argument("--max-tokens", type=int, default=256)
+    r.add_argument("--max-tokens", type=int, default=256, help="reply length limit in tokens")
     r.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    r.add_argument("--top-p", type=float, default=1.0)
-    r.add_argument("--top-k", type=int, default=0)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set of tokens whose "
+                   "probability reaches P (1 = off)")
+    r.add_argument("--top-k", type=int, default=0, help="sample from the K most likely tokens (0 = off)")
+    r.add_argument("--seed", type=int, default=0, help="sampling seed")
     r.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the reply where it first contains TEXT (left out; repeatable)")
     r.add_argument("--chat-template-kwargs", metavar="JSON",
@@ -110,9 +111,10 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                    "which learnt single questions)")
     c.add_argument("--max-tokens", type=int, default=256, help="reply length limit per turn")
     c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    c.add_argument("--top-p", type=float, default=1.0)
-    c.add_argument("--top-k", type=int, default=0)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set of tokens whose "
+                   "probability reaches P (1 = off)")
+    c.add_argument("--top-k", type=int, default=0, help="sample from the K most likely tokens (0 = off)")
+    c.add_argument("--seed", type=int, default=0, help="sampling seed")
     c.set_defaults(handler="sgedge.runtime.chat_cli:chat")
 
     s = sub.add_parser("serve", help="serve a model or bundle over a local OpenAI-compatible HTTP API")
@@ -205,20 +207,21 @@ def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--benign", nargs="+", required=True, metavar="FILE[@LABEL]",
                    help="prompts whose answers stay the base's own (or the row's `response`)")
     t.add_argument("-o", "--output", required=True, help="new PEFT adapter directory")
-    t.add_argument("--rank", type=int, default=8)
+    t.add_argument("--rank", type=int, default=8, help="LoRA rank")
     t.add_argument("--alpha", type=float, help="LoRA alpha (default: 2 x rank)")
     t.add_argument("--targets", help="comma-separated modules (default: all the family's projections)")
     t.add_argument("--layers", metavar="LIST", help="decoder layers that get LoRA, e.g. 4,5 or 2-5 (counted from 0; "
                    "default: every layer)")
-    t.add_argument("--epochs", type=float, default=3.0)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--epochs", type=float, default=3.0, help="passes over the data (fractions allowed)")
+    t.add_argument("--lr", type=float, default=2e-3, help="learning rate")
+    t.add_argument("--batch-size", type=int, default=16, help="examples per step")
     t.add_argument("--max-len", type=int, default=256, help="tokens per example (longer ones are cut)")
     t.add_argument("--answer-tokens", type=int, default=64, help="length of the base answers kept for benign prompts")
-    t.add_argument("--refusal-style", choices=["short", "alternative"], default="alternative")
+    t.add_argument("--refusal-style", choices=["short", "alternative"], default="alternative",
+                   help="short refusals, or refusals that offer a safe alternative")
     t.add_argument("--refusal-text", help="the refusal to train (overrides --refusal-style)")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train")
+    t.add_argument("--seed", type=int, default=0, help="seed of the data order and the LoRA initialisation")
     t.add_argument("--save-every", type=int, default=50, help="checkpoint interval in steps")
     t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -239,11 +242,12 @@ def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
                    help="with --refit: prompts whose answers stay the variant's own")
     x.add_argument("--epochs", type=float, default=0.5, help="with --refit (default 0.5)")
     x.add_argument("--lr", type=float, default=1e-3, help="with --refit (default 1e-3)")
-    x.add_argument("--batch-size", type=int, default=16)
-    x.add_argument("--refusal-style", choices=["short", "alternative"], default="alternative")
+    x.add_argument("--batch-size", type=int, default=16, help="with --refit: examples per step")
+    x.add_argument("--refusal-style", choices=["short", "alternative"], default="alternative",
+                   help="with --refit: short refusals, or refusals that offer a safe alternative")
     x.add_argument("--refusal-text", help="the refusal to train (overrides --refusal-style)")
-    x.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to refit")
+    x.add_argument("--seed", type=int, default=0, help="with --refit: seed of the data order")
     x.add_argument("--force", action="store_true",
                    help="transfer even if the variant does not look like a fine-tune of the base")
     x.add_argument("--allow-pickle", action="store_true", help="accept a pickled adapter_model.bin")
@@ -269,11 +273,11 @@ def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--keywords", metavar="FILE[:LIST]",
                    help="refusal keyword list (JSON like refusal_keywords.json, or one phrase per line)")
     e.add_argument("--limit", type=int, help="at most this many prompts per file (seeded sample)")
-    e.add_argument("--max-tokens", type=int, default=48)
+    e.add_argument("--max-tokens", type=int, default=48, help="reply length judged per prompt")
     e.add_argument("--backend", choices=["gguf", "onnx"])
     e.add_argument("--ctx", type=int, default=8192, help="context size (long jailbreak prompts need room)")
     e.add_argument("--threads", type=int)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="seed of the --limit sample")
     e.add_argument("--json", action="store_true", help="print the results as one JSON object")
     e.add_argument("--report", metavar="OUT.html", help="write an HTML report with a chart per metric")
     e.add_argument("-o", "--output", metavar="OUT.json", help="also write the JSON results (with every answer)")
@@ -289,14 +293,36 @@ def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
     dp.set_defaults(handler="sgedge.demo:path_cli")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "default" in text or default is None or default is False or default == []
+                or default is argparse.SUPPRESS or isinstance(action, argparse._VersionAction)):
+            return text
+        return f"{text} (default: {action.default})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Subcommand parsers (made by add_subparsers with this class) share the formatter."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sgedge", description="Swappable LoRA safety adapters for local LLMs.")
+    parser = _Parser(prog="sgedge", description="Swappable LoRA safety adapters for local LLMs.")
     parser.add_argument("--version", action="version", version=f"sgedge {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,chat,serve,export,import,bundle,keygen,train,transfer,eval,demo}")
-    _export_parser(sub)
+    sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
+    _export_parser(sub)
     _bundle_parser(sub)
     _toolkit_parsers(sub)
+    # The usage line lists the commands in the order their help lines come.
+    sub.metavar = "{" + ",".join(sub.choices) + "}"
     return parser
 
 

@@ -156,3 +156,39 @@ def test_closed_pipe_ends_quietly():
             "c.entry()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 141 and proc.stderr == ""
+
+
+def _parsers(parser, name="sgedge"):
+    import argparse
+
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, p in action.choices.items():
+                yield from _parsers(p, f"{name} {sub}")
+
+
+def test_every_option_with_a_default_shows_it_in_help():
+    from sgedge.cli import build_parser
+
+    missing = []
+    for name, parser in _parsers(build_parser()):
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            default = action.default
+            if (not action.option_strings or default is None or default is False or default == []
+                    or action.dest in ("help", "version")):
+                continue
+            if not action.help or ("default" not in action.help and f"(default: {default})" not in text):
+                missing.append(f"{name} {action.option_strings[0]}")
+    assert not missing, missing
+
+
+def test_top_level_help_lists_commands_in_one_order(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    import re
+
+    usage = out.split("{", 1)[1].split("}", 1)[0].split(",")
+    lines = re.findall(r"^    (\S+)", out.split("positional arguments:")[1], flags=re.M)
+    assert lines == usage and "import" in usage
