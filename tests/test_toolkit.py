@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -295,6 +296,27 @@ def test_eval_json_fields_and_report(tiny_demo, tmp_path, capsys):
     assert len(full["answers"]["harmful:" + str(tmp_path / "harm.txt")]["EU"]) == 2
     html = (tmp_path / "r.html").read_text()
     assert html.count("<svg") >= 6 and "Harmful prompts refused" in html
+    # Every rate comes with its sample size and 95% interval; keyword judging is said.
+    for m in summary["metrics"].values():
+        assert m["n"]["harmful_refusal_rate"] == 2 and m["n"]["jailbreak_asr"] == 2
+        for key in ("harmful_refusal_rate", "over_refusal_rate", "jailbreak_asr", "qa_exact_match"):
+            lo, hi = m["ci95"][key]
+            assert 0 <= lo <= m[key] <= hi <= 1, key
+        entry = next(iter(m["harmful_by_file"].values()))
+        assert entry["ci95"][0] <= entry["refusal_rate"] <= entry["ci95"][1]
+    assert "95% CI" in html and 'class="ci"' in html and "keyword matching" in html and "n=2 prompts" in html
+    rc = main(["eval", "--bundle", str(b), "--harmful", str(tmp_path / "harm.txt"), "--max-tokens", "4", "-q"])
+    table = capsys.readouterr().out
+    assert rc == 0 and "harmful refused (n=2)" in table and "95% confidence interval" in table
+    assert re.search(r"\d+\.\d% \[\d+%-\d+%\]", table), table
+
+
+def test_wilson_interval():
+    from sgedge.toolkit.judge import wilson_ci
+
+    assert wilson_ci([True] * 12 + [False] * 3) == [0.5481, 0.9295]  # 80% of 15: 55-93%
+    assert wilson_ci([True] * 5) == [0.5655, 1.0] and wilson_ci([False] * 5) == [0.0, 0.4345]
+    assert wilson_ci([]) == [0.0, 1.0]
 
 
 def test_eval_refusal_rates_follow_the_judge(tiny_demo, tmp_path, capsys):

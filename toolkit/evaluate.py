@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sgedge.toolkit.judge import KeywordJudge, keyword_judge, make_judge, rate
+from sgedge.toolkit.judge import KeywordJudge, keyword_judge, make_judge, rate, wilson_ci
 from sgedge.toolkit.prompts import Prompt, load, parse_file_arg, read_prompts, select
 
 from sgedge.errors import InputError
@@ -140,16 +140,16 @@ def _summary(tasks: Sequence[Task], configs: Sequence[Config], judge: Any, kw: K
             rows = t.results[cfg.name]
             flags = [r["refused"] for r in rows]
             if t.kind == "harmful":
-                m["harmful_by_file"][t.source] = {"n": len(rows), "refusal_rate": rate(flags)}
+                m["harmful_by_file"][t.source] = {"n": len(rows), "refusal_rate": rate(flags), "ci95": wilson_ci(flags)}
                 harm += flags
             elif t.kind == "benign":
-                m["benign_by_file"][t.source] = {"n": len(rows), "refusal_rate": rate(flags)}
+                m["benign_by_file"][t.source] = {"n": len(rows), "refusal_rate": rate(flags), "ci95": wilson_ci(flags)}
                 ben += flags
             elif t.kind == "jailbreak":
                 jb += flags
             else:
                 ok = [r["correct"] for r in rows]
-                m["qa_by_file"][t.source] = {"n": len(rows), "exact_match": rate(ok),
+                m["qa_by_file"][t.source] = {"n": len(rows), "exact_match": rate(ok), "ci95": wilson_ci(ok),
                                              "refusal_rate": rate(flags)}
                 qa += ok
             dec += [r["decode_tok_s"] for r in rows if r["decode_tok_s"]]
@@ -158,6 +158,13 @@ def _summary(tasks: Sequence[Task], configs: Sequence[Config], judge: Any, kw: K
         m["over_refusal_rate"] = rate(ben) if ben else None
         m["jailbreak_asr"] = round(1 - rate(jb), 4) if jb else None
         m["qa_exact_match"] = rate(qa) if qa else None
+        # Sample size and 95% interval of each rate: 80.0% against 86.7% at n=15 is one prompt.
+        m["n"] = {"harmful_refusal_rate": len(harm), "over_refusal_rate": len(ben), "jailbreak_asr": len(jb),
+                  "qa_exact_match": len(qa)}
+        m["ci95"] = {"harmful_refusal_rate": wilson_ci(harm) if harm else None,
+                     "over_refusal_rate": wilson_ci(ben) if ben else None,
+                     "jailbreak_asr": [round(1 - x, 4) for x in reversed(wilson_ci(jb))] if jb else None,
+                     "qa_exact_match": wilson_ci(qa) if qa else None}
         m["perplexity"] = ppl.get(cfg.name)
         m["decode_tok_s"] = round(statistics.median(dec), 1) if dec else None
         m["prefill_tok_s"] = round(statistics.median(pre), 1) if pre else None
@@ -275,6 +282,13 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+RATE_KEYS = ("harmful_refusal_rate", "over_refusal_rate", "jailbreak_asr", "qa_exact_match")
+
+
+def _rate_cell(value: float, ci: list[float] | None) -> str:
+    return f"{value:.1%}" + (f" [{ci[0]:.0%}-{ci[1]:.0%}]" if ci else "")
+
+
 def format_table(summary: dict[str, Any]) -> str:
     names = summary["configs"]
     rows = [("metric", *names)]
@@ -284,16 +298,26 @@ def format_table(summary: dict[str, Any]) -> str:
     for key, label in labels:
         vals = [summary["metrics"][n][key] for n in names]
         if any(v is not None for v in vals):
-            rows.append((label, *["-" if v is None else (f"{v:.1%}" if "rate" in key or key in
-                                  ("jailbreak_asr", "qa_exact_match") else f"{v:g}") for v in vals]))
+            ns = [summary["metrics"][n].get("n", {}).get(key) for n in names]
+            rows.append((label + (f" (n={ns[0]})" if ns[0] else ""),
+                         *["-" if v is None else (_rate_cell(v, summary["metrics"][n].get("ci95", {}).get(key))
+                                                  if key in RATE_KEYS else f"{v:g}") for n, v in zip(names, vals, strict=True)]))
     for n in names[:1]:
         for group, key, what in (("harmful_by_file", "refusal_rate", "refused"),
                                  ("benign_by_file", "refusal_rate", "refused (over-refusal)"),
                                  ("qa_by_file", "exact_match", "exact match"), ("qa_by_file", "refusal_rate", "refused")):
             for src in summary["metrics"][n][group]:
-                rows.append((f"  {Path(src).name} {what}",
-                             *[f"{summary['metrics'][c][group][src][key]:.1%}" for c in names]))
+                entry = summary["metrics"][n][group][src]
+                rows.append((f"  {Path(src).name} {what} (n={entry['n']})",
+                             *[_rate_cell(summary["metrics"][c][group][src][key],
+                                          summary["metrics"][c][group][src].get("ci95") if key != "refusal_rate"
+                                          or group != "qa_by_file" else None) for c in names]))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     notes = [f"skipped {t['skipped_too_long']} of {t['n']} {t['kind']} prompts from {Path(t['source']).name}: "
              "longer than the model's context" for t in summary["tasks"] if t.get("skipped_too_long")]
-    return "\n".join(notes + [""] if notes else []) + "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    judge = str(summary.get("judge", {}).get("judge", ""))
+    legend = ("[lo-hi]: 95% confidence interval (Wilson)"
+              + ("; refusals judged by keyword matching (refusal phrases), not by each benchmark's own grader"
+                 if judge.startswith("keywords") else ""))
+    table = "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join([*notes, *([""] if notes else []), table, legend])

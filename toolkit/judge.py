@@ -119,3 +119,15 @@ def make_judge(spec: str, keywords: str | None, threads: int | None = None) -> A
 def rate(flags: Sequence[bool]) -> float:
     """Fraction of True flags (refusals, exact matches), rounded to 4 places."""
     return round(sum(flags) / len(flags), 4) if flags else 0.0
+
+
+def wilson_ci(flags: Sequence[bool], z: float = 1.959964) -> list[float]:
+    """95% Wilson score interval of the rate of True flags: honest at small n and near 0
+    or 1, where the normal approximation is not (80.0% of 15 prompts: 55-93%)."""
+    n = len(flags)
+    if n == 0:
+        return [0.0, 1.0]
+    p = sum(flags) / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
