@@ -496,3 +496,17 @@ def test_demo_variant_builds_a_fine_tune_that_transfer_takes(tiny_demo, tmp_path
                  "-q"]) == 0
     report = json.loads((tmp_path / "moved" / "sgedge_transfer.json").read_text())
     assert 0 < report["median_drift"] < 0.5
+
+
+def test_eval_with_no_files_on_the_demo_evaluates_its_own_sets(tmp_path, capsys):
+    rc = main(["eval", "--report", str(tmp_path / "r.html"), "--limit", "4", "--max-tokens", "8", "--json", "-q"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    summary = json.loads(out)
+    sources = {Path(t["source"]).name for t in summary["tasks"]}
+    assert sources == {"benign_heldout.jsonl", "regulated_eval.jsonl"}
+    m = summary["metrics"]["default"]
+    assert m["qa_exact_match"] is not None and m["over_refusal_rate"] is not None
+    assert "evaluating the embedded demo's own sets" in err and (tmp_path / "r.html").is_file()
+    assert main(["eval", "--model", str(tmp_path / "none.gguf")]) == 1  # a model of one's own: no demo sets
+    assert "nothing to evaluate" in capsys.readouterr().err

@@ -86,7 +86,26 @@ def stderr_note(msg: str) -> None:
     print(f"sgedge: note: {msg}", file=sys.stderr)
 
 
+def demo_defaults(args: argparse.Namespace) -> None:
+    """With no prompt files on the embedded demo, evaluate the sets it ships: its held-out
+    benign questions (over-refusal and exact match) and its regulated-advice prompts
+    (declined by the strict policy only, by design), said on stderr."""
+    if args.harmful or args.benign or args.qa or args.ppl or args.jailbreak_templates or args.bundle or args.model:
+        return
+    from sgedge.demo import DEMO_DIR
+
+    ev = DEMO_DIR / "eval"
+    benign, regulated = ev / "benign_heldout.jsonl", ev / "regulated_eval.jsonl"
+    if not benign.is_file():
+        return
+    args.qa, args.benign = [str(benign)], [str(benign)] + ([str(regulated)] if regulated.is_file() else [])
+    stderr_note("no prompt files given: evaluating the embedded demo's own sets (benign_heldout.jsonl: over-refusal "
+                "and exact match; regulated_eval.jsonl: personal medical, legal and financial advice, which the "
+                "strict policy declines by design); give --harmful FILE (e.g. AdvBench) for harmful refusal")
+
+
 def build_tasks(args: argparse.Namespace) -> list[Task]:
+    demo_defaults(args)
     tasks: list[Task] = []
     harmful_all: list[Prompt] = []
     for spec in args.harmful:
