@@ -11,6 +11,7 @@ changes the output and that nothing was downloaded. Usage:
 
 from __future__ import annotations
 
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +22,7 @@ from sgedge.cli import main
 
 
 def run(argv: list[str]) -> None:
-    print("$ sgedge " + " ".join(argv), flush=True)
+    print("$ " + shlex.join(["sgedge", *argv]), flush=True)  # quoted: the line can be pasted
     rc = main(argv)
     if rc:
         sys.exit(rc)
