@@ -2,9 +2,10 @@
 
 The region comes from the command line, else $SGEDGE_REGION, else the OS locale's
 country (de_DE -> DE) when the bundle has such a policy, else the bundle's default
-policy. The window shows which policy is active and streams answers.
+policy (a C or POSIX locale names no country). The window shows which policy is active
+and streams answers. With no bundle, it opens the embedded demo (`sgedge demo path`).
 
-    python examples/desktop_chat.py BUNDLE [--region EU]
+    python examples/desktop_chat.py [BUNDLE] [--region EU]
 """
 
 from __future__ import annotations
@@ -21,14 +22,25 @@ from tkinter import scrolledtext
 from sgedge import Runtime, SgedgeError
 
 
+def locale_country() -> str | None:
+    """The country of the OS locale as the user set it (LC_ALL, LC_MESSAGES, LANG), or None.
+    Read raw: Python's locale.getlocale() turns a C or POSIX locale into en_US, which
+    would pick a US policy for a machine that names no country."""
+    for value in (os.environ.get("LC_ALL"), os.environ.get("LC_MESSAGES"), os.environ.get("LANG"),
+                  locale.setlocale(locale.LC_CTYPE)):
+        if not value:
+            continue
+        name = value.split(".", 1)[0].split("@", 1)[0]
+        if name in ("C", "POSIX") or "_" not in name:
+            return None  # the first one set decides, as in setlocale
+        return name.split("_", 1)[1].upper()
+    return None
+
+
 def region_from_locale(policies: dict) -> str | None:
     """Country of the OS locale, if the bundle has a policy for it."""
-    for value in (locale.getlocale()[0], os.environ.get("LANG", "")):
-        if value and "_" in value:
-            country = value.split("_", 1)[1].split(".", 1)[0].upper()
-            if country in policies:
-                return country
-    return None
+    country = locale_country()
+    return country if country in policies else None
 
 
 def choose_region(bundle: Path, cli_region: str | None) -> str | None:
@@ -107,12 +119,16 @@ class ChatApp:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bundle", type=Path)
+    p.add_argument("bundle", type=Path, nargs="?", help="bundle folder (default: the embedded demo)")
     p.add_argument("--region")
     p.add_argument("--trusted-key")
     p.add_argument("--max-tokens", type=int, default=128)
     args = p.parse_args(argv)
     try:
+        if args.bundle is None:
+            from sgedge.demo import demo_bundle
+
+            args.bundle = demo_bundle()
         rt = Runtime.open(args.bundle, choose_region(args.bundle, args.region), trusted_key=args.trusted_key)
     except SgedgeError as e:  # fail closed, visibly
         print(f"sgedge: error: {e}")

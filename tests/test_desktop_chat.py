@@ -87,3 +87,38 @@ def test_desktop_chat_streams_the_policy_answer(display, tiny, tmp_path, monkeyp
                 subprocess.run(["import", "-window", "root", "-trim", "+repage", shot], check=True)
         finally:
             root.destroy()
+
+
+@pytest.mark.parametrize(("env", "country"), [
+    ({"LANG": "C"}, None), ({"LANG": "POSIX"}, None), ({"LANG": "C.UTF-8"}, None), ({"LC_ALL": "C"}, None),
+    ({"LANG": "de_DE.UTF-8"}, "DE"), ({"LANG": "fr_CA.UTF-8@euro"}, "CA"), ({"LC_ALL": "C", "LANG": "de_DE"}, None),
+    ({"LC_MESSAGES": "en_GB.UTF-8", "LANG": "C"}, "GB"),
+])
+def test_a_c_or_posix_locale_names_no_country(monkeypatch, env, country):
+    module = _load_example()
+    for key in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(module.locale, "setlocale", lambda *a: "C.UTF-8")
+    assert module.locale_country() == country
+    assert module.region_from_locale({"US": (), "DE": ()}) == (country if country == "DE" else None)
+
+
+def test_desktop_chat_opens_the_demo_with_no_bundle(monkeypatch):
+    module = _load_example()
+    opened = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_open(bundle, region, **kw):
+        opened["bundle"] = bundle
+        raise Stop
+
+    monkeypatch.setattr(module.Runtime, "open", fake_open)
+    with pytest.raises(Stop):
+        module.main([])
+    from sgedge.demo import demo_bundle
+
+    assert opened["bundle"] == demo_bundle()
