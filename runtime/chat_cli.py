@@ -16,7 +16,7 @@ from typing import Any
 
 HELP = """commands:
   /policy NAME   switch to a bundle policy (the conversation goes on under it)
-  /policies      list the bundle's policies and their adapters
+  /policies      list the bundle's policies and their adapters (* marks the active one)
   /bare          the bare base, no safety adapter (only if the bundle allows it)
   /reset         forget the conversation
   /quit          leave (Ctrl-D too)"""
@@ -108,6 +108,13 @@ class Session:
         except InputError:
             self.messages.pop()
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C stops this reply, not the session; the unanswered turn leaves the conversation.
+            self.messages.pop()
+            self.out.write("\n")
+            self.out.flush()
+            print("sgedge chat: reply stopped (Ctrl-C at an empty prompt, twice, or Ctrl-D leaves)", file=self.err)
+            return
         self.out.write("\n")
         self.out.flush()
         self.messages.append({"role": "assistant", "content": result.text})
@@ -136,12 +143,20 @@ def chat(args: argparse.Namespace) -> int:
             turns = "" if history else "; each line is a new conversation (--history keeps them)"
             print(f"sgedge chat: {session.label()} on {rt.backend}{turns}; /help for commands, Ctrl-D to leave",
                   file=sys.stderr)
+        interrupted = False  # a Ctrl-C at the prompt: a second one in a row leaves
         while True:
             if interactive:
                 try:
                     line = input("> ")
                 except EOFError:
                     break
+                except KeyboardInterrupt:
+                    if interrupted:
+                        break
+                    interrupted = True
+                    print("\nsgedge chat: Ctrl-C again (or Ctrl-D) to leave", file=sys.stderr)
+                    continue
+                interrupted = False
             else:
                 line = sys.stdin.readline()
                 if not line:

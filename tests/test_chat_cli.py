@@ -130,3 +130,62 @@ def test_at_a_terminal_it_prompts_and_leaves_on_ctrl_d():
             proc.wait()
         os.close(master)
     assert b"Mix flour" in seen
+
+
+def test_ctrl_c_stops_a_reply_and_keeps_the_session():
+    class Stub:
+        policy, policies, active, context_size = "US", {"US": ()}, (), 4096
+
+        def encode_prompt(self, convo):
+            return [1, 2, 3]
+
+        def generate(self, convo, on_text, **kw):
+            on_text("Sure, here")
+            raise KeyboardInterrupt
+
+    s, out, err = session(Stub())
+    s.turn("Tell me a long story")  # returns: the reply stopped, the session goes on
+    assert out.getvalue() == "Sure, here\n" and "reply stopped" in err.getvalue()
+    assert s.messages == []  # the unanswered turn left the conversation
+
+
+def test_at_a_terminal_two_ctrl_c_at_the_prompt_leave():
+    import fcntl
+    import os
+    import pty
+    import select
+    import termios
+
+    def own_terminal() -> None:  # the pty becomes the child's controlling terminal: Ctrl-C sends SIGINT
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "sgedge", "chat"], stdin=slave, stdout=slave, stderr=slave,
+                            close_fds=True, preexec_fn=own_terminal)
+    os.close(slave)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 120) -> None:
+        nonlocal seen
+        end = time.time() + timeout
+        while marker not in seen and time.time() < end:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+
+    try:
+        read_until(b"Ctrl-D to leave\r\n> ")
+        os.write(master, b"\x03")  # Ctrl-C at the prompt: a hint, the session goes on
+        read_until(b"Ctrl-C again (or Ctrl-D) to leave\r\n> ")
+        assert proc.poll() is None
+        os.write(master, b"\x03")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert b"Traceback" not in seen and b"interrupted" not in seen
