@@ -152,7 +152,11 @@ def serve(args: argparse.Namespace) -> int:
         why = ["stopped"]
         if args.exit_on_stdin_eof:
             def watch() -> None:
-                while sys.stdin.buffer.read1(4096):  # what the app writes is ignored; only the end counts
+                # os.read on the descriptor, not sys.stdin: a daemon thread blocked inside the
+                # buffered reader holds its lock, and the interpreter cannot close stdin at exit
+                # ("Fatal Python error: could not acquire lock for stdin" after SIGTERM).
+                fd = sys.stdin.fileno()
+                while os.read(fd, 4096):  # what the app writes is ignored; only the end counts
                     pass
                 why[0] = "standard input closed; stopped"
                 server.shutdown()

@@ -488,6 +488,29 @@ def test_an_app_starts_it_with_a_pipe_and_a_ready_file(tmp_path):
     assert not ready.exists()  # removed on the way out: a stale URL is never left behind
 
 
+def test_sigterm_with_a_stdin_pipe_stops_cleanly(tmp_path):
+    import signal
+
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen([sys.executable, "-m", "sgedge", "serve", "--port", "0", "--ready-file", str(ready),
+                             "--exit-on-stdin-eof", "-q"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not ready.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists()
+        proc.send_signal(signal.SIGTERM)  # the pipe stays open: the watcher thread is still reading it
+        err = proc.stderr.read()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+        proc.stdin.close()
+    assert "Fatal Python error" not in err and "sgedge serve: stopped" in err, err
+
+
 def test_chat_template_kwargs_reach_the_template(tiny, tmp_path, capsys):
     # A model whose template reads a variable (Qwen3's enable_thinking): the request's
     # chat_template_kwargs and `sgedge run --chat-template-kwargs` set it.
