@@ -83,6 +83,25 @@ def test_run_py_writes_the_tables(bench, tmp_path):
     assert all(math.isfinite(r["decode_tok_s"]) and r["ttft_s"] > 0 for r in rows.values())
 
 
+def test_the_chart_colours_and_names_every_engine(bench, tmp_path):
+    run = bench("run")
+    rows = {name: {"decode_tok_s": v} for name, v in (
+        ("transformers + PEFT f32", 10.0), ("llama-cpp-python q8_0", 100.0), ("sgedge gguf fused", 101.0),
+        ("onnxruntime-genai int4", 120.0), ("sgedge onnx int4 dynamic + adapter", 90.0))}
+    near = {"rows": rows, "bandwidth_gb_s": 1.0, "base_mib": 1e9 / 2**20 / 110, "machine": "x86_64, 2 threads"}
+    far = {**near, "bandwidth_gb_s": 100.0}
+    fig = run.chart({"a": near, "b": far}, 2)
+    legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes if ax.get_visible()]
+    for labels in legends:
+        assert {"sgedge gguf", "sgedge onnx", "llama-cpp-python", "onnxruntime-genai", "transformers"} <= set(labels)
+    assert any("bandwidth bound 110" in t and "off the scale" not in t for t in legends[0])
+    assert any("off the scale" in t for t in legends[1])  # drawn as a marker, the bars keep their scale
+    first = fig.axes[0]
+    colours = {bar.get_facecolor() for bar in first.patches}
+    assert len(colours) == 5 and first.get_xlim()[1] < 150  # one colour per engine; the axis not stretched
+    assert any(t.get_text() == "101" for t in first.texts)  # values on the bars
+
+
 def test_load_orders_balance_every_engines_position(bench):
     # An engine loaded later in a process runs faster on this machine, so no engine may
     # always load early: over an even number of loads every mean position is the middle.
