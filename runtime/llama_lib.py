@@ -44,7 +44,18 @@ def lib() -> ModuleType:
         llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
         _state["installed"] = True
+        _close_devnull_at_exit()
     return llama_cpp
+
+
+def _close_devnull_at_exit() -> None:
+    """llama-cpp-python opens two /dev/null files at import and never closes them; at exit
+    they are collected with 'ResourceWarning: unclosed file' (shown under pytest and -W)."""
+    import atexit
+
+    utils = sys.modules.get("llama_cpp._utils")
+    files = [getattr(utils, n, None) for n in ("outnull_file", "errnull_file")] if utils else []
+    atexit.register(lambda: [f.close() for f in files if f is not None and not f.closed])
 
 
 def set_verbose(verbose: bool) -> None:

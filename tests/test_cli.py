@@ -192,3 +192,15 @@ def test_top_level_help_lists_commands_in_one_order(capsys):
     usage = out.split("{", 1)[1].split("}", 1)[0].split(",")
     lines = re.findall(r"^    (\S+)", out.split("positional arguments:")[1], flags=re.M)
     assert lines == usage and "import" in usage
+
+
+def test_a_run_leaves_no_unclosed_files_behind():
+    """llama-cpp-python opens /dev/null twice at import and never closes it; sgedge closes
+    those at exit, so no 'ResourceWarning: unclosed file' ends a run (or the test suite)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-X", "dev", "-W", "default::ResourceWarning", "-m", "sgedge", "run",
+                           "--max-tokens", "2", "Hi"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "ResourceWarning" not in proc.stderr, proc.stderr
