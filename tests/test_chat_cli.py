@@ -189,3 +189,14 @@ def test_at_a_terminal_two_ctrl_c_at_the_prompt_leave():
             proc.wait()
         os.close(master)
     assert b"Traceback" not in seen and b"interrupted" not in seen
+
+
+def test_policies_marks_the_active_one(bundle):
+    with Runtime.open(bundle) as rt:
+        s, _, err = session(rt)
+        assert s.command("/policy de") and s.command("/policies")
+        lines = err.getvalue().splitlines()
+        assert " * DE: strict:1" in lines and "   US: standard:1" in lines
+        assert s.command("/bare") is True  # this bundle forbids the bare base: said, policy kept
+        assert s.command("/policies")
+        assert err.getvalue().splitlines()[-2:] == [" * DE: strict:1", "   US: standard:1"]
