@@ -93,43 +93,67 @@ def test_bare_only_where_the_bundle_allows_it(bundle):
         assert not s.command("/quit")
 
 
-def test_at_a_terminal_it_prompts_and_leaves_on_ctrl_d():
-    import os
-    import pty
-    import select
+class Terminal:
+    """`sgedge chat` on a pseudo-terminal that is its controlling terminal (so Ctrl-C
+    sends SIGINT, as at a real one); `seen` is everything it wrote."""
 
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "sgedge", "chat", "--max-tokens", "30"], stdin=slave,
-                            stdout=slave, stderr=slave, close_fds=True)
-    os.close(slave)
-    seen = b""
+    def __init__(self, *args: str) -> None:
+        import fcntl
+        import os
+        import pty
+        import termios
 
-    def read_until(marker: bytes, timeout: float = 120) -> None:
-        nonlocal seen
+        def own_terminal() -> None:
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen([sys.executable, "-m", "sgedge", "chat", *args], stdin=slave, stdout=slave,
+                                     stderr=slave, close_fds=True, preexec_fn=own_terminal)
+        os.close(slave)
+        self.seen = b""
+
+    def read_until(self, marker: bytes, timeout: float = 120) -> None:
+        import os
+        import select
+
         end = time.time() + timeout
-        while marker not in seen and time.time() < end:
-            if select.select([master], [], [], 0.5)[0]:
+        while marker not in self.seen and time.time() < end:
+            if select.select([self.master], [], [], 0.5)[0]:
                 try:
-                    seen += os.read(master, 4096)
+                    self.seen += os.read(self.master, 4096)
                 except OSError:
                     break
 
+    def write(self, data: bytes) -> None:
+        import os
+
+        os.write(self.master, data)
+
+    def close(self) -> None:
+        import os
+
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+
+
+def test_at_a_terminal_it_prompts_and_leaves_on_ctrl_d():
+    term = Terminal("--max-tokens", "30")
     try:
-        read_until(b"Ctrl-D to leave")
-        assert b"each line is a new conversation (--history keeps them)" in seen
-        os.write(master, f"{BREAD}\n".encode())
-        read_until(b"Mix flour")
+        term.read_until(b"Ctrl-D to leave")
+        assert b"each line is a new conversation (--history keeps them)" in term.seen
+        term.write(f"{BREAD}\n".encode())
+        term.read_until(b"Mix flour")
         end = time.time() + 60
-        while not seen.rstrip().endswith(b">") and time.time() < end:  # the next prompt
-            read_until(b"\x00", timeout=0.5)
-        os.write(master, b"\x04")  # Ctrl-D at the prompt
-        assert proc.wait(timeout=60) == 0
+        while not term.seen.rstrip().endswith(b">") and time.time() < end:  # the next prompt
+            term.read_until(b"\x00", timeout=0.5)
+        term.write(b"\x04")  # Ctrl-D at the prompt
+        assert term.proc.wait(timeout=60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    assert b"Mix flour" in seen
+        term.close()
+    assert b"Mix flour" in term.seen
 
 
 def test_ctrl_c_stops_a_reply_and_keeps_the_session():
@@ -150,45 +174,17 @@ def test_ctrl_c_stops_a_reply_and_keeps_the_session():
 
 
 def test_at_a_terminal_two_ctrl_c_at_the_prompt_leave():
-    import fcntl
-    import os
-    import pty
-    import select
-    import termios
-
-    def own_terminal() -> None:  # the pty becomes the child's controlling terminal: Ctrl-C sends SIGINT
-        os.setsid()
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "sgedge", "chat"], stdin=slave, stdout=slave, stderr=slave,
-                            close_fds=True, preexec_fn=own_terminal)
-    os.close(slave)
-    seen = b""
-
-    def read_until(marker: bytes, timeout: float = 120) -> None:
-        nonlocal seen
-        end = time.time() + timeout
-        while marker not in seen and time.time() < end:
-            if select.select([master], [], [], 0.5)[0]:
-                try:
-                    seen += os.read(master, 4096)
-                except OSError:
-                    break
-
+    term = Terminal()
     try:
-        read_until(b"Ctrl-D to leave\r\n> ")
-        os.write(master, b"\x03")  # Ctrl-C at the prompt: a hint, the session goes on
-        read_until(b"Ctrl-C again (or Ctrl-D) to leave\r\n> ")
-        assert proc.poll() is None
-        os.write(master, b"\x03")
-        assert proc.wait(timeout=60) == 0
+        term.read_until(b"Ctrl-D to leave\r\n> ")
+        term.write(b"\x03")  # Ctrl-C at the prompt: a hint, the session goes on
+        term.read_until(b"Ctrl-C again (or Ctrl-D) to leave\r\n> ")
+        assert term.proc.poll() is None
+        term.write(b"\x03")
+        assert term.proc.wait(timeout=60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    assert b"Traceback" not in seen and b"interrupted" not in seen
+        term.close()
+    assert b"Traceback" not in term.seen and b"interrupted" not in term.seen
 
 
 def test_policies_marks_the_active_one(bundle):

@@ -14,17 +14,20 @@ from conftest import FAMILIES
 from sgedge.errors import AdapterMismatchError, InputError, UnsupportedModelError
 
 
-def _strip_sgedge_metadata(src: Path, out: Path) -> Path:
-    """The same GGUF without sgedge's keys: what llama.cpp's converter or a model hub gives."""
+def _rewrite_gguf(src: Path, out: Path, *, keep_sgedge: bool = True, extra: dict[str, np.ndarray] | None = None) -> Path:
+    """A copy of a GGUF file, without sgedge's keys unless keep_sgedge, with `extra` tensors first."""
     import gguf
 
     reader = gguf.GGUFReader(src)
     w = gguf.GGUFWriter(out, reader.fields["general.architecture"].contents())
     for field in reader.fields.values():
-        if field.name.startswith(("GGUF.", "sgedge.")) or field.name == "general.architecture":
+        if field.name.startswith("GGUF.") or field.name == "general.architecture" or (
+                not keep_sgedge and field.name.startswith("sgedge.")):
             continue
         sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
         w.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
+    for name, arr in (extra or {}).items():
+        w.add_tensor(name, arr)
     for t in reader.tensors:
         w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
     w.write_header_to_file()
@@ -32,6 +35,11 @@ def _strip_sgedge_metadata(src: Path, out: Path) -> Path:
     w.write_tensors_to_file()
     w.close()
     return out
+
+
+def _strip_sgedge_metadata(src: Path, out: Path) -> Path:
+    """The same GGUF without sgedge's keys: what llama.cpp's converter or a model hub gives."""
+    return _rewrite_gguf(src, out, keep_sgedge=False)
 
 
 def _flip_last_byte(src: Path, out: Path) -> Path:
@@ -315,22 +323,10 @@ def test_a_rope_freqs_table_that_is_not_llama3_is_refused(tiny, tmp_path):
     from sgedge.exporters.gguf_import import import_gguf
 
     t = tiny("llama")
-    reader = gguf.GGUFReader(t.gguf)
-    out = tmp_path / "odd.gguf"
-    w = gguf.GGUFWriter(out, "llama")
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name == "general.architecture":
-            continue
-        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
-        w.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
-    half = int(reader.fields["llama.rope.dimension_count"].contents()) // 2
-    w.add_tensor("rope_freqs.weight", np.linspace(3.0, 1.0, half, dtype=np.float32))  # decreasing: not llama3
-    for tensor in reader.tensors:
-        w.add_tensor(tensor.name, np.asarray(tensor.data), raw_dtype=tensor.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    half = int(gguf.GGUFReader(t.gguf).fields["llama.rope.dimension_count"].contents()) // 2
+    # Divisors that decrease with the wavelength: no Llama 3 scaling gives that.
+    out = _rewrite_gguf(t.gguf, tmp_path / "odd.gguf",
+                        extra={"rope_freqs.weight": np.linspace(3.0, 1.0, half, dtype=np.float32)})
     with pytest.raises(UnsupportedModelError, match="rope_freqs"):
         import_gguf(out, tmp_path / "imp")
     assert not (tmp_path / "imp").exists()

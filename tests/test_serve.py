@@ -456,15 +456,22 @@ def test_cors_only_for_the_origins_given(demo):
         assert "Access-Control-Allow-Origin" not in headers  # the browser withholds the reply from the page
 
 
+def _sidecar(ready: Path) -> subprocess.Popen:
+    """`sgedge serve` as an app starts it: port 0, a ready file, a stdin pipe; returns once
+    the ready file is there (or the server is gone)."""
+    proc = subprocess.Popen([sys.executable, "-m", "sgedge", "serve", "--port", "0", "--ready-file", str(ready),
+                             "--exit-on-stdin-eof", "-q"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ready.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    return proc
+
+
 def test_an_app_starts_it_with_a_pipe_and_a_ready_file(tmp_path):
     # The sidecar pattern: port 0, the URL read from a file, the server gone when the app's pipe closes.
     ready = tmp_path / "ready.json"
-    proc = subprocess.Popen([sys.executable, "-m", "sgedge", "serve", "--port", "0", "--ready-file", str(ready),
-                             "--exit-on-stdin-eof", "-q"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _sidecar(ready)
     try:
-        deadline = time.time() + 120
-        while not ready.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
         info = json.loads(ready.read_text())
         assert info["pid"] == proc.pid and info["url"].startswith("http://127.0.0.1:")
         host, port = info["url"].split("//")[1].split("/")[0].split(":")
@@ -492,12 +499,8 @@ def test_sigterm_with_a_stdin_pipe_stops_cleanly(tmp_path):
     import signal
 
     ready = tmp_path / "ready.json"
-    proc = subprocess.Popen([sys.executable, "-m", "sgedge", "serve", "--port", "0", "--ready-file", str(ready),
-                             "--exit-on-stdin-eof", "-q"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _sidecar(ready)
     try:
-        deadline = time.time() + 120
-        while not ready.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
         assert ready.exists()
         proc.send_signal(signal.SIGTERM)  # the pipe stays open: the watcher thread is still reading it
         err = proc.stderr.read()
