@@ -139,29 +139,33 @@ def serve(args: argparse.Namespace) -> int:
         if "*" in args.cors_origin and api_key is None:
             print("sgedge serve: warning: --cors-origin * with no --api-key: any web page open in a browser on "
                   "this machine can use the model; name the app's origin instead, or set a key", file=sys.stderr)
-        # The URL line last: scripts and tests wait for it.
-        print(f"sgedge serve: listening on {server.url} (OpenAI-compatible; Ctrl-C stops)", file=sys.stderr,
-              flush=True)
-        if args.ready_file:
-            from sgedge._fs import atomic_path
-
-            with atomic_path(args.ready_file) as tmp:  # never seen half-written
-                tmp.write_text(json.dumps({"url": server.url, "pid": os.getpid()}))
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a service manager stops it like Ctrl-C
         why = ["stopped"]
-        if args.exit_on_stdin_eof:
-            def watch() -> None:
-                # os.read on the descriptor, not sys.stdin: a daemon thread blocked inside the
-                # buffered reader holds its lock, and the interpreter cannot close stdin at exit
-                # ("Fatal Python error: could not acquire lock for stdin" after SIGTERM).
-                fd = sys.stdin.fileno()
-                while os.read(fd, 4096):  # what the app writes is ignored; only the end counts
-                    pass
-                why[0] = "standard input closed; stopped"
-                server.shutdown()
-            threading.Thread(target=watch, daemon=True).start()
+
+        def watch() -> None:
+            # os.read on the descriptor, not sys.stdin: a daemon thread blocked inside the
+            # buffered reader holds its lock, and the interpreter cannot close stdin at exit
+            # ("Fatal Python error: could not acquire lock for stdin" after SIGTERM).
+            fd = sys.stdin.fileno()
+            while os.read(fd, 4096):  # what the app writes is ignored; only the end counts
+                pass
+            why[0] = "standard input closed; stopped"
+            server.shutdown()
+
         try:
+            # Stopped like Ctrl-C by a service manager from here on, inside the try: an app that
+            # reads the ready file may send SIGTERM at once (installed after it, that raced).
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, _stop_on_sigterm)
+            # The URL line last: scripts and tests wait for it.
+            print(f"sgedge serve: listening on {server.url} (OpenAI-compatible; Ctrl-C stops)", file=sys.stderr,
+                  flush=True)
+            if args.ready_file:
+                from sgedge._fs import atomic_path
+
+                with atomic_path(args.ready_file) as tmp:  # never seen half-written
+                    tmp.write_text(json.dumps({"url": server.url, "pid": os.getpid()}))
+            if args.exit_on_stdin_eof:
+                threading.Thread(target=watch, daemon=True).start()
             server.serve_forever()
             print(f"sgedge serve: {why[0]}", file=sys.stderr)
         except KeyboardInterrupt:
