@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,8 @@ MANIFEST = "sgedge.json"
 SIGNATURE = "sgedge.json.sig"
 SCHEMA_VERSION = 1
 FORMATS = ("gguf", "onnx")
+MAX_MANIFEST_BYTES = 16 << 20
+FLOAT32_MAX = 3.4028234663852886e38  # larger scales are infinite where the engines apply them
 
 
 class ManifestError(InputError):
@@ -80,8 +81,9 @@ def adapter_scale(value: Any, where: str) -> float:
         scale = float(value)
     except (TypeError, ValueError):
         raise InputError(f"{where}: scale {value!r} is not a number") from None
-    if not math.isfinite(scale):
-        raise InputError(f"{where}: scale {value!r} is not a finite number")
+    if not math.isfinite(scale) or abs(scale) > FLOAT32_MAX:
+        raise InputError(f"{where}: scale {value!r} is not a finite number in float32 (|scale| <= 3.4e38), "
+                         "the precision the engines apply it in")
     return scale
 
 
@@ -138,7 +140,7 @@ class Manifest:
             if not items:
                 problems.append(f"policy {key!r} has no adapter (use allow_no_adapter for a bare base)")
             for it in items:
-                if not math.isfinite(it.scale):
+                if not math.isfinite(it.scale) or abs(it.scale) > FLOAT32_MAX:
                     problems.append(f"policy {key!r} scales {it.adapter!r} by {it.scale}, not a finite number")
                 if it.adapter not in self.adapters:
                     problems.append(f"policy {key!r} names unknown adapter {it.adapter!r}")
@@ -163,72 +165,19 @@ class Manifest:
         return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
 
 
-_TOP = {"schema_version", "producer", "base", "adapters", "policies", "default_policy", "allow_no_adapter",
-        "require_signature"}
+def parse_manifest(raw: Any) -> Manifest:
+    """A checked Manifest from parsed JSON: types, ranges and cross-references
+    (sgedge/manifest_schema.py has the rules)."""
+    from sgedge.manifest_schema import parse
+
+    return parse(raw)
 
 
-def _policy_scale(item: dict[str, Any], key: str) -> float:
-    try:
-        return float(item.get("scale", 1.0))
-    except (TypeError, ValueError):
-        raise ManifestError(f"{MANIFEST}: policy {key!r} scales {item.get('adapter')!r} by "
-                            f"{item.get('scale')!r}, not a number") from None
+def loads_manifest(data: bytes) -> Manifest:
+    """The manifest these exact bytes hold (strict JSON: no duplicate keys, no NaN)."""
+    from sgedge.manifest_schema import loads, parse
 
-
-def _need(d: dict[str, Any], key: str, where: str) -> Any:
-    if key not in d:
-        raise ManifestError(f"{MANIFEST}: {where} lacks required key {key!r}")
-    return d[key]
-
-
-def _inside(path: Any, where: str) -> str:
-    """A manifest path: relative, forward slashes, never above the bundle folder."""
-    from pathlib import PurePosixPath, PureWindowsPath
-
-    if not isinstance(path, str) or not path:
-        raise ManifestError(f"{MANIFEST}: {where} has path {path!r}, not a file name")
-    win = PureWindowsPath(path)
-    if PurePosixPath(path).is_absolute() or win.is_absolute() or win.drive or ".." in win.parts:
-        raise ManifestError(f"{MANIFEST}: {where} names {path!r}, outside the bundle folder; every path in a "
-                            "bundle is relative to it (re-create the bundle with `sgedge bundle create`)")
-    return path
-
-
-def _artifact(d: dict[str, Any], where: str) -> Artifact:
-    files = tuple(FileEntry(_inside(_need(f, "path", where), where), _need(f, "sha256", where),
-                            int(_need(f, "size", where)))
-                  for f in _need(d, "files", where))
-    return Artifact(_inside(_need(d, "path", where), where), files, d.get("dtype", ""))
-
-
-def parse_manifest(raw: dict[str, Any]) -> Manifest:
-    version = _need(raw, "schema_version", "the manifest")
-    if version != SCHEMA_VERSION:
-        raise ManifestError(
-            f"{MANIFEST} has schema version {version!r}; this sgedge reads version {SCHEMA_VERSION} "
-            "(upgrade sgedge, or re-create the bundle)"
-        )
-    unknown = set(raw) - _TOP
-    if unknown:
-        warnings.warn(f"{MANIFEST}: ignoring unknown keys {sorted(unknown)}", stacklevel=2)
-    b = _need(raw, "base", "the manifest")
-    base = BaseEntry(_need(b, "fingerprint", "base"), _need(b, "family", "base"),
-                     {k: _artifact(v, f"base.{k}") for k, v in _need(b, "formats", "base").items()})
-    adapters = {}
-    for name, a in _need(raw, "adapters", "the manifest").items():
-        where = f"adapter {name!r}"
-        adapters[name] = AdapterEntry(
-            name, _need(a, "base_fingerprint", where), int(_need(a, "rank", where)), float(_need(a, "alpha", where)),
-            tuple(_need(a, "targets", where)),
-            {k: _artifact(v, f"{where}.{k}") for k, v in _need(a, "formats", where).items()},
-            str(a.get("version", "1")), a.get("description", ""))
-    policies = {k: tuple(PolicyItem(_need(i, "adapter", f"policy {k!r}"), _policy_scale(i, k)) for i in v)
-                for k, v in _need(raw, "policies", "the manifest").items()}
-    m = Manifest(base, adapters, policies, raw.get("default_policy"), bool(raw.get("allow_no_adapter", False)),
-                 bool(raw.get("require_signature", False)), raw.get("producer", ""), version,
-                 {k: raw[k] for k in unknown})
-    m.check()
-    return m
+    return parse(loads(data))
 
 
 def require_bundle(bundle: str | Path, hint: str = "") -> Path:
@@ -244,12 +193,12 @@ def require_bundle(bundle: str | Path, hint: str = "") -> Path:
 def read_manifest(bundle: str | Path) -> tuple[Manifest, bytes]:
     """(manifest, the exact bytes read) — the bytes are what a signature covers."""
     path = require_bundle(bundle)
-    data = path.read_bytes()
     try:
-        raw = json.loads(data)
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"{path} is not valid JSON ({e})") from e
-    return parse_manifest(raw), data
+        with open(path, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as e:
+        raise ManifestError(f"cannot read {path} ({e.strerror or e})") from None
+    return loads_manifest(data), data
 
 
 def write_manifest(bundle: str | Path, manifest: Manifest) -> None:
