@@ -21,7 +21,7 @@ from sgedge.runtime.chat import render_chat
 from sgedge.runtime.stop import StopScanner, check_stops
 from sgedge.runtime.types import ActiveAdapter, GenerationResult, Sampling, Timings
 
-from sgedge.errors import InputError
+from sgedge.errors import InputError, SgedgeError
 from sgedge.manifest import adapter_scale
 
 AdapterSpec = str | Path | tuple[str | Path, float]
@@ -137,6 +137,7 @@ class Runtime:
         self._fused: tuple[tuple[str, float], ...] = ()  # adapters merged into the weights (fused mode)
         self.fused_path: Path | None = None
         self._notes: list[str] = []  # said at start-up (e.g. which of a bundle's formats runs, and why)
+        self._pins: Any = None  # a bundle's checked files, held open while the engine uses them
 
     @classmethod
     def open(
@@ -276,10 +277,13 @@ class Runtime:
                      **engine: Any) -> Runtime:
         import os
 
-        from sgedge.bundle_verify import verify_bundle
+        from sgedge.bundle_verify import check_bundle_files, check_signature
         from sgedge.manifest import read_manifest
 
-        manifest, _ = read_manifest(bundle)
+        # The manifest is read once: its signature is checked on these bytes, and this
+        # parse of them is all that is used.
+        manifest, data = read_manifest(bundle)
+        signed_by = check_signature(bundle, manifest, data, trusted_key)
         note = None
         if backend:
             kind = backend
@@ -295,12 +299,35 @@ class Runtime:
             key, items = None, ()
         else:
             key, items = manifest.resolve(region if region is not None else os.environ.get("SGEDGE_REGION"))
-        # Verify everything this backend will read, then load: fail closed, before any token.
-        verified = verify_bundle(bundle, trusted_key=trusted_key, verify=verify, formats=[kind])
-        manifest = verified.manifest
-        base_path = bundle / manifest.base.formats[kind].path
+        # Verify everything this backend will read, then load what was verified (the
+        # pinned open files): fail closed, before any token.
+        verified = check_bundle_files(bundle, manifest, signed_by, verify=verify, formats=[kind])
+        pins = verified.pins
+        try:
+            art = manifest.base.formats[kind]
+            members = [f.path[len(art.path) + 1:] for f in art.files] if art.files[0].path != art.path else []
+            base_path = pins.engine_path(bundle / art.path, members)
+            paths = {n: pins.engine_path(bundle / e.formats[kind].path) for n, e in manifest.adapters.items()}
+            rt = cls._load_bundle(base_path, kind, manifest, paths, items, key, verify=verify, mode=mode, t0=t0,
+                                  real_base=bundle / art.path, pins=pins, **engine)
+            pins.check_unchanged()
+        except SgedgeError as e:
+            pins.close()
+            raise type(e)(pins.real_names(str(e))) from None
+        except BaseException:
+            pins.close()
+            raise
+        rt._pins = pins
+        rt._notes += [note] if note else []
+        return rt
+
+    @classmethod
+    def _load_bundle(cls, base_path: Path, kind: str, manifest: Any, paths: dict[str, Path],
+                     items: Sequence[Any], key: str | None, *, verify: str, mode: str, t0: float,
+                     real_base: Path | None = None, pins: Any = None, **engine: Any) -> Runtime:
         if mode == "fused":
-            paths = {n: bundle / e.formats[kind].path for n, e in manifest.adapters.items()}
+            from sgedge.runtime.fuse import default_cache_dir
+
             active = [(it.adapter, it.scale) for it in items]
             # The binding check of every adapter in use, before merging.
             if kind == "gguf":
@@ -318,20 +345,31 @@ class Runtime:
                 meta = read_base_meta(base_path)
                 for name, _ in active:
                     check_onnx_adapter(base_path, meta, paths[name])
-            rt = cls._open_fused(base_path, kind, paths, active, bundle / ".fused", t0, manifest, key, **engine)
-            rt._notes += [note] if note else []
-            return rt
+            # The fused file lives in the user's own cache folder, never in the bundle
+            # folder: a file planted beside a signed manifest must not be what runs.
+            if kind == "onnx" and real_base is not None:
+                # onnx's loader refuses linked external data: the merge reads the folder
+                # itself, and the pins then prove it still holds the files checked.
+                rt = cls._open_fused(real_base, kind, paths, active, default_cache_dir(), t0, manifest, key,
+                                     **engine)
+                if pins is not None:
+                    try:
+                        pins.check_unchanged(always=True)
+                    except BaseException:
+                        rt.close()
+                        raise
+                return rt
+            return cls._open_fused(base_path, kind, paths, active, default_cache_dir(), t0, manifest, key,
+                                   **engine)
         be = cls._make_backend(base_path, kind, verify=verify, **engine)
         try:
-            for name, entry in manifest.adapters.items():
-                be.load_adapter(bundle / entry.formats[kind].path, name)
+            for name, path in paths.items():
+                be.load_adapter(path, name)
         except BaseException:
             be.close()
             raise
         active = [(it.adapter, it.scale) for it in items]
-        rt = cls(be, active, time.perf_counter() - t0, manifest, key)
-        rt._notes += [note] if note else []
-        return rt
+        return cls(be, active, time.perf_counter() - t0, manifest, key)
 
     # -- introspection ------------------------------------------------------------
     @property
@@ -357,7 +395,8 @@ class Runtime:
     @property
     def adapters(self) -> dict[str, Path]:
         """Resident adapters: name -> file."""
-        return {n: a.path for n, a in self._backend.adapters.items()}
+        pins = self._pins
+        return {n: a.path if pins is None else pins.real_path(a.path) for n, a in self._backend.adapters.items()}
 
     @property
     def active(self) -> list[ActiveAdapter]:
@@ -521,6 +560,8 @@ class Runtime:
             if not isinstance(backend, _Closed):
                 self._backend = _Closed(backend)
             backend.close()
+            if self._pins is not None:
+                self._pins.close()
 
     def __enter__(self) -> Runtime:
         return self

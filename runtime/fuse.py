@@ -200,6 +200,12 @@ def ensure_fused(base: Path, adapters: Sequence[tuple[Path, float]], cache_dir: 
     `base` is a GGUF file or an ONNX folder; the result has the same form."""
     import time
 
+    from sgedge.bundle_verify import ensure_private_dir
+
+    if not (ensure_private_dir(cache_dir.parent) and ensure_private_dir(cache_dir)):
+        raise InputError(f"the fused-model cache {cache_dir} (or its parent) is not a folder only you can write (or cannot be "
+                         "made): a fused file is run as it is found there, so sgedge keeps it only in a private "
+                         "folder; `chmod 700` it, or point $SGEDGE_CACHE_DIR at one")
     cache = HashCache()
     key = fuse_key(base, adapters, cache)
     path = cache_dir / (f"{key}.gguf" if base.is_file() else f"{key}-onnx")

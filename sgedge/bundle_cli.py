@@ -6,8 +6,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from sgedge.errors import InputError
+from sgedge.errors import InputError, SgedgeError
 
 
 def _adapter_args(specs: list[str]) -> dict[str, str]:
@@ -106,9 +107,38 @@ def verify(args: argparse.Namespace) -> int:
     from sgedge.bundle_verify import verify_bundle
 
     v = verify_bundle(args.bundle, trusted_key=args.trusted_key, verify="full")
+    try:
+        check_bindings(Path(args.bundle), v.manifest, v.pins)
+    except SgedgeError as e:
+        raise type(e)(v.pins.real_names(str(e))) from None
+    finally:
+        v.close()
     signed = f", signature by key {v.signed_by} valid" if v.signed_by else " (signature not checked: no --trusted-key)"
-    print(f"bundle {args.bundle}: every file matches its sha256{signed}")
+    print(f"bundle {args.bundle}: every file matches its sha256, every adapter is bound to the base{signed}")
     return 0
+
+
+def check_bindings(bundle: Path, m: Any, pins: Any) -> None:
+    """What `sgedge run` checks before loading, without an engine: every adapter of each
+    format belongs to that format's base (fingerprint, or the imported file's sha256, and
+    shapes). A re-hashed adapter of another base verifies by hash but not here."""
+    from sgedge.runtime.gguf_meta import read_gguf_info
+    from sgedge.runtime.llama_backend import check_adapter_fits
+    from sgedge.runtime.onnx_backend import check_onnx_adapter, read_base_meta
+
+    if "gguf" in m.base.formats:
+        art = m.base.formats["gguf"]
+        base_info = read_gguf_info(pins.engine_path(bundle / art.path))
+        for a in m.adapters.values():
+            if "gguf" in a.formats:
+                check_adapter_fits(base_info, read_gguf_info(pins.engine_path(bundle / a.formats["gguf"].path)),
+                                   base_sha256=lambda: art.files[0].sha256)
+    if "onnx" in m.base.formats:
+        base_dir = bundle / m.base.formats["onnx"].path
+        meta = read_base_meta(base_dir)
+        for a in m.adapters.values():
+            if "onnx" in a.formats:
+                check_onnx_adapter(base_dir, meta, pins.engine_path(bundle / a.formats["onnx"].path))
 
 
 def sign(args: argparse.Namespace) -> int:
