@@ -1,0 +1,110 @@
+"""Files that made llama.cpp abort the whole process (issue 25) are refused with a
+message before llama.cpp sees them; each case runs in a child process, so an abort
+would show as exit 134 instead of failing the suite."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sgedge.runtime.gguf_preflight import preflight_gguf
+
+from sgedge.errors import InputError
+
+
+def edit_gguf(src: Path, out: Path, change: dict[str, Any]) -> Path:
+    """A copy of `src` with metadata values replaced (same type; None drops the key)."""
+    import gguf
+
+    reader = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(out, reader.fields["general.architecture"].contents())
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        value = change.get(field.name, field.contents())
+        if value is None:
+            continue
+        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(field.name, value, field.types[0], sub_type=sub)
+    for t in reader.tensors:
+        w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+def _tokens(path: Path) -> list[str]:
+    import gguf
+
+    return list(gguf.GGUFReader(path).fields["tokenizer.ggml.tokens"].contents())
+
+
+def _open_in_child(path: Path) -> subprocess.CompletedProcess:
+    code = ("import sys\nfrom sgedge.runtime.api import Runtime\nfrom sgedge.errors import SgedgeError\n"
+            f"try:\n    rt = Runtime.open({str(path)!r})\n    rt.generate('caf\\u00e9 \\u2603 \\n ok', max_tokens=2)\n"
+            "except SgedgeError as e:\n    print(e, file=sys.stderr)\n    sys.exit(1)\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def _cases(t) -> dict[str, tuple[dict[str, Any], str]]:
+    toks = _tokens(t.gguf)
+    return {
+        "100000 layers": ({f"{t.family}.block_count": 100_000}, r"block_count is 100000"),
+        "layers missing": ({f"{t.family}.block_count": 7}, r"the header says 7 layers, the file has tensors for"),
+        "repeated token": ({"tokenizer.ggml.tokens": toks[:5] + [toks[3]] + toks[6:]}, r"repeats the token"),
+        "types of another vocabulary": ({"tokenizer.ggml.token_type": [1] * (len(toks) - 3)}, r"token_type has \d+ entries"),
+    }
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_files_that_abort_llama_cpp_are_refused_in_process_and_out(tiny, tmp_path, family):
+    t = tiny(family)
+    preflight_gguf(t.gguf)  # the honest file passes
+    for name, (change, message) in _cases(t).items():
+        bad = edit_gguf(t.gguf, tmp_path / f"{name.replace(' ', '_')}.gguf", change)
+        with pytest.raises(InputError, match=message):
+            preflight_gguf(bad)
+        run = _open_in_child(bad)
+        assert run.returncode == 1, (name, run.returncode, run.stderr[-500:])
+        assert "cannot be run" in run.stderr and "Traceback" not in run.stderr, name
+
+
+def test_a_sentencepiece_vocabulary_without_byte_tokens_is_refused(tiny, tmp_path):
+    t = tiny("phi3")  # SentencePiece with byte fallback
+    toks = _tokens(t.gguf)
+    assert "<0x0A>" in toks
+    renamed = [f"x{tok[1:-1]}x" if tok.startswith("<0x") else tok for tok in toks]
+    bad = edit_gguf(t.gguf, tmp_path / "nobytes.gguf", {"tokenizer.ggml.tokens": renamed})
+    with pytest.raises(InputError, match=r"lacks the byte token <0x00>"):
+        preflight_gguf(bad)
+    run = _open_in_child(bad)
+    assert run.returncode == 1 and "byte-fallback tokens are missing" in run.stderr, run.stderr[-500:]
+
+
+def test_truncated_and_misplaced_tensors_are_refused(tiny, tmp_path):
+    t = tiny("qwen2")
+    data = t.gguf.read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: len(data) - 100])
+    with pytest.raises(InputError, match=r"lies outside the file's data"):
+        preflight_gguf(cut)
+    for n in (3, 20, 200, 2000):
+        head = tmp_path / f"head{n}.gguf"
+        head.write_bytes(data[:n])
+        with pytest.raises(InputError):
+            preflight_gguf(head)
+
+
+def test_an_adapter_is_checked_for_its_tensors_not_a_vocabulary(tiny, tmp_path):
+    t = tiny("qwen2")
+    preflight_gguf(t.a1, base=False)
+    cut = tmp_path / "a.gguf"
+    cut.write_bytes(t.a1.read_bytes()[:-64])
+    with pytest.raises(InputError, match=r"lies outside the file's data"):
+        preflight_gguf(cut, base=False)
