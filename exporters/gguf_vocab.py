@@ -11,11 +11,11 @@ Special tokens, add_bos/eos and the chat template come from gguf-py's SpecialVoc
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sgedge import strict_json
 from sgedge.errors import UnsupportedModelError
 
 # Byte-level BPE pre-tokenizers llama.cpp knows, keyed on the regex that
@@ -65,7 +65,52 @@ def _byte_level_pre(pre_tok: dict[str, Any] | None) -> str | None:
 
 
 def _added_tokens(tj: dict[str, Any]) -> dict[int, tuple[str, bool]]:
-    return {int(t["id"]): (t["content"], bool(t.get("special"))) for t in tj.get("added_tokens", [])}
+    return {t["id"]: (t["content"], bool(t.get("special"))) for t in tj.get("added_tokens", [])}
+
+
+def _check_shape(tj: dict[str, Any], n_vocab: int) -> None:
+    """The parts of tokenizer.json the export reads, of the right types, and every token
+    id inside the model's vocabulary (an id of 10^12 would otherwise grow the token list
+    until memory runs out)."""
+    def bad(what: str) -> UnsupportedModelError:
+        return UnsupportedModelError(f"tokenizer.json: {what}; save the tokenizer again with save_pretrained")
+
+    model = tj.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("vocab"), dict):
+        raise bad("'model.vocab' must be an object mapping tokens to ids")
+    ids = list(model["vocab"].values())
+    added = tj.get("added_tokens", [])
+    if not isinstance(added, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("content"), str) for t in added):
+        raise bad("'added_tokens' must be a list of objects with 'id' and 'content'")
+    ids += [t.get("id") for t in added]
+    bad_ids = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_vocab]
+    if bad_ids:
+        wrong = bad_ids[0]
+        raise bad(f"token id {wrong!r} is not inside the model's vocabulary of {n_vocab} (config vocab_size): "
+                  "the tokenizer belongs to another model")
+    merges = model.get("merges", [])
+    if not isinstance(merges, list) or not all(
+            isinstance(m, str) and " " in m or isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m)
+            for m in merges):
+        raise bad("'model.merges' must be a list of 'left right' strings or [left, right] pairs")
+
+
+def check_vocab(vocab: Vocab) -> None:
+    """What llama.cpp needs of a vocabulary not to abort: every token once, and for
+    SentencePiece the 256 byte tokens its fallback looks up."""
+    seen: set[bytes] = set()
+    for t in vocab.tokens:
+        if t in seen:
+            raise UnsupportedModelError(f"tokenizer.json names the token {t.decode('utf-8', 'replace')!r} twice "
+                                        "(under two ids); llama.cpp needs each token once")
+        seen.add(t)
+    if vocab.model == "llama":
+        missing = [b for b in range(256) if f"<0x{b:02X}>".encode() not in seen and not (b < 128 and bytes([b]) in seen)]
+        if missing:
+            raise UnsupportedModelError(
+                f"the tokenizer uses byte fallback but lacks {len(missing)} of its 256 byte tokens (<0x{missing[0]:02X}> "
+                "first); llama.cpp would stop the process at the first character it cannot spell")
 
 
 def _fill(n: int) -> tuple[list[bytes], list[int]]:
@@ -138,20 +183,25 @@ def read_vocab(model_dir: Path, n_vocab: int, pre_override: str | None = None) -
             f"{model_dir} has no tokenizer.json; save the fast tokenizer with "
             "AutoTokenizer.from_pretrained(...).save_pretrained() next to the model"
         )
-    tj = json.loads(tj_path.read_text("utf-8"))
+    tj = strict_json.read(tj_path, error=UnsupportedModelError)
     model = tj.get("model", {})
+    if not isinstance(model, dict):
+        raise UnsupportedModelError(f"{tj_path}: 'model' must be an object")
     kind = model.get("type")
     if kind != "BPE":
         raise UnsupportedModelError(
             f"tokenizer model type {kind!r} is not supported; sgedge exports BPE tokenizers "
             "(byte-level, or SentencePiece-style with byte fallback)"
         )
+    _check_shape(tj, n_vocab)
     if model.get("byte_fallback"):
-        return _spm_from_bpe(tj, n_vocab)
+        vocab = _spm_from_bpe(tj, n_vocab)
+        check_vocab(vocab)
+        return vocab
     normalizer = tj.get("normalizer")
-    if normalizer is not None and normalizer.get("type") != "NFC":
+    if normalizer is not None and (not isinstance(normalizer, dict) or normalizer.get("type") != "NFC"):
         raise UnsupportedModelError(
-            f"byte-level BPE tokenizer with a {normalizer.get('type')} normalizer is not supported by llama.cpp"
+            f"byte-level BPE tokenizer with a {normalizer.get('type') if isinstance(normalizer, dict) else normalizer} normalizer is not supported by llama.cpp"
         )
     pre = pre_override or _byte_level_pre(tj.get("pre_tokenizer"))
     if pre is None:
@@ -159,7 +209,9 @@ def read_vocab(model_dir: Path, n_vocab: int, pre_override: str | None = None) -
             "the tokenizer's pre-tokenizer is not one llama.cpp is known to reproduce; if you know the "
             f"matching llama.cpp name, pass --pre-tokenizer NAME (sgedge recognises: {', '.join(KNOWN_PRE)})"
         )
-    return _gpt2_vocab(tj, n_vocab, pre)
+    vocab = _gpt2_vocab(tj, n_vocab, pre)
+    check_vocab(vocab)
+    return vocab
 
 
 def add_vocab(writer: Any, model_dir: Path, vocab: Vocab) -> None:

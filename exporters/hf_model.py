@@ -12,9 +12,53 @@ from typing import Any
 
 import numpy as np
 
+from sgedge import strict_json
 from sgedge.binding import _read_header, _safetensors_files, base_fingerprint
 from sgedge.errors import InputError, UnsupportedModelError
 from sgedge.families import Family, family_for_config
+
+# config.json values the exporters compute with: (kind, low, high). A wrong type would end
+# in a traceback deep in an export; a size of 10^12 would allocate until memory runs out.
+_SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+          "num_key_value_heads", "head_dim", "max_position_embeddings", "original_max_position_embeddings",
+          "n_positions", "sliding_window", "max_window_layers")
+_LIMITS = {"vocab_size": 1 << 22, "num_hidden_layers": 512, "num_attention_heads": 1 << 12,
+           "num_key_value_heads": 1 << 12, "max_window_layers": 512}
+_FLOATS = ("rms_norm_eps", "rope_theta", "partial_rotary_factor")
+_FLAGS = ("tie_word_embeddings", "use_sliding_window")
+
+
+def check_config_types(config: dict[str, Any], where: Path) -> None:
+    """Refuse a config.json whose values sgedge reads are of the wrong type or range."""
+    def bad(key: str, want: str) -> InputError:
+        return InputError(f"{where}: {key} must be {want}, not {config[key]!r}"[:300])
+
+    for key in _SIZES:
+        v, low = config.get(key), 0 if key in ("sliding_window", "max_window_layers") else 1
+        high = _LIMITS.get(key, 1 << 32)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high):
+            raise bad(key, f"a whole number from {low} to {high}")
+    for key in _FLOATS:
+        v = config.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 3.4e38):
+            raise bad(key, "a finite number >= 0")
+    for key in _FLAGS:
+        if config.get(key) is not None and not isinstance(config[key], bool):
+            raise bad(key, "true or false")
+    archs = config.get("architectures")
+    if archs is not None and (not isinstance(archs, list) or not all(isinstance(a, str) for a in archs)):
+        raise bad("architectures", "a list of class names")
+    for key in ("rope_scaling", "rope_parameters"):
+        rope = config.get(key)
+        if rope is None:
+            continue
+        if not isinstance(rope, dict):
+            raise bad(key, "an object")
+        for k, v in rope.items():
+            ok = isinstance(v, str | list | type(None)) or (isinstance(v, int | float) and not isinstance(v, bool)
+                                                              and abs(v) < 3.4e38)
+            if not ok or k == "rope_theta" and not isinstance(v, int | float):
+                raise InputError(f"{where}: {key}.{k} is {v!r}, not a value rope scaling takes"[:300])
 
 
 @dataclass
@@ -32,10 +76,11 @@ class HFModel:
         cfg_path = path / "config.json"
         if not cfg_path.is_file():
             raise InputError(f"{path} has no config.json; is it a Hugging Face model directory?")
-        config = json.loads(cfg_path.read_text("utf-8"))
+        config = strict_json.read(cfg_path, max_bytes=16 << 20)
         # Multimodal wrappers keep the language model's settings under text_config.
-        if "text_config" in config and "hidden_size" not in config:
+        if isinstance(config.get("text_config"), dict) and "hidden_size" not in config:
             config = {**config["text_config"], "architectures": config.get("architectures")}
+        check_config_types(config, cfg_path)
         return cls(path, config, family_for_config(config))
 
     def hparam(self, *keys: str, default: Any = None) -> Any:
@@ -172,7 +217,11 @@ class HFModel:
         for file in _safetensors_files(self.path):
             with safe_open(file, framework="pt") as f:
                 for name in f.keys():
-                    yield name, f.get_tensor(name).float().numpy()
+                    arr = f.get_tensor(name).float().numpy()
+                    if not np.isfinite(arr).all():
+                        raise InputError(f"{file}: tensor {name} holds NaN or infinite values; the model is "
+                                         "damaged (or its training diverged), and every reply would be garbage")
+                    yield name, arr
 
 
 def permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:

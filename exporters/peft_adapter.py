@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from sgedge import strict_json
 from sgedge.errors import AdapterError
 
 _PREFIX = "base_model.model."
@@ -62,9 +63,48 @@ class PeftAdapter:
 def _pattern_value(patterns: Mapping[str, Any], module: str, default: Any) -> Any:
     # Same matching rule as peft.utils.other.get_pattern_key.
     for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", module):
+        try:
+            hit = re.match(rf"(.*\.)?({key})$", module)
+        except re.error as e:
+            raise AdapterError(f"pattern {key[:60]!r} in adapter_config.json is not a valid expression ({e})") from None
+        if hit:
             return value
     return default
+
+
+_SIMPLE_PATTERN = re.compile(r"[\w.\-^$|\[\]\\]+")
+
+
+def _config_types(cfg: Mapping[str, Any], where: Path) -> list[str]:
+    """The config values sgedge computes with, of the right type and range (a wrong one
+    would otherwise end in a traceback, or in an adapter scaled by 0 or infinity)."""
+    problems = []
+    r = cfg.get("r", 8)
+    if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= 65536:
+        problems.append(f"r must be a whole number from 1 to 65536, not {r!r}")
+    alpha = cfg.get("lora_alpha", 8)
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha <= 3.4e38:
+        problems.append(f"lora_alpha must be a finite number greater than 0, not {alpha!r} (0 makes the adapter "
+                        "do nothing)")
+    for key, kind in (("rank_pattern", int), ("alpha_pattern", float)):
+        patterns = cfg.get(key) or {}
+        if not isinstance(patterns, dict):
+            problems.append(f"{key} must be an object mapping module names to values")
+            continue
+        for k, v in patterns.items():
+            ok = (isinstance(v, int) and 1 <= v <= 65536) if kind is int else (
+                isinstance(v, int | float) and 0 < v <= 3.4e38)
+            if isinstance(v, bool) or not ok:
+                problems.append(f"{key}[{k!r}] is {v!r}, not a {'rank' if kind is int else 'positive finite alpha'}")
+            # PEFT matches these keys as regular expressions; sgedge evaluates module names
+            # and simple alternatives, never repetition or groups (which could run for ever).
+            if len(k) > 300 or not _SIMPLE_PATTERN.fullmatch(k):
+                problems.append(f"{key} key {k[:60]!r} uses regular-expression features sgedge does not evaluate "
+                                "(groups, repetition); name the modules")
+    for key in ("use_rslora", "use_dora"):
+        if not isinstance(cfg.get(key, False), bool | type(None)):
+            problems.append(f"{key} must be true or false, not {cfg.get(key)!r}")
+    return [f"{where}: {p}" for p in problems]
 
 
 def _check_config(cfg: Mapping[str, Any], path: Path) -> list[str]:
@@ -118,9 +158,13 @@ def _load_weights(path: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
         from safetensors import safe_open
 
         out = {}
-        with safe_open(st, framework="pt") as f:
-            for k in f.keys():
-                out[k] = f.get_tensor(k).float().numpy()
+        try:
+            with safe_open(st, framework="pt") as f:
+                for k in f.keys():
+                    out[k] = f.get_tensor(k).float().numpy()
+        except Exception as e:  # safetensors raises its own error types for a damaged file
+            raise AdapterError(f"{st} is not a readable safetensors file ({type(e).__name__}: "
+                               f"{str(e)[:200]}); save the adapter again with save_pretrained") from None
         return out
     binf = path / "adapter_model.bin"
     if binf.is_file():
@@ -141,11 +185,8 @@ def load_peft_adapter(path: str | Path, *, allow_pickle: bool = False) -> PeftAd
     cfg_path = path / "adapter_config.json"
     if not cfg_path.is_file():
         raise AdapterError(f"{path} has no adapter_config.json; is it a PEFT adapter directory?")
-    try:
-        cfg = json.loads(cfg_path.read_text("utf-8"))
-    except json.JSONDecodeError as e:
-        raise AdapterError(f"{cfg_path} is not valid JSON ({e})") from e
-    problems = _check_config(cfg, path)
+    cfg = strict_json.read(cfg_path, error=AdapterError, max_bytes=16 << 20)
+    problems = _config_types(cfg, cfg_path) or _check_config(cfg, path)
     if problems:
         raise AdapterError(f"cannot export {path}: " + "; ".join(problems))
     weights = _load_weights(path, allow_pickle)
@@ -168,7 +209,7 @@ def load_peft_adapter(path: str | Path, *, allow_pickle: bool = False) -> PeftAd
             "magnitudes are not supported)"
         )
         raise AdapterError(f"cannot export {path}: {len(unexpected)} {what}: {', '.join(unexpected[:5])}")
-    r, alpha = int(cfg.get("r", 8)), float(cfg.get("lora_alpha", 8))
+    r, alpha = cfg.get("r", 8), float(cfg.get("lora_alpha", 8))
     rank_pattern, alpha_pattern = cfg.get("rank_pattern") or {}, cfg.get("alpha_pattern") or {}
     modules = []
     for module, ab in sorted(pairs.items()):
@@ -182,6 +223,9 @@ def load_peft_adapter(path: str | Path, *, allow_pickle: bool = False) -> PeftAd
             )
         rank = int(_pattern_value(rank_pattern, module, r))
         mod_alpha = float(_pattern_value(alpha_pattern, module, alpha))
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise AdapterError(f"{path}: module {module} has NaN or infinite weights (the training diverged); "
+                               "export a checkpoint from before it did")
         if rank != a.shape[0]:
             raise AdapterError(f"{path}: module {module} has rank {a.shape[0]} but the config says {rank}")
         scaling = mod_alpha / (math.sqrt(rank) if cfg.get("use_rslora") else rank)

@@ -18,12 +18,12 @@ light runtime (jsonschema brings a native extension), and errors in the user's w
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
+from sgedge import strict_json
 from sgedge.manifest import (
     FLOAT32_MAX,
     FORMATS,
@@ -49,48 +49,13 @@ _TOP = {"schema_version", "producer", "base", "adapters", "policies", "default_p
         "require_signature"}
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ManifestError(f"{MANIFEST}: key {k!r} appears twice in one object; a manifest names each "
-                                "key once (which one would count is not defined by JSON)")
-        out[k] = v
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ManifestError(f"{MANIFEST}: {name} is not a JSON number; every number in a manifest is finite")
-
-
-def _depth(value: Any, limit: int = MAX_DEPTH) -> int:
-    stack, deepest = [(value, 1)], 0
-    while stack:
-        v, d = stack.pop()
-        deepest = max(deepest, d)
-        if deepest > limit:
-            return deepest
-        if isinstance(v, dict):
-            stack += [(x, d + 1) for x in v.values()]
-        elif isinstance(v, list):
-            stack += [(x, d + 1) for x in v]
-    return deepest
-
-
 def loads(data: bytes) -> dict[str, Any]:
     """Parse manifest bytes as strict JSON (the bytes a signature covers)."""
     if len(data) > MAX_BYTES:
         raise ManifestError(f"{MANIFEST} is {len(data)} bytes; a manifest is at most {MAX_BYTES} (is this a bundle?)")
-    try:
-        raw = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except RecursionError:
-        raise ManifestError(f"{MANIFEST} nests its values too deeply to be a manifest") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ManifestError(f"{MANIFEST} is not valid JSON ({e})") from None
+    raw = strict_json.loads(data, MANIFEST, error=ManifestError, max_depth=MAX_DEPTH, want=None)
     if not isinstance(raw, dict):
         raise ManifestError(f"{MANIFEST} must hold a JSON object, not {_kind(raw)}")
-    if _depth(raw) > MAX_DEPTH:
-        raise ManifestError(f"{MANIFEST} nests its values deeper than a manifest does ({MAX_DEPTH} levels)")
     return raw
 
 

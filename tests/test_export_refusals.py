@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sgedge.exporters.gguf_adapter import export_adapter_gguf
 from sgedge.exporters.gguf_base import export_base_gguf
 from sgedge.exporters.synthetic import build_lora, build_model
 
+from sgedge.cli import main
 from sgedge.errors import AdapterError, InputError, UnsupportedModelError
 
 
@@ -166,3 +169,87 @@ def test_initialisations_that_leave_the_base_alone_export(tiny, tmp_path, init):
     d = _copy(t.lora1, tmp_path / "ad")
     _edit_config(d, init_lora_weights=init)
     assert export_adapter_gguf(d, tmp_path / "a.gguf", base=t.hf).n_modules == 14
+
+
+# -- hostile or damaged inputs (issue 25): one clear error each, never a traceback ------
+def _copy_lora(t, tmp_path):
+    return shutil.copytree(t.lora1, tmp_path / "lora")
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"lora_alpha": 0}, r"lora_alpha must be a finite number greater than 0, not 0"),
+    ({"lora_alpha": "16"}, r"lora_alpha must be a finite number"),
+    ({"r": "eight"}, r"r must be a whole number from 1 to 65536, not 'eight'"),
+    ({"rank_pattern": {"(a+)+$": 4}}, r"uses regular-expression features sgedge does not evaluate"),
+    ({"alpha_pattern": ["q_proj"]}, r"alpha_pattern must be an object"),
+    ({"use_rslora": "yes"}, r"use_rslora must be true or false"),
+])
+def test_a_damaged_adapter_config_is_refused(tiny, tmp_path, capsys, change, message):
+    t = tiny("qwen2")
+    lora = _copy_lora(t, tmp_path)
+    cfg = json.loads((lora / "adapter_config.json").read_text())
+    (lora / "adapter_config.json").write_text(json.dumps({**cfg, **change}))
+    assert main(["export", "adapter", str(lora), "--base", str(t.hf), "-o", str(tmp_path / "a.gguf")]) == 1
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "a.gguf").exists()
+
+
+def test_nan_weights_and_a_damaged_safetensors_are_refused(tiny, tmp_path, capsys):
+    from safetensors.numpy import load_file, save_file
+
+    t = tiny("qwen2")
+    lora = _copy_lora(t, tmp_path)
+    st = lora / "adapter_model.safetensors"
+    weights = load_file(st)
+    first = sorted(weights)[0]
+    weights[first][0, 0] = np.nan
+    save_file(weights, st)
+    assert main(["export", "adapter", str(lora), "--base", str(t.hf), "-o", str(tmp_path / "a.gguf")]) == 1
+    assert "has NaN or infinite weights" in capsys.readouterr().err
+    st.write_bytes(st.read_bytes()[:100])
+    assert main(["export", "adapter", str(lora), "--base", str(t.hf), "-o", str(tmp_path / "a.gguf")]) == 1
+    assert "is not a readable safetensors file" in capsys.readouterr().err
+
+
+def _copy_model(t, tmp_path):
+    return shutil.copytree(t.hf, tmp_path / "hf")
+
+
+def test_a_tokenizer_that_does_not_fit_the_model_is_refused(tiny, tmp_path, capsys):
+    t = tiny("qwen2")
+    hf = _copy_model(t, tmp_path)
+    tj = json.loads((hf / "tokenizer.json").read_text())
+    tj["added_tokens"].append({"id": 10**12, "content": "<huge>", "special": True})
+    (hf / "tokenizer.json").write_text(json.dumps(tj))
+    assert main(["export", "base", str(hf), "-o", str(tmp_path / "b.gguf")]) == 1
+    assert "token id 1000000000000 is not inside the model's vocabulary" in capsys.readouterr().err
+    tj["added_tokens"][-1] = {"id": 3, "content": next(iter(tj["model"]["vocab"])), "special": False}
+    (hf / "tokenizer.json").write_text(json.dumps(tj))
+    assert main(["export", "base", str(hf), "-o", str(tmp_path / "b.gguf")]) == 1
+    assert "twice (under two ids)" in capsys.readouterr().err
+    assert not (tmp_path / "b.gguf").exists()
+
+
+def test_a_byte_fallback_tokenizer_without_its_byte_tokens_is_refused(tiny, tmp_path, capsys):
+    t = tiny("phi3")
+    hf = _copy_model(t, tmp_path)
+    tj = json.loads((hf / "tokenizer.json").read_text())
+    tj["model"]["vocab"] = {(f"x{k}" if k.startswith("<0x") else k): v for k, v in tj["model"]["vocab"].items()}
+    (hf / "tokenizer.json").write_text(json.dumps(tj))
+    assert main(["export", "base", str(hf), "-o", str(tmp_path / "b.gguf")]) == 1
+    assert re.search(r"byte fallback but lacks \d+ of its 256 byte tokens \(<0x00> first\)", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"num_attention_heads": 0}, r"num_attention_heads must be a whole number from 1"),
+    ({"architectures": [{}]}, r"architectures must be a list of class names"),
+    ({"rope_theta": ""}, r"rope_theta must be a finite number"),
+    ({"vocab_size": 10**12}, r"vocab_size must be a whole number"),
+])
+def test_a_damaged_config_is_refused(tiny, tmp_path, capsys, change, message):
+    t = tiny("qwen2")
+    hf = _copy_model(t, tmp_path)
+    cfg = json.loads((hf / "config.json").read_text())
+    (hf / "config.json").write_text(json.dumps({**cfg, **change}))
+    assert main(["export", "base", str(hf), "-o", str(tmp_path / "b.gguf")]) == 1
+    assert re.search(message, capsys.readouterr().err)

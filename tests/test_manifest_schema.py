@@ -82,7 +82,7 @@ def test_a_duplicate_key_is_refused_not_last_wins(raw):
 
 @pytest.mark.parametrize("text,message", [
     ('{"schema_version": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}", r"nests its values too deeply"),
-    ('{"schema_version": 1, "x": ' + "[" * 50 + "]" * 50 + "}", r"nests its values deeper than a manifest"),
+    ('{"schema_version": 1, "x": ' + "[" * 50 + "]" * 50 + "}", r"nests its values deeper than 12 levels"),
     ('{"schema_version": NaN}', r"NaN is not a JSON number"),
     ('{"schema_version": Infinity}', r"Infinity is not a JSON number"),
     ('[1, 2]', r"must hold a JSON object, not a list"),
