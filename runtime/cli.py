@@ -128,7 +128,7 @@ def serve(args: argparse.Namespace) -> int:
         log = None if args.quiet else (lambda line: print(f"sgedge serve: {line}", file=sys.stderr, flush=True))
         server = make_server(rt, host=args.host, port=args.port, model_id=model_id, api_key=api_key,
                              lock_policy=args.lock_policy, max_tokens=args.max_tokens,
-                             cors_origins=args.cors_origin, log=log)
+                             cors_origins=args.cors_origin, allowed_hosts=args.allowed_host, log=log)
         switching = "locked (--lock-policy)" if args.lock_policy else "per request (body 'policy' or 'model')"
         policies = f"; policies: {', '.join(sorted(rt.policies))}" if rt.policies else ""
         print(f"sgedge serve: {server.describe_default()} on {rt.backend}; switching {switching}{policies}",

@@ -69,12 +69,16 @@ class Request:
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-def _number(body: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
+def _number(body: Mapping[str, Any], key: str, kind: type, default: Any,
+            lo: float = -3.4e38, hi: float = 3.4e38) -> Any:
+    """A number parameter of `kind` within [lo, hi] (OpenAI's documented ranges), or a 400."""
     value = body.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-        raise ApiError(400, f"'{key}' must be {'an integer' if kind is int else 'a number'} (got {value!r})", key)
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi
+            or (kind is int and value != int(value))):
+        what = "an integer" if kind is int else "a number"
+        raise ApiError(400, f"'{key}' must be {what} from {lo:g} to {hi:g} (got {str(value)[:40]})", key)
     return kind(value)
 
 
@@ -148,7 +152,7 @@ def parse_request(kind: str, body: Any, *, header_policy: str | None = None) -> 
     for key, what in _UNSUPPORTED.items():
         if body.get(key) not in (None, False, [], {}):
             raise ApiError(400, f"'{key}' is not supported by sgedge serve ({what})", key)
-    if _number(body, "n", int, 1) != 1:
+    if _number(body, "n", int, 1, 1, 128) != 1:
         raise ApiError(400, "'n' must be 1: sgedge serve returns one choice per request", "n")
     for key, neutral in _NEUTRAL.items():
         if _number(body, key, float, neutral) != neutral:
@@ -167,12 +171,12 @@ def parse_request(kind: str, body: Any, *, header_policy: str | None = None) -> 
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     sampling = {
         # None: not asked for; the server fills in its default, cut to the room the prompt leaves.
-        "max_tokens": _number({"max_tokens": max_tokens}, "max_tokens", int, None),
+        "max_tokens": _number({"max_tokens": max_tokens}, "max_tokens", int, None, 1, 1 << 31),
         # Greedy unless asked: the server answers like `sgedge run` (and like `sgedge eval` measures).
-        "temperature": _number(body, "temperature", float, 0.0),
-        "top_p": _number(body, "top_p", float, 1.0),
-        "top_k": _number(body, "top_k", int, 0),
-        "seed": _number(body, "seed", int, 0),
+        "temperature": _number(body, "temperature", float, 0.0, 0, 2),
+        "top_p": _number(body, "top_p", float, 1.0, 0, 1),
+        "top_k": _number(body, "top_k", int, 0, 0, 1 << 31),
+        "seed": _number(body, "seed", int, 0, -(1 << 63), (1 << 64) - 1),
     }
     try:
         stop = check_stops(body.get("stop"))

@@ -29,6 +29,7 @@ from sgedge.runtime.openai_api import (
     response,
 )
 
+from sgedge import strict_json
 from sgedge.errors import InputError, SgedgeError
 
 MAX_BODY = 8 << 20  # bytes; a prompt that fits any context fits in far less
@@ -36,20 +37,47 @@ ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completion",
           "/chat/completions": "chat", "/completions": "completion"}
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without port or IPv6 brackets, lower case."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        return h[1:].split("]", 1)[0]
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
 class SgedgeServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # Connections waiting to be accepted: socketserver's default of 5 reset clients when
+    # a few dozen connect at once (an app opening many chats, a test harness).
+    request_queue_size = 256
 
     def __init__(self, rt: Runtime, host: str, port: int, *, model_id: str, api_key: str | None = None,
                  lock_policy: bool = False, max_tokens: int = 512, cors_origins: Sequence[str] = (),
-                 log: Callable[[str], None] | None = None) -> None:
+                 allowed_hosts: Sequence[str] = (), log: Callable[[str], None] | None = None) -> None:
         self.rt, self.model_id, self.api_key = rt, model_id, api_key
+        self.allowed_hosts = {h.strip().lower().strip("[]") for h in allowed_hosts} | set(LOOPBACK_NAMES) | {
+            host.lower().strip("[]")}
         self.lock_policy, self.max_tokens, self.log = lock_policy, max_tokens, log
         self.cors_origins = tuple(o.rstrip("/") for o in cors_origins)
         self.started = int(time.time())
         if ":" in host:  # an IPv6 address such as ::1
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
+
+    def host_allows(self, header: str | None) -> bool:
+        """Whether a request's Host header names this server (against DNS rebinding: a web
+        page on evil.example that re-points its name to 127.0.0.1 sends Host: evil.example).
+        A wildcard listen address with an API key accepts any name: the key guards it."""
+        if header is None or "*" in self.allowed_hosts:
+            return True
+        name = _host_name(header)
+        if name in self.allowed_hosts or name.endswith(".localhost"):
+            return True
+        return self.api_key is not None and self.server_address[0] in ("0.0.0.0", "::")
 
     def cors_allows(self, origin: str | None) -> bool:
         """Whether a web page from `origin` may call the API (--cors-origin)."""
@@ -106,6 +134,24 @@ class _ClientGone(Exception):
     pass
 
 
+def _check_text(value: Any) -> None:
+    """Refuse strings that are not Unicode text (a lone surrogate such as "\\udc80" is
+    valid JSON but cannot be encoded, tokenized or logged)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack += list(v.keys()) + list(v.values())
+        elif isinstance(v, list):
+            stack += v
+        elif isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError(400, "the request holds a string that is not Unicode text (a lone surrogate "
+                                    "escape such as \\ud800); send UTF-8 text") from None
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: SgedgeServer
     protocol_version = "HTTP/1.1"
@@ -125,6 +171,35 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Access-Control-Allow-Origin", origin)
             self.send_header("Vary", "Origin")
         super().end_headers()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own errors (a malformed request line, an unknown method, headers
+        # too long) as JSON like every other reply, and the connection closed after them.
+        self.close_connection = True
+        try:
+            self._send_json(code, ApiError(code, message or explain or "bad request").body())
+        except OSError:
+            pass
+
+    def _guard(self) -> bool:
+        """Host and Origin checks before anything else (False: refused, reply sent)."""
+        srv = self.server
+        if not srv.host_allows(self.headers.get("Host")):
+            self._fail(ApiError(403, f"Host {self.headers.get('Host')!r} is not this server's name; requests are "
+                                     "accepted for loopback names and the --host address (start with --allowed-host "
+                                     "NAME to accept another)"))
+            return False
+        origin = self.headers.get("Origin")
+        if origin is not None and not srv.cors_allows(origin):
+            self._fail(ApiError(403, f"requests from web pages (Origin {origin!r}) are refused: start the server with "
+                                     "--cors-origin ORIGIN to let that page call it"))
+            return False
+        return True
+
+    def _fail(self, e: ApiError) -> None:
+        """An error reply after which the connection closes (its body may be unread)."""
+        self.close_connection = True
+        self._error(e)
 
     def _send_json(self, status: int, obj: Any) -> None:
         data = json.dumps(obj, ensure_ascii=False).encode()
@@ -150,23 +225,59 @@ class _Handler(BaseHTTPRequestHandler):
                                   "the server was started with (--api-key / $SGEDGE_API_KEY)"))
         return False
 
-    def _body(self) -> Any:
-        length = self.headers.get("Content-Length")
-        if length is None:
+    def _raw_body(self) -> bytes:
+        """The body's bytes: by Content-Length, or chunked. Any error here leaves the body
+        unread, so the connection is closed after the reply (else the rest of the body
+        would be read as the next request)."""
+        length, coding = self.headers.get_all("Content-Length") or [], self.headers.get("Transfer-Encoding")
+        if coding is not None:
+            if length or coding.strip().lower() != "chunked":
+                raise ApiError(400, "send the body with one Content-Length, or Transfer-Encoding: chunked alone")
+            return self._chunked()
+        if not length:
             raise ApiError(411, "send the JSON body with a Content-Length header")
-        try:
-            n = int(length)
-        except ValueError:
-            raise ApiError(400, f"bad Content-Length {length!r}") from None
+        if len(length) > 1 or not length[0].strip().isdigit() or len(length[0].strip()) > 12:
+            raise ApiError(400, f"bad Content-Length {', '.join(length)!r}: one whole number of bytes")
+        n = int(length[0])
         if n > MAX_BODY:
             raise ApiError(413, f"the request body is {n} bytes; the limit is {MAX_BODY}")
+        data = self.rfile.read(n)
+        if len(data) < n:
+            raise _ClientGone()
+        return data
+
+    def _chunked(self) -> bytes:
+        parts, total = [], 0
+        while True:
+            line = self.rfile.readline(66)
+            size = line.split(b";", 1)[0].strip()
+            if not size or len(size) > 8 or any(c not in b"0123456789abcdefABCDEF" for c in size):
+                raise ApiError(400, "malformed chunked body")
+            n = int(size, 16)
+            total += n
+            if total > MAX_BODY:
+                raise ApiError(413, f"the request body is over the limit of {MAX_BODY} bytes")
+            if n == 0:
+                while self.rfile.readline(8194) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(parts)
+            parts.append(self.rfile.read(n))
+            if self.rfile.read(2) not in (b"\r\n",):
+                raise ApiError(400, "malformed chunked body")
+
+    def _body(self) -> Any:
+        data = self._raw_body()
         try:
-            return json.loads(self.rfile.read(n) or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ApiError(400, f"the request body is not valid JSON: {e}") from None
+            body = strict_json.loads(data or b"null", "the request body", want=None)
+        except InputError as e:
+            raise ApiError(400, f"{e} (JSON as RFC 8259 has it: no NaN or Infinity, each key once)") from None
+        _check_text(body)
+        return body
 
     # -- routes --------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if not self._guard():
+            return
         path = self.path.split("?")[0].rstrip("/")
         if path == "/health":  # no key needed: a liveness probe reveals nothing but the policies
             rt = self.server.rt
@@ -190,10 +301,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(ApiError(404, f"no route GET {path}; see GET /v1/models, POST /v1/chat/completions"))
 
     def do_POST(self) -> None:  # noqa: N802
+        if not self._guard():
+            return
         path = self.path.split("?")[0].rstrip("/")
         try:
             kind = ROUTES.get(path)
-            body = self._body()  # read it in any case, so the connection stays usable
+            try:
+                body = self._body()  # read it in any case, so the connection stays usable
+            except ApiError as e:
+                self._fail(e)
+                return
             if kind is None:
                 raise ApiError(404, f"no route POST {path}; use /v1/chat/completions or /v1/completions")
             if not self._authorised():
@@ -215,6 +332,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(ApiError(500, f"internal error: {type(e).__name__}: {e}"))
 
     def do_OPTIONS(self) -> None:  # noqa: N802 (a browser's CORS preflight)
+        if not self.server.host_allows(self.headers.get("Host")):
+            self._guard()
+            return
         origin = self.headers.get("Origin")
         if not self.server.cors_origins:
             self._error(ApiError(405, "no CORS: start the server with --cors-origin ORIGIN to let a web page "

@@ -125,6 +125,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="let web pages from ORIGIN call the API (an Electron or Tauri window, e.g. "
                    "http://localhost:5173; repeatable; * allows any page)")
+    s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="accept requests whose Host header names NAME (default: loopback names and the --host "
+                   "address only, against DNS rebinding; repeatable; * accepts any)")
     s.add_argument("--lock-policy", action="store_true",
                    help="refuse requests that name another policy or other adapters than the start-up one")
     s.add_argument("--max-tokens", type=int, default=512,
