@@ -121,6 +121,32 @@ class _Closed:
         raise InputError("this Runtime is closed; open another with Runtime.open(...)")
 
 
+@dataclass
+class _Turn:
+    """One call's hold on the engine."""
+
+    thread: int
+    pieces: Any = None  # the engine's generator, while a generation runs
+    cancelled: bool = False
+
+
+def _check_text(prompt: Any) -> None:
+    """A prompt is Unicode text: a lone surrogate (from a bad decode, or a hostile request)
+    cannot be encoded for the tokenizer."""
+    texts = [prompt] if isinstance(prompt, str) else [
+        v for m in (prompt if isinstance(prompt, Sequence) else []) if isinstance(m, Mapping) for v in m.values()]
+    for t in texts:
+        if isinstance(t, str):
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InputError(f"the prompt is not Unicode text ({e.reason} at position {e.start}); pass str "
+                                 "decoded from UTF-8") from None
+    if not isinstance(prompt, str) and not (isinstance(prompt, Sequence) and all(
+            isinstance(m, Mapping) for m in prompt)):
+        raise InputError("a prompt is a string, or a list of {'role': ..., 'content': ...} messages")
+
+
 class Runtime:
     """A loaded base model with resident adapters. Library code raises, never exits."""
 
@@ -132,8 +158,13 @@ class Runtime:
         self._manifest = manifest
         self.policy = policy  # the bundle policy chosen at start-up (None: no bundle, or bare base)
         # One engine context: generations run one at a time. Threads may share a Runtime;
-        # each call waits for the lock and runs with its own policy, so no cross-talk.
-        self._lock = threading.RLock()
+        # each call waits its turn and runs with its own policy, so no cross-talk. `close()`
+        # may come from any thread at any moment: the engine is freed once no call is in it.
+        self._cv = threading.Condition()
+        self._owner: _Turn | None = None  # the generation that holds the engine
+        self._shared = 0  # calls in the engine that do not need it alone (tokenizing)
+        self._closing = False
+        self._freed = False
         self._fused: tuple[tuple[str, float], ...] = ()  # adapters merged into the weights (fused mode)
         self.fused_path: Path | None = None
         self._notes: list[str] = []  # said at start-up (e.g. which of a bundle's formats runs, and why)
@@ -425,13 +456,21 @@ class Runtime:
         return None if self._manifest is None else self._manifest.policy_key(key)
 
     def load_adapter(self, path: str | Path, name: str | None = None) -> str:
-        with self._lock:
+        turn = self._take_turn()
+        try:
             return self._backend.load_adapter(Path(path), name)
+        finally:
+            self._end_turn(turn)
 
     # -- prompts --------------------------------------------------------------------
     def encode_prompt(self, prompt: str | Sequence[Mapping[str, str]], *, raw: bool = False,
                       template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
-        be = self._backend
+        _check_text(prompt)
+        with self._shared_use() as be:
+            return self._encode(be, prompt, raw, template_kwargs)
+
+    def _encode(self, be: Any, prompt: str | Sequence[Mapping[str, str]], raw: bool,
+                template_kwargs: Mapping[str, Any] | None) -> list[int]:
         if raw:
             if not isinstance(prompt, str):
                 raise InputError("raw prompts are plain strings")
@@ -530,17 +569,27 @@ class Runtime:
     def _pieces(self, ids: Sequence[int], active: Sequence[tuple[str, float]], sampling: Sampling,
                 timings: Timings, scanner: StopScanner) -> Iterator[tuple[int, str]]:
         """(token, text to show) as the engine produces them, with `active` adapters and the
-        stop strings applied; the lock is held until the generation ends or is closed."""
-        with self._lock:
+        stop strings applied; the engine is this generation's until it ends or is closed."""
+        turn = self._take_turn()
+        try:
             self._backend.set_active(active)
-            pieces = self._backend.generate(ids, sampling, timings)
+            turn.pieces = pieces = self._backend.generate(ids, sampling, timings)
             try:
-                for tok, text in pieces:
+                while True:
+                    if turn.cancelled or self._closing:
+                        raise InputError("this generation was ended: its Runtime was closed, or a later call on "
+                                         "the same thread took the engine before the stream was read to its end")
+                    try:
+                        tok, text = next(pieces)
+                    except StopIteration:
+                        break
                     yield tok, scanner.feed(text)
                     if scanner.stopped:
                         return
             finally:
                 pieces.close()
+        finally:
+            self._end_turn(turn)
         yield -1, scanner.flush()
 
     def chat(self, messages: Sequence[Mapping[str, str]], **kwargs: Any) -> GenerationResult:
@@ -550,18 +599,86 @@ class Runtime:
                policy: str | Sequence[Any] | None = None):
         """Teacher-forced logits for `tokens` (numpy array, one row per token)."""
         active = self._resolve(adapters, policy)
-        with self._lock:
+        turn = self._take_turn()
+        try:
             self._backend.set_active(active)
             return self._backend.logits(tokens)
+        finally:
+            self._end_turn(turn)
 
-    def close(self) -> None:
-        with self._lock:
-            backend = self._backend
-            if not isinstance(backend, _Closed):
-                self._backend = _Closed(backend)
+    # -- turns: who may use the engine, and closing safely from any thread ---------------
+    def _take_turn(self) -> _Turn:
+        """Wait for the engine. A stream of this same thread left unfinished (suspended,
+        never closed) is ended first: it could not run while this call waits."""
+        me = threading.get_ident()
+        with self._cv:
+            while True:
+                if self._closing:
+                    raise InputError("this Runtime is closed; open another with Runtime.open(...)")
+                if self._owner is None:
+                    break
+                if self._owner.thread == me:
+                    self._end_suspended(self._owner)
+                    break
+                self._cv.wait()
+            self._owner = turn = _Turn(me)
+            return turn
+
+    def _end_suspended(self, turn: _Turn) -> None:
+        """End a suspended generation of this thread (its next read raises)."""
+        turn.cancelled = True
+        if turn.pieces is not None:
+            turn.pieces.close()  # runs the engine generator's cleanup now, not at garbage collection
+        self._owner = None
+
+    def _end_turn(self, turn: _Turn) -> None:
+        with self._cv:
+            if self._owner is turn:
+                self._owner = None
+            self._maybe_free()
+            self._cv.notify_all()
+
+    def _shared_use(self) -> Any:
+        runtime = self
+
+        class _Use:
+            def __enter__(self) -> Any:
+                with runtime._cv:
+                    if runtime._closing:
+                        raise InputError("this Runtime is closed; open another with Runtime.open(...)")
+                    runtime._shared += 1
+                return runtime._backend
+
+            def __exit__(self, *exc: object) -> None:
+                with runtime._cv:
+                    runtime._shared -= 1
+                    runtime._maybe_free()
+
+        return _Use()
+
+    def _maybe_free(self) -> None:
+        """Free the engine once closing and no call is in it (called holding _cv)."""
+        if not self._closing or self._freed or self._owner is not None or self._shared:
+            return
+        self._freed = True
+        backend = self._backend
+        self._backend = _Closed(backend)
+        try:
             backend.close()
+        finally:
             if self._pins is not None:
                 self._pins.close()
+
+    def close(self) -> None:
+        """Free the engine. Safe from any thread at any moment: a generation running in
+        another thread ends with an InputError at its next token and the engine is freed
+        then; an unfinished stream of this thread is ended now (reading on raises)."""
+        with self._cv:
+            self._closing = True
+            if self._owner is not None and self._owner.thread == threading.get_ident():
+                self._end_suspended(self._owner)
+            self._maybe_free()
+            self._cv.notify_all()
 
     def __enter__(self) -> Runtime:
         return self
