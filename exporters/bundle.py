@@ -10,6 +10,7 @@ the previous bundle intact and verifiable.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -205,11 +206,29 @@ def create_bundle(
         raise
 
 
+_TAGGED = re.compile(r"[A-Za-z0-9][\w.-]*\.[0-9a-f]{8}\.(gguf|onnx_adapter)")
+
+
+def sweep_orphans(bundle: Path, manifest: Manifest) -> list[str]:
+    """Remove adapter files an interrupted `add-adapter` left (written under a tagged
+    name, never named by the manifest). Files of any other name are left alone."""
+    named = {f.path for a in manifest.adapters.values() for art in a.formats.values() for f in art.files}
+    gone = []
+    folder = bundle / "adapters"
+    for p in folder.iterdir() if folder.is_dir() else []:
+        rel = f"adapters/{p.name}"
+        if p.is_file() and _TAGGED.fullmatch(p.name) and rel not in named:
+            p.unlink(missing_ok=True)
+            gone.append(rel)
+    return gone
+
+
 def add_adapter(bundle: str | Path, name: str, peft_dir: str | Path, *, description: str = "",
                 version: str | None = None, on_note: Callable[[str], None] | None = None) -> AdapterEntry:
     """Add a safety adapter, or replace one of the same name (a patch); the base is untouched."""
     bundle = Path(bundle)
     manifest, _ = read_manifest(bundle)
+    sweep_orphans(bundle, manifest)
     problems = [p for p in [adapter_name_problem(name)] if p]
     problems += adapter_case_clashes({*(n for n in manifest.adapters if n != name), name})
     if problems:

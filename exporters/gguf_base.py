@@ -19,7 +19,7 @@ from sgedge.exporters.hf_model import HFModel, permute_rows
 
 import sgedge
 from sgedge import binding
-from sgedge._fs import atomic_path
+from sgedge._fs import atomic_path, temp_prefix
 from sgedge.errors import InputError, UnsupportedModelError
 
 FLOAT_DTYPES = ("f32", "f16", "bf16")
@@ -277,7 +277,7 @@ def export_base_gguf(
         else:
             from sgedge.runtime.llama_quantize import quantize_gguf
 
-            with tempfile.TemporaryDirectory(dir=out.parent, prefix=".sgedge-f32-") as tdir:
+            with tempfile.TemporaryDirectory(dir=out.parent, prefix=temp_prefix(out)) as tdir:
                 f32 = Path(tdir) / "base-f32.gguf"
                 n = _write_float_gguf(model, f32, "f32", pre_tokenizer, progress)
                 quantize_gguf(f32, tmp, dtype, threads=threads)

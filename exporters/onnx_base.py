@@ -27,7 +27,7 @@ from sgedge.exporters.hf_model import HFModel
 from sgedge.runtime.onnx_backend import BASE_META
 
 import sgedge
-from sgedge._fs import normalize_modes
+from sgedge._fs import normalize_modes, sweep_stale, temp_prefix
 from sgedge.errors import BackendError, InputError, UnsupportedModelError
 
 ONNX_DTYPES = ("fp32", "fp16", "int4")
@@ -306,7 +306,8 @@ def export_base_onnx(
         targets = whole_groups(targets, fam.lora_modules)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
+    sweep_stale(out)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=temp_prefix(out)) as work:
         work_p = Path(work)
         _slot_adapter(model, targets, work_p / "slots")
         if progress:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sgedge._fs import make_temp_dir
+from sgedge._fs import make_temp_dir, sweep_stale, temp_prefix
 from sgedge.bundle_verify import HashCache
 from sgedge.errors import InputError
 
@@ -115,7 +115,8 @@ def fuse_gguf(base: Path, adapters: Sequence[tuple[Path, float]], out: Path) -> 
     ftype = int(ftype_field.contents()) if ftype_field is not None else 0
     T = gguf.GGMLQuantizationType
     coarse = any(_merged_type(t.tensor_type) != t.tensor_type for t in reader.tensors if t.name in deltas)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".sgedge-fuse-") as tmp:
+    sweep_stale(out)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=temp_prefix(out)) as tmp:
         merged = Path(tmp) / "merged.gguf"
         w = gguf.GGUFWriter(merged, arch)
         for field in reader.fields.values():

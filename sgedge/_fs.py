@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +24,55 @@ def normalize_modes(root: Path) -> None:
         os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
+_TAG = "sgtmp"  # temp names: .TARGET.sgtmpPID.RANDOM[.partial]
+
+
+def temp_prefix(target: Path) -> str:
+    """The prefix of this process's temporary names beside `target`: the pid in it lets a
+    later run tell a leftover of a killed process from a write in progress."""
+    return f".{target.name}.{_TAG}{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":
+        return True  # where liveness cannot be asked, keep the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(target: Path) -> int:
+    """Remove what writes of `target` left behind when their process was killed (temp
+    files and folders whose process no longer runs); returns how many."""
+    stem = f".{target.name}.{_TAG}"
+    removed = 0
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return 0
+    for p in siblings:
+        if not p.name.startswith(stem):
+            continue
+        pid = p.name[len(stem):].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed += 1
+    return removed
+
+
 def make_temp_dir(target: Path) -> Path:
     """A temporary folder beside `target` with the mode mkdir() would give (mkdtemp makes 0700)."""
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    sweep_stale(target)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=temp_prefix(target)))
     os.chmod(tmp, 0o777 & ~_umask())
     return tmp
 
@@ -39,7 +86,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    sweep_stale(target)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=".partial", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -26,7 +26,7 @@ from typing import Any
 
 from sgedge.toolkit.prompts import Prompt
 
-from sgedge._fs import atomic_path
+from sgedge._fs import atomic_path, sweep_stale, temp_prefix
 from sgedge.binding import base_fingerprint
 from sgedge.errors import InputError
 
@@ -193,6 +193,19 @@ def _collate(examples: Sequence[tuple[list[int], int]], pad_id: int, device: str
     return ids.to(device), labels.to(device), mask.to(device)
 
 
+def _read_json(path: Path) -> Any:
+    """A work file's JSON, or None when it is missing or unreadable (cut short: redo it)."""
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _state_key(state_file: Path) -> str | None:
+    state = _read_json(state_file)
+    return state.get("key") if isinstance(state, dict) else None
+
+
 def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Sequence[Prompt], out_dir: str | Path,
                   cfg: TrainConfig | None = None, *, progress: bool = True, resume: bool = True,
                   init_adapter: str | Path | None = None,
@@ -240,11 +253,11 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
         cfg.extra = {**cfg.extra, "init_adapter": str(init_adapter)}
     key = _config_key(base, harmful, benign, cfg)
     state_file = work / "state.json"
-    if work.exists() and (not resume or not state_file.is_file()
-                          or json.loads(state_file.read_text()).get("key") != key):
-        shutil.rmtree(work)
+    if work.exists() and (not resume or _state_key(state_file) != key):
+        shutil.rmtree(work)  # another run's, or cut short while written: start over
     work.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps({"key": key}))
+    with atomic_path(state_file) as tmp:
+        tmp.write_text(json.dumps({"key": key}))
 
     tok, model = load_base(base, device, "--to" if init_adapter is not None else "--base")
     fam = family_for_config(json.loads((base / "config.json").read_text()))
@@ -253,9 +266,8 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     # 1. Benign targets: given responses, else the base's own answers (cached for resume).
     answers_file = work / "benign_answers.json"
     need = [p.text for p in benign if not p.response]
-    if answers_file.is_file():
-        generated = json.loads(answers_file.read_text())
-    else:
+    generated = _read_json(answers_file)
+    if not isinstance(generated, list) or len(generated) != len(need):
         with _quiet(), tqdm(total=len(need), desc="base answers", unit="prompt", disable=not progress) as bar:
             generated = generate_answers(tok, model, need, cfg.answer_tokens, max(cfg.batch_size, 32), bar.update)
         with atomic_path(answers_file) as tmp:
@@ -292,11 +304,15 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     step = 0
     ckpt = work / "checkpoint.pt"
     if ckpt.is_file():
-        st = torch.load(ckpt, map_location=device, weights_only=True)
-        peft.set_peft_model_state_dict(pm, st["adapter"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
-        step = int(st["step"])
+        try:
+            st = torch.load(ckpt, map_location=device, weights_only=True)
+            peft.set_peft_model_state_dict(pm, st["adapter"])
+            opt.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+            step = int(st["step"])
+        except Exception as e:  # written atomically, so only a damaged disk or a hand edit gets here
+            raise InputError(f"the checkpoint {ckpt} cannot be resumed ({type(e).__name__}: {str(e)[:200]}); "
+                             "run without --resume to start over") from None
 
     def save_ckpt() -> None:
         with atomic_path(ckpt) as tmp:
@@ -328,7 +344,8 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
                "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4) if losses else None,
                "seconds": round(time.perf_counter() - t0, 1), "refusal": refusal, "device": device,
                "config": asdict(cfg)}
-    tmp_out = out.with_name(f".{out.name}.partial")
+    sweep_stale(out)
+    tmp_out = out.with_name(f"{temp_prefix(out)}partial")
     shutil.rmtree(tmp_out, ignore_errors=True)
     save_peft(pm, tmp_out, base)
     (tmp_out / "sgedge_train.json").write_text(json.dumps(summary, indent=2))
