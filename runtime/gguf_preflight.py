@@ -135,6 +135,36 @@ def _check(path: Path, buf: mmap.mmap, base: bool) -> None:
     if base:
         _check_layers(path, fields, tensors)
         _check_vocab(path, fields, tensors, c.strings)
+    else:
+        _check_adapter_values(path, buf, fields, tensors, data_start)
+
+
+_FLOAT_TYPES = {0: "<f4", 1: "<f2"}  # F32, F16: what sgedge's exporter writes for adapters
+
+
+def _check_adapter_values(path: Path, buf: mmap.mmap, fields: dict[str, Any], tensors: dict[str, Any],
+                          data_start: int) -> None:
+    """An adapter's alpha and float weights are finite: NaN or infinity would not stop
+    llama.cpp, it would turn every reply into garbage under the adapter."""
+    import math
+
+    import numpy as np
+
+    alpha = fields.get("adapter.lora.alpha")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int | float)
+                              or not math.isfinite(alpha) or abs(alpha) > 3.4e38):
+        raise InputError(f"{path}: adapter.lora.alpha is {alpha!r}, not a finite number; the adapter is damaged")
+    for name, (dims, kind, offset) in tensors.items():
+        if kind not in _FLOAT_TYPES:
+            continue
+        count = 1
+        for d in dims:
+            count *= d
+        start = data_start + offset  # a copy: a view would keep the map from closing
+        values = np.frombuffer(buf[start:start + count * int(_FLOAT_TYPES[kind][-1])], _FLOAT_TYPES[kind])
+        if not np.isfinite(values).all():
+            raise InputError(f"{path}: tensor {name} holds NaN or infinite values; the adapter is damaged (or its "
+                             "training diverged) and would turn replies into garbage")
 
 
 def _check_layers(path: Path, fields: dict[str, Any], tensors: dict[str, Any]) -> None:

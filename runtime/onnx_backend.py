@@ -77,10 +77,23 @@ def check_onnx_adapter(base: Path, meta: dict, path: Path, *, allow_unbound: boo
             want = slots[slot]["in"] if a_side else slots[slot]["out"]
             if len(shape) != 2 or shape[0 if a_side else 1] != want:
                 problems.append(f"{name} has shape {list(shape)}, the base slot needs {want} there")
+    if not problems:
+        _check_finite(path)
     if problems:
         only_fingerprint = len(problems) == 1 and problems[0].startswith("it was exported for another base")
         raise AdapterMismatchError(f"adapter {path} does not belong to base {base}: " + "; ".join(problems[:6])
                                    + (TRANSFER_HINT if only_fingerprint else ""))
+
+
+def _check_finite(path: Path) -> None:
+    """An adapter's weights are finite (NaN would turn replies into garbage, not fail)."""
+    from sgedge.runtime.onnx_adapter_io import read_adapter
+
+    _, params = read_adapter(path)
+    bad = next((n for n, v in params.items() if not np.isfinite(v).all()), None)
+    if bad is not None:
+        raise InputError(f"{path}: parameter {bad} holds NaN or infinite values; the adapter is damaged "
+                                   "(or its training diverged)")
 
 
 _CACHE_HEADROOM = 1024  # tokens a kept generator holds beyond its request, for a longer next one

@@ -108,3 +108,31 @@ def test_an_adapter_is_checked_for_its_tensors_not_a_vocabulary(tiny, tmp_path):
     cut.write_bytes(t.a1.read_bytes()[:-64])
     with pytest.raises(InputError, match=r"lies outside the file's data"):
         preflight_gguf(cut, base=False)
+
+
+def test_an_adapter_with_nan_weights_or_alpha_is_refused(tiny, tiny_onnx, tmp_path):
+    import gguf
+    from sgedge.runtime.api import Runtime
+    from sgedge.runtime.onnx_adapter_io import read_adapter, write_adapter
+
+    t = tiny("qwen2")
+    alpha = edit_gguf(t.a1, tmp_path / "alpha.gguf", {"adapter.lora.alpha": float("nan")})
+    with pytest.raises(InputError, match=r"adapter.lora.alpha is nan"):
+        preflight_gguf(alpha, base=False)
+    reader = gguf.GGUFReader(t.a1)
+    first = next(x for x in reader.tensors if x.tensor_type == gguf.GGMLQuantizationType.F32)
+    data = bytearray(t.a1.read_bytes())
+    data[first.data_offset:first.data_offset + 4] = np.float32(np.nan).tobytes()
+    weights = tmp_path / "nan.gguf"
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=rf"tensor {first.name} holds NaN"):
+        Runtime.open(t.gguf, adapters=[weights])
+    o = tiny_onnx("qwen2")
+    version, params = read_adapter(o.a1)
+    name = sorted(params)[0]
+    params = {k: v.copy() for k, v in params.items()}
+    params[name][0, 0] = np.inf
+    bad = tmp_path / "inf.onnx_adapter"
+    write_adapter(bad, params, version)
+    with pytest.raises(InputError, match=rf"parameter {name} holds NaN or infinite values"):
+        Runtime.open(o.base, adapters=[bad])
