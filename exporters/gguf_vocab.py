@@ -45,6 +45,15 @@ class Vocab:
 
 
 def _byte_level_pre(pre_tok: dict[str, Any] | None) -> str | None:
+    """The llama.cpp pre-tokenizer of a byte-level one; None when not recognised (also
+    when the structure is not a tokenizers pre-tokenizer at all)."""
+    try:
+        return _recognise_pre(pre_tok)
+    except (AttributeError, TypeError, KeyError, IndexError):
+        return None
+
+
+def _recognise_pre(pre_tok: dict[str, Any] | None) -> str | None:
     """Name of the llama.cpp pre-tokenizer equivalent to tokenizer.json's, or None."""
     if pre_tok is None:
         return None
@@ -194,6 +203,15 @@ def read_vocab(model_dir: Path, n_vocab: int, pre_override: str | None = None) -
             "(byte-level, or SentencePiece-style with byte fallback)"
         )
     _check_shape(tj, n_vocab)
+    try:
+        return _build(tj, model, n_vocab, pre_override)
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError) as e:
+        raise UnsupportedModelError(f"{tj_path} does not have the structure of a tokenizers tokenizer.json "
+                                    f"({type(e).__name__}: {str(e)[:120]}); save the tokenizer again with "
+                                    "save_pretrained") from None
+
+
+def _build(tj: dict[str, Any], model: dict[str, Any], n_vocab: int, pre_override: str | None) -> Vocab:
     if model.get("byte_fallback"):
         vocab = _spm_from_bpe(tj, n_vocab)
         check_vocab(vocab)

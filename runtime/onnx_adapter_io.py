@@ -135,7 +135,9 @@ def read_adapter(path: Path) -> tuple[int, dict[str, np.ndarray]]:
     out = {}
     for p in params:
         dtype = _DTYPES.get(p.dtype_code)
-        count = int(np.prod(p.dims, dtype=np.int64))
+        count = 1
+        for d in p.dims:  # Python ints: a product of huge dims must not wrap around
+            count *= d if d >= 0 else 1 << 64
         if dtype is None or count * dtype.itemsize != p.nbytes:
             raise AdapterMismatchError(f"{path}: parameter {p.name} has data type {p.dtype_code} and "
                                        f"{p.nbytes} bytes for dims {list(p.dims)}; sgedge reads float32/float16")

@@ -10,31 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import FAMILIES
+from gguf_files import rewrite_gguf
 
 from sgedge.errors import AdapterMismatchError, InputError, UnsupportedModelError
 
 
 def _rewrite_gguf(src: Path, out: Path, *, keep_sgedge: bool = True, extra: dict[str, np.ndarray] | None = None) -> Path:
     """A copy of a GGUF file, without sgedge's keys unless keep_sgedge, with `extra` tensors first."""
-    import gguf
-
-    reader = gguf.GGUFReader(src)
-    w = gguf.GGUFWriter(out, reader.fields["general.architecture"].contents())
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name == "general.architecture" or (
-                not keep_sgedge and field.name.startswith("sgedge.")):
-            continue
-        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
-        w.add_key_value(field.name, field.contents(), field.types[0], sub_type=sub)
-    for name, arr in (extra or {}).items():
-        w.add_tensor(name, arr)
-    for t in reader.tensors:
-        w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return out
+    return rewrite_gguf(src, out, drop=lambda k: not keep_sgedge and k.startswith("sgedge."), extra=extra)
 
 
 def _strip_sgedge_metadata(src: Path, out: Path) -> Path:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from gguf_files import rewrite_gguf
 from sgedge.runtime.gguf_preflight import preflight_gguf
 
 from sgedge.errors import InputError
@@ -18,25 +19,7 @@ from sgedge.errors import InputError
 
 def edit_gguf(src: Path, out: Path, change: dict[str, Any]) -> Path:
     """A copy of `src` with metadata values replaced (same type; None drops the key)."""
-    import gguf
-
-    reader = gguf.GGUFReader(src)
-    w = gguf.GGUFWriter(out, reader.fields["general.architecture"].contents())
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name == "general.architecture":
-            continue
-        value = change.get(field.name, field.contents())
-        if value is None:
-            continue
-        sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
-        w.add_key_value(field.name, value, field.types[0], sub_type=sub)
-    for t in reader.tensors:
-        w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return out
+    return rewrite_gguf(src, out, change=change)
 
 
 def _tokens(path: Path) -> list[str]:
