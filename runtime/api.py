@@ -133,6 +133,11 @@ class _Turn:
 def _check_text(prompt: Any) -> None:
     """A prompt is Unicode text: a lone surrogate (from a bad decode, or a hostile request)
     cannot be encoded for the tokenizer."""
+    if not isinstance(prompt, str) and isinstance(prompt, Sequence):
+        for i, m in enumerate(prompt):
+            if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(
+                    m.get("content"), str):
+                raise InputError(f"message {i} must be {{'role': str, 'content': str}} (got {str(m)[:80]})")
     texts = [prompt] if isinstance(prompt, str) else [
         v for m in (prompt if isinstance(prompt, Sequence) else []) if isinstance(m, Mapping) for v in m.values()]
     for t in texts:
@@ -466,6 +471,8 @@ class Runtime:
     def encode_prompt(self, prompt: str | Sequence[Mapping[str, str]], *, raw: bool = False,
                       template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
         _check_text(prompt)
+        if template_kwargs is not None and not isinstance(template_kwargs, Mapping):
+            raise InputError("template_kwargs is a mapping of chat template variables")
         with self._shared_use() as be:
             return self._encode(be, prompt, raw, template_kwargs)
 
@@ -495,11 +502,14 @@ class Runtime:
                     known = ", ".join(sorted(self.policies)) or "none (not a bundle)"
                     raise InputError(f"unknown policy {policy!r} (known: {known})")
                 key = tuple((i.adapter, i.scale) for i in self._manifest.policies[name])
-            elif len(policy) == 0:
+            elif isinstance(policy, list | tuple) and len(policy) == 0:
                 key = ()
             else:
                 raise InputError("policy= takes a policy name, or [] for the bare base")
         else:
+            if adapters is not None and (not isinstance(adapters, list | tuple) or not all(
+                    isinstance(a, list | tuple) and len(a) == 2 and isinstance(a[0], str) for a in adapters)):
+                raise InputError("adapters= takes a list of (name, scale) pairs, e.g. [('strict', 1.0)]")
             key = self._default if adapters is None else tuple((n, adapter_scale(s, f"adapter {n!r}"))
                                                                for n, s in adapters)
         if self._fused:

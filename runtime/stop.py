@@ -18,6 +18,8 @@ def check_stops(stop: str | Sequence[str] | None) -> tuple[str, ...]:
     """Normalise `stop` (a string, a list of strings or None) or raise a clear error."""
     if stop is None:
         return ()
+    if not isinstance(stop, str) and not isinstance(stop, list | tuple):
+        raise InputError(f"stop is a string or a list of strings (got {type(stop).__name__})")
     items = [stop] if isinstance(stop, str) else list(stop)
     if len(items) > MAX_STOPS:
         raise InputError(f"at most {MAX_STOPS} stop strings (got {len(items)})")

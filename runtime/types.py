@@ -17,16 +17,26 @@ class Sampling:
     ignore_eos: bool = False  # benchmarks: always produce max_tokens
 
     def __post_init__(self) -> None:
+        import math
+
         from sgedge.errors import InputError
 
-        if self.max_tokens < 1:
-            raise InputError(f"max_tokens must be at least 1 (got {self.max_tokens})")
-        if self.temperature < 0:
-            raise InputError(f"temperature must be >= 0 (got {self.temperature})")
-        if not 0 < self.top_p <= 1:
-            raise InputError(f"top_p must be in (0, 1] (got {self.top_p})")
-        if self.top_k < 0:
-            raise InputError(f"top_k must be >= 0 (got {self.top_k})")
+        def whole(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def number(v: object) -> bool:
+            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not whole(self.max_tokens) or not 1 <= self.max_tokens <= 1 << 31:
+            raise InputError(f"max_tokens must be a whole number of at least 1 (got {self.max_tokens!r})")
+        if not number(self.temperature) or self.temperature < 0:
+            raise InputError(f"temperature must be a finite number >= 0 (got {self.temperature!r})")
+        if not number(self.top_p) or not 0 < self.top_p <= 1:
+            raise InputError(f"top_p must be in (0, 1] (got {self.top_p!r})")
+        if not whole(self.top_k) or not 0 <= self.top_k <= 1 << 31:
+            raise InputError(f"top_k must be a whole number >= 0 (got {self.top_k!r})")
+        if not whole(self.seed):
+            raise InputError(f"seed must be a whole number (got {self.seed!r})")
 
 
 @dataclass(frozen=True)

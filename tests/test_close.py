@@ -111,3 +111,19 @@ def test_a_prompt_that_is_not_text_is_an_input_error(tiny, prompt):
     with Runtime.open(t.gguf) as rt:
         with pytest.raises(InputError):
             rt.generate(prompt, max_tokens=2)
+
+
+BAD_CALLS = [
+    {"max_tokens": "3"}, {"max_tokens": True}, {"temperature": float("nan")}, {"top_p": float("inf")},
+    {"top_k": 10**40}, {"seed": "x"}, {"stop": 5}, {"policy": 5}, {"adapters": "a1"}, {"template_kwargs": 5},
+]
+
+
+@pytest.mark.parametrize("kwargs", BAD_CALLS, ids=[str(k)[:40] for k in BAD_CALLS])
+def test_wrong_arguments_are_input_errors(tiny, kwargs):
+    t = tiny("llama")
+    with Runtime.open(t.gguf, adapters=[t.a1]) as rt:
+        with pytest.raises(InputError):
+            rt.generate("Hello", **{"max_tokens": 2, **kwargs})
+        with pytest.raises(InputError):
+            rt.generate([{"role": "user", "content": None}], max_tokens=2)
