@@ -25,11 +25,14 @@ MAX_DIMS = 4  # GGML_MAX_DIMS
 _VOCAB_ARRAYS = ("tokenizer.ggml.tokens",)
 
 
-def _type_sizes() -> dict[int, tuple[int, int]]:
-    """GGML type id -> (elements per block, bytes per block), from gguf-py."""
-    import gguf
-
-    return {int(t): v for t, v in gguf.GGML_QUANT_SIZES.items()}
+# GGML type id -> (elements per block, bytes per block): gguf-py's GGML_QUANT_SIZES, kept
+# here because importing gguf-py costs ~180 ms of every start-up (a test keeps them equal).
+TYPE_SIZES: dict[int, tuple[int, int]] = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 40),
+    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292), 16: (256, 66),
+    17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82), 23: (256, 136),
+    24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2), 34: (256, 54),
+    35: (256, 66), 39: (32, 17), 40: (64, 36), 41: (128, 18)}
 
 
 class _Walk(_Cursor):
@@ -67,6 +70,28 @@ def _fail(path: Path, problem: str, hint: str = "") -> InputError:
                       "process on it; the file is damaged or was written by a faulty converter)")
 
 
+def preflight_cached(path: str | Path, *, base: bool = True) -> None:
+    """preflight_gguf, skipped for a file that passed before: the pass is recorded in the
+    private hash cache under the file's identity (device, inode, size, mtime, ctime), which
+    any change to the file changes (a base's check costs ~40 ms of a 49k-token vocabulary)."""
+    import os
+
+    from sgedge.bundle_verify import HashCache
+    from sgedge.pinned import identity
+
+    cache = HashCache()
+    try:
+        key = f"preflight-v1|{int(base)}|" + "|".join(map(str, identity(os.stat(path))))
+    except OSError:
+        key = None
+    if key is not None and cache.usable and cache.entries.get(key) == "ok":
+        return
+    preflight_gguf(path, base=base)
+    if key is not None and cache.usable:
+        cache.entries[key], cache.dirty = "ok", True
+        cache.save()
+
+
 def preflight_gguf(path: str | Path, *, base: bool = True) -> None:
     """Raise InputError when `path` holds what makes llama.cpp abort; `base=False` for a
     LoRA adapter (its tensors are checked, it has no vocabulary or layers of its own)."""
@@ -101,7 +126,7 @@ def _check(path: Path, buf: mmap.mmap, base: bool) -> None:
         if key in fields:
             raise _fail(path, f"key {key!r} appears twice")
         fields[key] = c.field(key, kind)
-    sizes = _type_sizes()
+    sizes = TYPE_SIZES
     tensors: dict[str, tuple[tuple[int, ...], int, int]] = {}
     for _ in range(n_tensors):
         name = c.string()

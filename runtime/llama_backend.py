@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from sgedge.runtime.gguf_meta import GGUFInfo, read_gguf_info
-from sgedge.runtime.gguf_preflight import preflight_gguf
+from sgedge.runtime.gguf_preflight import preflight_cached, preflight_gguf
 from sgedge.runtime.llama_lib import lib, native_stderr_silenced, physical_cores, recent_errors
 from sgedge.runtime.types import Sampling, Timings, shared_prefix
 
@@ -138,7 +138,7 @@ class LlamaBackend:
         self.info = read_gguf_info(self.path)
         if self.info.is_adapter:
             raise InputError(f"{self.path} is a LoRA adapter; pass it with --adapter and give the base as --model")
-        preflight_gguf(self.path)
+        preflight_cached(self.path)
         if device not in DEVICES:
             raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
         gpu_ok = bool(llama.llama_supports_gpu_offload())

@@ -119,3 +119,29 @@ def test_an_adapter_with_nan_weights_or_alpha_is_refused(tiny, tiny_onnx, tmp_pa
     write_adapter(bad, params, version)
     with pytest.raises(InputError, match=rf"parameter {name} holds NaN or infinite values"):
         Runtime.open(o.base, adapters=[bad])
+
+
+def test_the_type_table_is_gguf_pys():
+    import gguf
+    from sgedge.runtime.gguf_preflight import TYPE_SIZES
+
+    assert TYPE_SIZES == {int(k): tuple(v) for k, v in gguf.GGML_QUANT_SIZES.items()}
+
+
+def test_a_passed_check_is_remembered_only_for_the_same_bytes(tiny, tmp_path):
+    import os
+
+    from sgedge.runtime.gguf_preflight import preflight_cached
+
+    t = tiny("qwen2")
+    path = tmp_path / "base.gguf"
+    path.write_bytes(t.gguf.read_bytes())
+    preflight_cached(path)  # checked, and remembered
+    bad = edit_gguf(t.gguf, tmp_path / "bad.gguf", {"qwen2.block_count": 100_000}).read_bytes()
+    st = os.stat(path)
+    with open(path, "r+b") as f:  # rewritten in place, mtime set back: the ctime still changes
+        f.truncate(0)
+        f.write(bad)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(InputError, match=r"block_count is 100000"):
+        preflight_cached(path)
