@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import tempfile
 import time
@@ -23,6 +24,7 @@ import numpy as np
 from sgedge.runtime.onnx_adapter_io import fingerprint_tag, read_adapter_shapes
 from sgedge.runtime.types import Sampling, Timings, shared_prefix
 
+from sgedge._fs import sweep_temp
 from sgedge.binding import TRANSFER_HINT
 from sgedge.errors import AdapterMismatchError, BackendError, InputError
 
@@ -160,7 +162,8 @@ class OnnxBackend:
         # reused from its shared prefix (prompt cache) or from 0 (no cache).
         self.prompt_cache = prompt_cache
         self._live: _Live | None = None
-        self._tmp = tempfile.TemporaryDirectory(prefix="sgedge-onnx-")
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"sgedge-onnx-{os.getpid()}-")
+        sweep_temp("onnx")
 
     def _provider(self, device: str) -> str | None:
         og = self._og

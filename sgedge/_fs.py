@@ -69,6 +69,26 @@ def sweep_stale(target: Path) -> int:
     return removed
 
 
+def private_temp_dir(kind: str) -> Path:
+    """A folder in the system's temp folder for this process's scratch files
+    (`sgedge-KIND-PID-*`); those of processes no longer running are removed first."""
+    sweep_temp(kind)
+    return Path(tempfile.mkdtemp(prefix=f"sgedge-{kind}-{os.getpid()}-"))
+
+
+def sweep_temp(kind: str) -> None:
+    """Remove the `sgedge-KIND-PID-*` scratch folders of processes no longer running."""
+    root = Path(tempfile.gettempdir())
+    stem = f"sgedge-{kind}-"
+    try:
+        for p in root.iterdir():
+            pid = p.name[len(stem):].split("-", 1)[0] if p.name.startswith(stem) else ""
+            if pid.isdigit() and not _alive(int(pid)) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+    except OSError:
+        pass
+
+
 def make_temp_dir(target: Path) -> Path:
     """A temporary folder beside `target` with the mode mkdir() would give (mkdtemp makes 0700)."""
     sweep_stale(target)

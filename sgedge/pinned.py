@@ -19,10 +19,10 @@ import hashlib
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from sgedge._fs import private_temp_dir
 from sgedge.errors import InputError, SgedgeError
 
 _PROC_FD = Path("/proc/self/fd")
@@ -134,7 +134,7 @@ class Pins:
             return self.pin(root).engine_path
         if not fd_paths():
             return root
-        tmp = Path(tempfile.mkdtemp(prefix="sgedge-pinned-"))
+        tmp = private_temp_dir("pinned")
         self._dirs.append(tmp)
         for rel in members:
             link = tmp / rel

@@ -89,3 +89,17 @@ def test_train_resumes_over_a_state_file_cut_short(tiny, tmp_path):
     summary = train_adapter(t.hf, harmful, benign, out, TrainConfig(rank=2, epochs=1, batch_size=2), progress=False)
     assert summary["steps"] >= 1 and (out / "adapter_model.safetensors").is_file()
     assert json.loads((out / "sgedge_train.json").read_text())["steps"] == summary["steps"]
+
+
+def test_scratch_folders_of_dead_processes_are_swept_from_the_temp_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    from sgedge._fs import private_temp_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / f"sgedge-onnx-{_dead_pid()}-abc"
+    dead.mkdir()
+    live = tmp_path / f"sgedge-onnx-{os.getpid()}-def"
+    live.mkdir()
+    mine = private_temp_dir("onnx")
+    assert not dead.exists() and live.exists() and mine.parent == tmp_path
