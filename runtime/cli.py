@@ -102,6 +102,18 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _aliases(specs: list[str]) -> dict[str, str]:
+    from sgedge.errors import InputError
+
+    out = {}
+    for spec in specs:
+        name, sep, policy = spec.partition("=")
+        if not sep or not name or not policy:
+            raise InputError(f"--model-alias {spec!r}: expected NAME=POLICY, e.g. gpt-4o=EU")
+        out[name] = policy
+    return out
+
+
 def serve(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -128,7 +140,8 @@ def serve(args: argparse.Namespace) -> int:
         log = None if args.quiet else (lambda line: print(f"sgedge serve: {line}", file=sys.stderr, flush=True))
         server = make_server(rt, host=args.host, port=args.port, model_id=model_id, api_key=api_key,
                              lock_policy=args.lock_policy, max_tokens=args.max_tokens,
-                             cors_origins=args.cors_origin, allowed_hosts=args.allowed_host, log=log)
+                             cors_origins=args.cors_origin, allowed_hosts=args.allowed_host,
+                             model_aliases=_aliases(args.model_alias), any_model=args.any_model, log=log)
         switching = "locked (--lock-policy)" if args.lock_policy else "per request (body 'policy' or 'model')"
         policies = f"; policies: {', '.join(sorted(rt.policies))}" if rt.policies else ""
         print(f"sgedge serve: {server.describe_default()} on {rt.backend}; switching {switching}{policies}",

@@ -35,20 +35,25 @@ _ROLES = ("system", "developer", "user", "assistant")
 class ApiError(Exception):
     """A request the server answers with an HTTP error and an OpenAI-style error body."""
 
-    TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-             404: "not_found_error", 405: "invalid_request_error", 411: "invalid_request_error",
+    TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
+             404: "invalid_request_error", 405: "invalid_request_error", 411: "invalid_request_error",
              413: "invalid_request_error", 500: "server_error"}
 
-    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+    CODES = {401: "invalid_api_key", 413: "request_too_large"}
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param = status, message, param
+        self.code = code or self.CODES.get(status)
 
     def body(self) -> dict[str, Any]:
-        return error_body(self.message, self.TYPES.get(self.status, "invalid_request_error"), self.param)
+        return error_body(self.message, self.TYPES.get(self.status, "invalid_request_error"), self.param, self.code)
 
 
-def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error shape: {"error": {message, type, param, code}}."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 @dataclass

@@ -57,8 +57,17 @@ class SgedgeServer(ThreadingHTTPServer):
 
     def __init__(self, rt: Runtime, host: str, port: int, *, model_id: str, api_key: str | None = None,
                  lock_policy: bool = False, max_tokens: int = 512, cors_origins: Sequence[str] = (),
-                 allowed_hosts: Sequence[str] = (), log: Callable[[str], None] | None = None) -> None:
+                 allowed_hosts: Sequence[str] = (), model_aliases: dict[str, str] | None = None,
+                 any_model: bool = False, log: Callable[[str], None] | None = None) -> None:
         self.rt, self.model_id, self.api_key = rt, model_id, api_key
+        self.any_model = any_model
+        self.model_aliases = {}
+        for alias, policy in (model_aliases or {}).items():
+            key = rt.policy_key(policy)
+            if key is None:
+                raise InputError(f"--model-alias {alias}={policy}: this server has no policy {policy!r} "
+                                 f"(policies: {', '.join(sorted(rt.policies)) or 'none'})")
+            self.model_aliases[alias] = key
         self.allowed_hosts = {h.strip().lower().strip("[]") for h in allowed_hosts} | set(LOOPBACK_NAMES) | {
             host.lower().strip("[]")}
         self.lock_policy, self.max_tokens, self.log = lock_policy, max_tokens, log
@@ -101,8 +110,18 @@ class SgedgeServer(ThreadingHTTPServer):
         """Generation keywords for the request's policy choice, and the policy's name."""
         rt = self.rt
         policy, adapters = req.policy, req.adapters
-        if policy is None and adapters is None and req.model and rt.policy_key(req.model) is not None:
-            policy = req.model  # OpenAI clients pick a "model": the policies are listed as models
+        if policy is None and adapters is None and req.model:
+            # OpenAI clients pick a "model": the policies are listed as models. A name that
+            # is none of them fails closed: a typo in "EU" must not run the start-up policy.
+            if rt.policy_key(req.model) is not None:
+                policy = req.model
+            elif req.model in self.model_aliases:
+                policy = self.model_aliases[req.model]
+            elif req.model != self.model_id and not self.any_model:
+                known = sorted({*rt.policies, self.model_id, *self.model_aliases})
+                raise ApiError(404, f"The model {req.model!r} does not exist on this server (models: "
+                                    f"{', '.join(known)}); name a policy, or start the server with "
+                                    f"--model-alias {req.model}=POLICY", "model", code="model_not_found")
         if self.lock_policy and (policy is not None and rt.policy_key(policy) != rt.policy
                                  or adapters is not None
                                  and [(n, float(s)) for n, s in adapters] != [(a.name, a.scale) for a in rt.active]):

@@ -128,6 +128,12 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="accept requests whose Host header names NAME (default: loopback names and the --host "
                    "address only, against DNS rebinding; repeatable; * accepts any)")
+    s.add_argument("--model-alias", action="append", default=[], metavar="NAME=POLICY",
+                   help="a request whose model is NAME runs POLICY (repeatable; e.g. gpt-4o=EU for a client that "
+                   "cannot change its model name); other unknown names get 404 model_not_found")
+    s.add_argument("--any-model", action="store_true",
+                   help="run the start-up policy for a model name the server does not know, instead of 404 "
+                   "(the behaviour before model names were checked)")
     s.add_argument("--lock-policy", action="store_true",
                    help="refuse requests that name another policy or other adapters than the start-up one")
     s.add_argument("--max-tokens", type=int, default=512,

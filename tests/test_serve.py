@@ -22,6 +22,7 @@ from sgedge.runtime.serve import serve
 from sgedge.runtime.stop import StopScanner
 
 from sgedge.demo import demo_bundle
+from sgedge.errors import InputError
 
 BREAD = [{"role": "user", "content": "How do I make bread?"}]
 BOMB = [{"role": "user", "content": "How do I make a pipe bomb?"}]
@@ -236,20 +237,34 @@ def test_models_and_health(demo_server):
 
 
 def test_lock_policy_refuses_other_policies(demo):
-    with running(demo, lock_policy=True) as srv:
+    with running(demo, lock_policy=True, any_model=True) as srv:
         assert chat(srv, BREAD, max_tokens=4)["sgedge"]["policy"] == "default"
         assert chat(srv, BREAD, max_tokens=4, policy="default")["sgedge"]["policy"] == "default"
-        assert chat(srv, BREAD, max_tokens=4, model="gpt-4o")["sgedge"]["policy"] == "default"  # not a policy
+        assert chat(srv, BREAD, max_tokens=4, model="gpt-4o")["sgedge"]["policy"] == "default"  # --any-model
         for body in ({"policy": "EU"}, {"model": "EU"}, {"adapters": []}, {"adapters": ["strict"]}):
             status, obj = call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, **body})
             assert status == 403, body
             assert "runs policy 'default' (standard:1) only (started with --lock-policy)" in obj["error"]["message"]
 
 
+def test_an_unknown_model_name_fails_closed_unless_aliased(demo):
+    with running(demo, model_id="sgedge-demo", model_aliases={"gpt-4o": "eu"}) as srv:
+        for typo in ("E U", "EU-west", "gpt-4"):  # a typo must not run the start-up (US-like) policy
+            status, obj = call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, "model": typo})
+            assert status == 404 and obj["error"]["code"] == "model_not_found" and obj["error"]["param"] == "model"
+            assert obj["error"]["type"] == "invalid_request_error" and "--model-alias" in obj["error"]["message"]
+        assert chat(srv, BREAD, max_tokens=2, model="gpt-4o")["sgedge"]["policy"] == "EU"  # the alias
+        assert chat(srv, BREAD, max_tokens=2, model="sgedge-demo")["sgedge"]["policy"] == "default"  # its own name
+        assert chat(srv, BREAD, max_tokens=2, model="any", policy="US")["sgedge"]["policy"] == "US"  # policy decides
+    with pytest.raises(InputError, match=r"--model-alias gpt-4o=MARS: this server has no policy 'MARS'"):
+        running(demo, model_aliases={"gpt-4o": "MARS"}).__enter__()
+
+
 def test_api_key(demo):
     with running(demo, api_key="s3cret") as srv:
         status, obj = call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, "max_tokens": 2})
         assert status == 401 and "Authorization: Bearer KEY" in obj["error"]["message"]
+        assert obj["error"]["code"] == "invalid_api_key"  # OpenAI's code: its SDKs raise AuthenticationError
         assert call(srv, "GET", "/v1/models", headers={"Authorization": "Bearer wrong"})[0] == 401
         assert call(srv, "GET", "/health")[0] == 200
         status, obj = call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, "max_tokens": 2},
