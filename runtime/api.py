@@ -174,6 +174,9 @@ class Runtime:
         self.fused_path: Path | None = None
         self._notes: list[str] = []  # said at start-up (e.g. which of a bundle's formats runs, and why)
         self._pins: Any = None  # a bundle's checked files, held open while the engine uses them
+        self._names: dict[str, str] = {}  # a bundle adapter's name -> its name in the engine (after reloads)
+        self._reload: Any = None  # what reload() needs of a bundle runtime (runtime/reload.py)
+        self.bundle_version: str | None = None  # sha256 of the manifest's bytes, first 12 digits
 
     @classmethod
     def open(
@@ -355,6 +358,10 @@ class Runtime:
             raise
         rt._pins = pins
         rt._notes += [note] if note else []
+        from sgedge.runtime.reload import BundleSource
+
+        rt._reload = BundleSource(bundle, kind, trusted_key, region, no_adapter)
+        rt.bundle_version = BundleSource.version(data)
         return rt
 
     @classmethod
@@ -432,7 +439,20 @@ class Runtime:
     def adapters(self) -> dict[str, Path]:
         """Resident adapters: name -> file."""
         pins = self._pins
-        return {n: a.path if pins is None else pins.real_path(a.path) for n, a in self._backend.adapters.items()}
+        public = {v: k for k, v in self._names.items()}
+        return {public.get(n, n): a.path if pins is None else pins.real_path(a.path)
+                for n, a in self._backend.adapters.items() if not self._names or n in public}
+
+    def _engine_names(self, active: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+        return [(self._names.get(n, n), s) for n, s in active]
+
+    def reload(self) -> Any:
+        """Take a re-signed bundle without restarting: verify it as at start-up, load new or
+        changed adapters beside the resident ones, then switch between generations. Any
+        failure leaves the old set serving (runtime/reload.py)."""
+        from sgedge.runtime.reload import reload_bundle
+
+        return reload_bundle(self)
 
     @property
     def active(self) -> list[ActiveAdapter]:
@@ -548,12 +568,13 @@ class Runtime:
         `template_kwargs`: more chat template variables (e.g. {"enable_thinking": False})."""
         sampling = Sampling(max_tokens, temperature, top_p, top_k, seed, ignore_eos)
         scanner = StopScanner(check_stops(stop))
-        active = self._resolve(adapters, policy)
+        self._resolve(adapters, policy)  # a wrong choice fails here; it is resolved again in the engine's turn
         ids = self.encode_prompt(prompt, raw=raw, template_kwargs=template_kwargs)
         timings = Timings(load_s=self.load_s)
+        ran: dict[str, Any] = {}
         tokens: list[int] = []
         parts: list[str] = []
-        for tok, text in self._pieces(ids, active, sampling, timings, scanner):
+        for tok, text in self._pieces(ids, (adapters, policy), sampling, timings, scanner, ran):
             if tok >= 0:
                 tokens.append(tok)
             if text:
@@ -561,28 +582,34 @@ class Runtime:
                 if on_text is not None:
                     on_text(text)
         finish = "length" if len(tokens) >= max_tokens and not scanner.stopped else "stop"
-        applied = self._fused or active
+        applied = self._fused or ran["active"]
         return GenerationResult("".join(parts), tokens, ids, [ActiveAdapter(n, s) for n, s in applied],
-                                self.backend, finish, timings, self.mode)
+                                self.backend, finish, timings, self.mode, ran.get("bundle"))
 
     def stream(self, prompt: str | Sequence[Mapping[str, str]], **kwargs: Any) -> Iterator[str]:
         """Yield text pieces as they are generated (same arguments as `generate`)."""
         raw, template_kwargs = kwargs.pop("raw", False), kwargs.pop("template_kwargs", None)
         scanner = StopScanner(check_stops(kwargs.pop("stop", None)))
-        active = self._resolve(kwargs.pop("adapters", None), kwargs.pop("policy", None))
+        select = (kwargs.pop("adapters", None), kwargs.pop("policy", None))
+        self._resolve(*select)
         sampling = Sampling(**kwargs)
         ids = self.encode_prompt(prompt, raw=raw, template_kwargs=template_kwargs)
-        for _, text in self._pieces(ids, active, sampling, Timings(), scanner):
+        for _, text in self._pieces(ids, select, sampling, Timings(), scanner):
             if text:
                 yield text
 
-    def _pieces(self, ids: Sequence[int], active: Sequence[tuple[str, float]], sampling: Sampling,
-                timings: Timings, scanner: StopScanner) -> Iterator[tuple[int, str]]:
-        """(token, text to show) as the engine produces them, with `active` adapters and the
-        stop strings applied; the engine is this generation's until it ends or is closed."""
+    def _pieces(self, ids: Sequence[int], select: tuple[Any, Any], sampling: Sampling, timings: Timings,
+                scanner: StopScanner, ran: dict[str, Any] | None = None) -> Iterator[tuple[int, str]]:
+        """(token, text to show) as the engine produces them, with the adapters `select`
+        (adapters=, policy=) names and the stop strings applied; the engine is this
+        generation's until it ends or is closed. The choice is resolved in the engine's
+        turn: a reload between the call and its turn gives it the new set, whole."""
         turn = self._take_turn()
         try:
-            self._backend.set_active(active)
+            active = self._resolve(*select)
+            if ran is not None:
+                ran["active"], ran["bundle"] = active, self.bundle_version
+            self._backend.set_active(self._engine_names(active))
             turn.pieces = pieces = self._backend.generate(ids, sampling, timings)
             try:
                 while True:
@@ -608,10 +635,10 @@ class Runtime:
     def logits(self, tokens: Sequence[int], *, adapters: Sequence[tuple[str, float]] | None = None,
                policy: str | Sequence[Any] | None = None):
         """Teacher-forced logits for `tokens` (numpy array, one row per token)."""
-        active = self._resolve(adapters, policy)
+        self._resolve(adapters, policy)
         turn = self._take_turn()
         try:
-            self._backend.set_active(active)
+            self._backend.set_active(self._engine_names(self._resolve(adapters, policy)))
             return self._backend.logits(tokens)
         finally:
             self._end_turn(turn)

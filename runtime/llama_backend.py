@@ -227,9 +227,17 @@ class LlamaBackend:
             handle = llama.llama_adapter_lora_init(self._model, str(path).encode())
         if not handle:
             raise BackendError(f"llama.cpp could not load adapter {path} ({recent_errors() or 'unknown error'})")
-        self._stack.callback(llama.llama_adapter_lora_free, handle)
         self._adapters[name] = LoadedAdapter(name, path, handle, info)
         return name
+
+    def unload_adapter(self, name: str) -> None:
+        """Free a resident adapter (switching it off first if it is active)."""
+        if name not in self._adapters:
+            raise InputError(f"no adapter named {name!r} is loaded")
+        if any(n == name for n, _ in self._active):
+            self.set_active(())
+        self._clear()  # keys/values computed under it must not be reused
+        self._llama.llama_adapter_lora_free(self._adapters.pop(name).handle)
 
     def set_active(self, active: Sequence[tuple[str, float]]) -> None:
         """Activate `active` [(name, scale)], replacing the previous set (empty: bare base)."""
@@ -424,8 +432,12 @@ class LlamaBackend:
             llama.llama_sampler_free(chain)
 
     def close(self) -> None:
-        self._adapters.clear()
-        self._stack.close()
+        try:
+            for a in self._adapters.values():  # before the model they belong to
+                self._llama.llama_adapter_lora_free(a.handle)
+        finally:
+            self._adapters.clear()
+            self._stack.close()
 
     def __enter__(self) -> LlamaBackend:
         return self

@@ -202,6 +202,20 @@ class OnnxBackend:
         self._adapters[name] = LoadedOnnxAdapter(name, path)
         return name
 
+    def unload_adapter(self, name: str) -> None:
+        """Free a resident adapter (and every composition that holds it)."""
+        if name not in self._adapters:
+            raise InputError(f"no adapter named {name!r} is loaded")
+        self._live = None  # its keys/values may have been computed under the adapter
+        for key, cname in list(self._composed.items()):
+            if any(n == name for n, _ in key):
+                self._adapters_og.unload(cname)
+                del self._composed[key]
+        self._adapters_og.unload(name)
+        del self._adapters[name]
+        if self._active_name not in {*self._adapters, *self._composed.values()}:
+            self._active_name = None
+
     def _compose(self, key: tuple[tuple[str, float], ...]) -> str:
         from sgedge.runtime.onnx_adapter_io import compose, write_adapter
 

@@ -76,6 +76,7 @@ class GenerationResult:
     finish_reason: str
     timings: Timings = field(default_factory=Timings)
     mode: str = "dynamic"  # "fused": the adapters are merged into the loaded weights
+    bundle: str | None = None  # the bundle version (manifest sha256, 12 digits) that produced it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +88,7 @@ class GenerationResult:
             "finish_reason": self.finish_reason,
             "mode": self.mode,
             "timings": self.timings.as_dict(),
+            **({"bundle": self.bundle} if self.bundle is not None else {}),
         }
 
 

@@ -174,7 +174,7 @@ def check_signature(bundle: Path, manifest: Manifest, data: bytes, trusted_key: 
 
 def check_bundle_files(bundle: str | Path, manifest: Manifest, signed_by: str | None = None, *,
                        verify: str = "cached", formats: Iterable[str] | None = None,
-                       adapters: Iterable[str] | None = None) -> Verified:
+                       adapters: Iterable[str] | None = None, base: bool = True) -> Verified:
     """Hash every file of `formats` that `manifest` lists (read once, from the bytes its
     signature covered); the files stay open in the result's pins for the engine."""
     bundle = Path(bundle)
@@ -191,7 +191,8 @@ def check_bundle_files(bundle: str | Path, manifest: Manifest, signed_by: str | 
         problems = missing_fmt + check_files(bundle, adapter_arts, None, pins)
         cache = None if verify == "full" else HashCache()
         before = len(cache.entries) if cache else 0
-        base_arts = [(f"base ({fmt})", manifest.base.formats[fmt]) for fmt in fmts if fmt in manifest.base.formats]
+        base_arts = [(f"base ({fmt})", manifest.base.formats[fmt]) for fmt in fmts
+                     if fmt in manifest.base.formats and base]
         problems += check_files(bundle, base_arts, cache, pins)
         hashed = sum(len(a.files) for _, a in base_arts) if cache is None else len(cache.entries) - before
         if cache is not None:

@@ -142,6 +142,22 @@ class Pins:
             os.symlink(self.pin(root / rel).engine_path, link)
         return tmp
 
+    def adopt(self, other: Pins) -> None:
+        """Take over `other`'s pinned files and folders (a reload's new adapters)."""
+        for key, p in other.files.items():
+            if key in self.files:
+                self.files[key].close()
+            self.files[key] = p
+        self._dirs += other._dirs
+        other.files, other._dirs = {}, []
+
+    def release(self, paths: Sequence[Path]) -> None:
+        """Close the pins of `paths` (adapters no longer loaded)."""
+        for path in paths:
+            p = self.files.pop(Path(os.path.abspath(path)), None)
+            if p is not None:
+                p.close()
+
     def real_names(self, text: str) -> str:
         """`text` with the engine paths of pinned files put back as the files' own paths
         (for messages: /proc/self/fd/7 means nothing to a user)."""
