@@ -102,6 +102,15 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _reload_quietly(server, trigger: str) -> None:
+    from sgedge.runtime.openai_api import ApiError
+
+    try:
+        server.reload(trigger)
+    except ApiError:
+        pass  # logged by the server; the old set keeps serving
+
+
 def _aliases(specs: list[str]) -> dict[str, str]:
     from sgedge.errors import InputError
 
@@ -127,6 +136,8 @@ def serve(args: argparse.Namespace) -> int:
         raise InputError(f"--port must be 0-65535 (got {args.port})")
     if args.max_tokens < 1:
         raise InputError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
+    if not 0 <= args.watch < 1e6:
+        raise InputError(f"--watch takes seconds between checks (got {args.watch})")
     api_key = args.api_key or os.environ.get("SGEDGE_API_KEY") or None
     adapters = [parse_adapter_arg(a) for a in args.adapter]
     with open_runtime(args, adapters, prompt_cache=not args.no_prompt_cache) as rt:
@@ -153,6 +164,7 @@ def serve(args: argparse.Namespace) -> int:
             print("sgedge serve: warning: --cors-origin * with no --api-key: any web page open in a browser on "
                   "this machine can use the model; name the app's origin instead, or set a key", file=sys.stderr)
         why = ["stopped"]
+        stop_watch = threading.Event()
 
         def watch() -> None:
             # os.read on the descriptor, not sys.stdin: a daemon thread blocked inside the
@@ -169,6 +181,14 @@ def serve(args: argparse.Namespace) -> int:
             # reads the ready file may send SIGTERM at once (installed after it, that raced).
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, _stop_on_sigterm)
+                if hasattr(signal, "SIGHUP") and rt.bundle_version is not None:
+                    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
+                        target=_reload_quietly, args=(server, "SIGHUP"), daemon=True).start())
+            if args.watch:
+                if rt.bundle_version is None:
+                    raise InputError("--watch reloads a bundle; this server runs loose model files")
+                threading.Thread(target=server.watch, args=(rt._reload.path, args.watch, stop_watch),
+                                 daemon=True).start()
             # The URL line last: scripts and tests wait for it.
             print(f"sgedge serve: listening on {server.url} (OpenAI-compatible; Ctrl-C stops)", file=sys.stderr,
                   flush=True)
@@ -184,6 +204,7 @@ def serve(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("sgedge serve: stopped", file=sys.stderr)
         finally:
+            stop_watch.set()
             server.server_close()
             if args.ready_file:
                 Path(args.ready_file).unlink(missing_ok=True)

@@ -203,7 +203,8 @@ def parse_request(kind: str, body: Any, *, header_policy: str | None = None) -> 
 
 def _sgedge(result: GenerationResult, policy: str | None) -> dict[str, Any]:
     return {"policy": policy, "adapters": [{"name": a.name, "scale": a.scale} for a in result.adapters],
-            "backend": result.backend, "mode": result.mode, "timings": result.timings.as_dict()}
+            "bundle": result.bundle, "backend": result.backend, "mode": result.mode,
+            "timings": result.timings.as_dict()}
 
 
 def usage(result: GenerationResult) -> dict[str, Any]:

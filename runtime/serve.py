@@ -9,10 +9,12 @@ Standard library only: nothing here imports more than the runtime itself does.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,6 +63,8 @@ class SgedgeServer(ThreadingHTTPServer):
                  any_model: bool = False, log: Callable[[str], None] | None = None) -> None:
         self.rt, self.model_id, self.api_key = rt, model_id, api_key
         self.any_model = any_model
+        self.reloads = {"ok": 0, "unchanged": 0, "failed": 0}
+        self._reload_lock = threading.Lock()
         self.model_aliases = {}
         for alias, policy in (model_aliases or {}).items():
             key = rt.policy_key(policy)
@@ -76,6 +80,48 @@ class SgedgeServer(ThreadingHTTPServer):
         if ":" in host:  # an IPv6 address such as ::1
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
+
+    # -- live reload (SIGHUP, --watch, POST /admin/reload) -----------------------------
+    def reload(self, trigger: str) -> dict[str, Any]:
+        """Reload the bundle (Runtime.reload); the outcome is logged and returned. A failure
+        leaves the old set serving and is raised as an ApiError (409) for the endpoint."""
+        with self._reload_lock:
+            try:
+                r = self.rt.reload()
+            except SgedgeError as e:
+                self.reloads["failed"] += 1
+                if self.log is not None:
+                    self.log(f"reload ({trigger}) refused, still serving bundle {self.rt.bundle_version}: {e}")
+                raise ApiError(409, f"reload refused, still serving bundle {self.rt.bundle_version}: {e}") from None
+            self.reloads["ok" if not r.unchanged else "unchanged"] += 1
+            if self.log is not None:
+                what = "no change" if r.unchanged else (f"bundle {r.previous} -> {r.bundle}; loaded "
+                                                        f"{', '.join(r.changed) or 'none'}, freed "
+                                                        f"{', '.join(r.removed) or 'none'}")
+                self.log(f"reload ({trigger}): {what} ({r.seconds * 1000:.0f} ms)")
+            return {"bundle": r.bundle, "previous": r.previous, "changed": list(r.changed),
+                    "removed": list(r.removed), "policy": r.policy, "seconds": round(r.seconds, 4)}
+
+    def watch(self, path: Any, every: float, stop: threading.Event) -> None:
+        """Poll the bundle's manifest and signature; reload when their bytes change."""
+        def state() -> bytes:
+            out = b""
+            for name in ("sgedge.json", "sgedge.json.sig"):
+                try:
+                    out += hashlib.sha256((path / name).read_bytes()).digest()
+                except OSError:
+                    out += b"-"
+            return out
+
+        last = state()
+        while not stop.wait(every):
+            now = state()
+            if now != last:
+                last = now
+                try:
+                    self.reload("--watch")
+                except ApiError:
+                    pass  # logged; the next change is tried again
 
     def host_allows(self, header: str | None) -> bool:
         """Whether a request's Host header names this server (against DNS rebinding: a web
@@ -301,6 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/health":  # no key needed: a liveness probe reveals nothing but the policies
             rt = self.server.rt
             self._send_json(200, {"status": "ok", "backend": rt.backend, "mode": rt.mode, "policy": rt.policy,
+                                  "bundle": rt.bundle_version,
                                   "adapters": [{"name": a.name, "scale": a.scale} for a in rt.active],
                                   "lock_policy": self.server.lock_policy})
             return
@@ -326,9 +373,19 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             kind = ROUTES.get(path)
             try:
-                body = self._body()  # read it in any case, so the connection stays usable
+                body = self._body() if path != "/admin/reload" or self.headers.get("Content-Length") not in (
+                    None, "0") or self.headers.get("Transfer-Encoding") else None
             except ApiError as e:
                 self._fail(e)
+                return
+            if path == "/admin/reload":
+                if self.server.api_key is None:
+                    raise ApiError(403, "POST /admin/reload needs the server to be started with --api-key (an "
+                                        "unauthenticated reload endpoint would let any local process trigger one); "
+                                        "or send the server SIGHUP", code="admin_disabled")
+                if not self._authorised():
+                    return
+                self._send_json(200, self.server.reload("POST /admin/reload"))
                 return
             if kind is None:
                 raise ApiError(404, f"no route POST {path}; use /v1/chat/completions or /v1/completions")

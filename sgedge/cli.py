@@ -134,6 +134,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--any-model", action="store_true",
                    help="run the start-up policy for a model name the server does not know, instead of 404 "
                    "(the behaviour before model names were checked)")
+    s.add_argument("--watch", type=float, metavar="SECONDS", default=0,
+                   help="check the bundle's manifest and signature every SECONDS and reload when they change "
+                   "(also: SIGHUP, or POST /admin/reload with --api-key)")
     s.add_argument("--lock-policy", action="store_true",
                    help="refuse requests that name another policy or other adapters than the start-up one")
     s.add_argument("--max-tokens", type=int, default=512,

@@ -8,12 +8,12 @@ import shutil
 import threading
 
 import pytest
+from sgedge.exporters.bundle import add_adapter, create_bundle, set_policy
+from sgedge.runtime.api import Runtime
 
 from sgedge.bundle_verify import IntegrityError
 from sgedge.errors import InputError
-from sgedge.exporters.bundle import add_adapter, create_bundle, set_policy
 from sgedge.manifest import PolicyItem
-from sgedge.runtime.api import Runtime
 from sgedge.signing import SignatureError, keygen, sign_bundle
 
 ARGS = {"max_tokens": 8, "ignore_eos": True}
@@ -128,3 +128,73 @@ def test_reload_needs_a_bundle_in_dynamic_mode(app):
     with Runtime.open(bundle, backend="gguf", trusted_key=pub, mode="fused") as rt:
         with pytest.raises(InputError, match=r"restart it to take a new bundle"):
             rt.reload()
+
+
+def test_the_server_reloads_on_its_admin_endpoint_and_says_which_bundle_replied(app):
+    from test_serve import BREAD, call, running
+
+    t, bundle, key, pub = app
+    with Runtime.open(bundle, backend="gguf", trusted_key=pub) as rt:
+        lines: list[str] = []
+        with running(rt, api_key="k", log=lines.append) as srv:
+            auth = {"Authorization": "Bearer k"}
+            status, obj = call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, "max_tokens": 2},
+                               headers=auth)
+            v0 = obj["sgedge"]["bundle"]
+            assert status == 200 and v0 == rt.bundle_version
+            assert call(srv, "POST", "/admin/reload", headers={})[0] == 401  # authenticated only
+            add_adapter(bundle, "standard", t.lora2)
+            status, obj = call(srv, "POST", "/admin/reload", headers=auth)
+            assert status == 409 and "reload refused, still serving bundle" in obj["error"]["message"]  # unsigned
+            sign_bundle(bundle, key)
+            status, obj = call(srv, "POST", "/admin/reload", headers=auth)
+            assert status == 200 and obj["changed"] == ["standard"] and obj["previous"] == v0
+            status, reply = call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, "max_tokens": 2},
+                                 headers=auth)
+            assert reply["sgedge"]["bundle"] == obj["bundle"]
+            assert call(srv, "GET", "/health")[1]["bundle"] == obj["bundle"]
+        assert any("reload (POST /admin/reload) refused" in line for line in lines)
+        assert any(f"bundle {v0} -> {obj['bundle']}; loaded standard" in line for line in lines)
+        with running(rt) as srv:  # no key: the endpoint is off
+            status, obj = call(srv, "POST", "/admin/reload")
+            assert status == 403 and obj["error"]["code"] == "admin_disabled"
+
+
+@pytest.mark.parametrize("trigger", ["SIGHUP", "--watch"])
+def test_sgedge_serve_reloads_on_sighup_and_watch(app, tmp_path, trigger):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    t, bundle, key, pub = app
+    ready = tmp_path / "ready.json"
+    watch = ["--watch", "0.2"] if trigger == "--watch" else []
+    proc = subprocess.Popen([sys.executable, "-m", "sgedge", "serve", "--bundle", str(bundle), "--trusted-key",
+                             str(pub), "--backend", "gguf", "--port", "0", "--ready-file", str(ready), *watch],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not ready.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        url = json.loads(ready.read_text())["url"].removesuffix("/v1")
+
+        def version() -> str:
+            with urllib.request.urlopen(url + "/health", timeout=30) as r:
+                return json.loads(r.read())["bundle"]
+
+        v0 = version()
+        add_adapter(bundle, "standard", t.lora2)
+        sign_bundle(bundle, key)
+        if trigger == "SIGHUP":
+            os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.time() + 60
+        while version() == v0 and time.time() < deadline:
+            time.sleep(0.1)
+        assert version() != v0
+    finally:
+        proc.terminate()
+        err = proc.communicate(timeout=60)[1]
+    assert f"reload ({trigger}): bundle {v0} -> " in err, err[-2000:]
