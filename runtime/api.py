@@ -560,13 +560,19 @@ class Runtime:
         ignore_eos: bool = False,
         stop: str | Sequence[str] | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> GenerationResult:
         """Generate a reply with the runtime's active adapters, or per call: `policy="EU"`
         (a bundle policy), `policy=[]` (bare base, if the bundle allows it), or
         `adapters=[(name, scale), ...]`. `on_text` receives each text piece as produced.
         `stop`: strings that end the reply where it first contains one (left out of it).
-        `template_kwargs`: more chat template variables (e.g. {"enable_thinking": False})."""
-        sampling = Sampling(max_tokens, temperature, top_p, top_k, seed, ignore_eos)
+        `template_kwargs`: more chat template variables (e.g. {"enable_thinking": False}).
+        `response_format`: OpenAI's ({"type": "json_object"}, or "json_schema" with a schema):
+        every token is constrained to it (runtime/structured.py)."""
+        from sgedge.runtime.structured import parse_response_format
+
+        sampling = Sampling(max_tokens, temperature, top_p, top_k, seed, ignore_eos,
+                            parse_response_format(response_format))
         scanner = StopScanner(check_stops(stop))
         self._resolve(adapters, policy)  # a wrong choice fails here; it is resolved again in the engine's turn
         ids = self.encode_prompt(prompt, raw=raw, template_kwargs=template_kwargs)
@@ -590,9 +596,11 @@ class Runtime:
         """Yield text pieces as they are generated (same arguments as `generate`)."""
         raw, template_kwargs = kwargs.pop("raw", False), kwargs.pop("template_kwargs", None)
         scanner = StopScanner(check_stops(kwargs.pop("stop", None)))
+        from sgedge.runtime.structured import parse_response_format
+
         select = (kwargs.pop("adapters", None), kwargs.pop("policy", None))
         self._resolve(*select)
-        sampling = Sampling(**kwargs)
+        sampling = Sampling(**kwargs, response_format=parse_response_format(kwargs.pop("response_format", None)))
         ids = self.encode_prompt(prompt, raw=raw, template_kwargs=template_kwargs)
         for _, text in self._pieces(ids, select, sampling, Timings(), scanner):
             if text:

@@ -375,6 +375,15 @@ class LlamaBackend:
     def _sampler(self, s: Sampling) -> Any:
         llama = self._llama
         chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+        if s.response_format is not None:
+            from sgedge.runtime.structured import gbnf
+
+            grammar = llama.llama_sampler_init_grammar(self._vocab, gbnf(*s.response_format).encode(), b"root")
+            if not grammar:
+                llama.llama_sampler_free(chain)
+                raise InputError(f"llama.cpp could not build a grammar for this response_format "
+                                 f"({recent_errors() or 'unknown error'})")
+            llama.llama_sampler_chain_add(chain, grammar)
         if s.temperature <= 0:
             llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
             return chain

@@ -301,6 +301,18 @@ class OnnxBackend:
             if sampling.ignore_eos:
                 opts["min_length"] = max_length
         params.set_search_options(**opts)
+        if sampling is not None and sampling.response_format is not None:
+            kind, schema = sampling.response_format
+            # Compact JSON, as llama.cpp's grammar writes it: free whitespace lets a model
+            # spend its whole budget on spaces (llguidance's x-guidance option).
+            spec = json.loads(schema) if kind == "json_schema" else {"type": "object"}
+            spec.setdefault("x-guidance", {"whitespace_flexible": False})
+            try:
+                params.set_guidance("json_schema", json.dumps(spec))
+            except Exception as e:  # a build without guidance, or a schema it cannot take
+                raise InputError(f"structured output on the ONNX backend needs onnxruntime-genai's guidance "
+                                 f"support, which refused this request ({str(e)[:200]}); run the GGUF backend "
+                                 "(llama.cpp grammars) for it") from None
         gen = og.Generator(self._model, params)
         if self._active_name is not None:
             gen.set_active_adapter(self._adapters_og, self._active_name)
@@ -339,7 +351,8 @@ class OnnxBackend:
         (its buffers stay allocated between calls). Anything else gets a new generator;
         the old one is dropped first, so there is one KV buffer at a time."""
         need = len(prompt) + sampling.max_tokens
-        greedy = sampling.temperature <= 0 and not sampling.ignore_eos  # sampling keeps its RNG state
+        # Sampling keeps its RNG state, guidance its grammar state: neither generator is reused.
+        greedy = sampling.temperature <= 0 and not sampling.ignore_eos and sampling.response_format is None
         live, self._live = self._live, None
         if greedy and live is not None and live.adapter == self._active_name and need <= live.max_length:
             # One prompt token is always computed: its logits pick the first reply token.
@@ -388,7 +401,7 @@ class OnnxBackend:
             raise
         finally:  # also when the caller stops early (a stop string, a client gone)
             timings.decode_s, timings.generated_tokens = time.perf_counter() - t1, n
-            if ok and sampling.temperature <= 0 and not sampling.ignore_eos:
+            if ok and sampling.temperature <= 0 and not sampling.ignore_eos and sampling.response_format is None:
                 # Each step computes the token sampled by the step before: the last sampled
                 # token (the reply's last, or the end token) has no keys/values yet.
                 self._live = _Live(gen, self._active_name, [*prompt, *reply[:max(steps - 1, 0)]], max_length)

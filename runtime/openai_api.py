@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sgedge.runtime.stop import check_stops
+from sgedge.runtime.structured import parse_response_format
 from sgedge.runtime.types import GenerationResult
 
 from sgedge.errors import InputError
@@ -162,9 +163,10 @@ def parse_request(kind: str, body: Any, *, header_policy: str | None = None) -> 
     for key, neutral in _NEUTRAL.items():
         if _number(body, key, float, neutral) != neutral:
             raise ApiError(400, f"'{key}' is not supported by sgedge serve (leave it out, or at {neutral:g})", key)
-    fmt = body.get("response_format")
-    if fmt not in (None, {}) and not (isinstance(fmt, Mapping) and fmt.get("type") == "text"):
-        raise ApiError(400, "'response_format' other than text is not supported by sgedge serve", "response_format")
+    try:
+        parse_response_format(body.get("response_format"))  # checked here, applied by the runtime
+    except InputError as e:
+        raise ApiError(400, str(e), "response_format") from None
     if kind == "chat":
         prompt: str | list[dict[str, str]] = _messages(body)
     else:
@@ -196,6 +198,8 @@ def parse_request(kind: str, body: Any, *, header_policy: str | None = None) -> 
                        "chat_template_kwargs")
     model = body.get("model")
     policy, adapters = _selection(body, header_policy)
+    if body.get("response_format") not in (None, {}):
+        sampling["response_format"] = body["response_format"]
     return Request(kind, prompt, sampling, stop, bool(body.get("stream")), bool(options.get("include_usage")),
                    model if isinstance(model, str) else None, policy, adapters,
                    dict(template_kwargs) if template_kwargs else None)

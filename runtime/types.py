@@ -15,6 +15,9 @@ class Sampling:
     top_k: int = 0  # 0 = off
     seed: int = 0
     ignore_eos: bool = False  # benchmarks: always produce max_tokens
+    # Structured output: ("json_object", "") or ("json_schema", the schema as JSON text);
+    # the engine constrains every token to it (llama.cpp grammar, ONNX Runtime guidance).
+    response_format: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         import math

@@ -194,7 +194,7 @@ def test_the_prompt_length_default_and_context_errors(demo, demo_server):
     ({"messages": BREAD, "logprobs": True}, 400, "'logprobs' is not supported"),
     ({"messages": BREAD, "presence_penalty": 0.5}, 400, "'presence_penalty' is not supported"),
     ({"messages": BREAD, "repeat_penalty": 1.1}, 400, "'repeat_penalty' is not supported by sgedge serve (leave it out, or at 1)"),
-    ({"messages": BREAD, "response_format": {"type": "json_object"}}, 400, "'response_format'"),
+    ({"messages": BREAD, "response_format": {"type": "xml"}}, 400, "response_format type 'xml' is not supported"),
     ({"messages": BREAD, "temperature": -1}, 400, "'temperature' must be a number from 0 to 2 (got -1)"),
     ({"messages": BREAD, "max_tokens": "many"}, 400, "'max_tokens' must be an integer"),
     ({"messages": BREAD, "stop": [""]}, 400, "'stop': stop strings must be non-empty"),
