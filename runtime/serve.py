@@ -65,6 +65,11 @@ class SgedgeServer(ThreadingHTTPServer):
         self.any_model = any_model
         self.reloads = {"ok": 0, "unchanged": 0, "failed": 0}
         self._reload_lock = threading.Lock()
+        from sgedge.runtime.metrics import server_metrics
+
+        self.metrics = server_metrics()
+        if self.metrics is not None:
+            self.metrics.set_bundle(rt.bundle_version)
         self.model_aliases = {}
         for alias, policy in (model_aliases or {}).items():
             key = rt.policy_key(policy)
@@ -90,10 +95,15 @@ class SgedgeServer(ThreadingHTTPServer):
                 r = self.rt.reload()
             except SgedgeError as e:
                 self.reloads["failed"] += 1
+                if self.metrics is not None:
+                    self.metrics.reloads.labels("failed").inc()
                 if self.log is not None:
                     self.log(f"reload ({trigger}) refused, still serving bundle {self.rt.bundle_version}: {e}")
                 raise ApiError(409, f"reload refused, still serving bundle {self.rt.bundle_version}: {e}") from None
             self.reloads["ok" if not r.unchanged else "unchanged"] += 1
+            if self.metrics is not None:
+                self.metrics.reloads.labels("ok" if not r.unchanged else "unchanged").inc()
+                self.metrics.set_bundle(r.bundle, r.previous)
             if self.log is not None:
                 what = "no change" if r.unchanged else (f"bundle {r.previous} -> {r.bundle}; loaded "
                                                         f"{', '.join(r.changed) or 'none'}, freed "
@@ -276,6 +286,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, e: ApiError) -> None:
         self._log(e.status, e.message)
+        if self.server.metrics is not None:
+            route = self.path.split("?")[0].rstrip("/") if isinstance(getattr(self, "path", None), str) else ""
+            self.server.metrics.error(route if route in (*ROUTES, "/admin/reload", "/metrics") else "other",
+                                      e.status)
         self._send_json(e.status, e.body())
 
     def _authorised(self) -> bool:
@@ -352,6 +366,18 @@ class _Handler(BaseHTTPRequestHandler):
                                   "lock_policy": self.server.lock_policy})
             return
         if not self._authorised():
+            return
+        if path == "/metrics":
+            m = self.server.metrics
+            if m is None:
+                self._error(ApiError(501, "/metrics needs prometheus_client: pip install prometheus-client"))
+                return
+            data = m.render()
+            self.send_response(200)
+            self.send_header("Content-Type", m.CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
             return
         models = self.server.models()
         if path in ("/v1/models", "/models"):
@@ -481,6 +507,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         note = (f"policy={policy or '-'} {len(result.prompt_tokens)}+{len(result.tokens)} tokens "
                 f"{time.perf_counter() - t0:.2f} s")
+        if srv.metrics is not None:
+            srv.metrics.generation(policy if policy in self.server.rt.policies else None, len(result.prompt_tokens),
+                                   len(result.tokens), time.perf_counter() - t0, result.text,
+                                   self.path.split("?")[0].rstrip("/"))
         if not req.stream:
             self._log(200, note)
             self._send_json(200, response(req, model, result, policy))

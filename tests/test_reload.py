@@ -198,3 +198,41 @@ def test_sgedge_serve_reloads_on_sighup_and_watch(app, tmp_path, trigger):
         proc.terminate()
         err = proc.communicate(timeout=60)[1]
     assert f"reload ({trigger}): bundle {v0} -> " in err, err[-2000:]
+
+
+def test_metrics_count_requests_tokens_refusals_and_reloads(app):
+    from test_serve import BREAD, call, running
+
+    t, bundle, key, pub = app
+    with Runtime.open(bundle, backend="gguf", trusted_key=pub) as rt:
+        with running(rt, api_key="k") as srv:
+            auth = {"Authorization": "Bearer k"}
+            for _ in range(2):
+                call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, "max_tokens": 3,
+                                                           "policy": "US"}, headers=auth)
+            call(srv, "POST", "/v1/chat/completions", {"messages": BREAD, "model": "E U"}, headers=auth)  # 404
+            add_adapter(bundle, "standard", t.lora2)
+            sign_bundle(bundle, key)
+            call(srv, "POST", "/admin/reload", headers=auth)
+            assert call(srv, "GET", "/metrics")[0] == 401  # like the API: the key is needed
+            import http.client
+
+            conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=30)
+            conn.request("GET", "/metrics", headers=auth)
+            resp = conn.getresponse()
+            text = resp.read().decode()
+            conn.close()
+    assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/plain; version=0.0.4")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(text) for s in fam.samples}
+    assert samples[("sgedge_requests_total", (("policy", "US"), ("route", "/v1/chat/completions"),
+                                              ("status", "200")))] == 2
+    assert samples[("sgedge_tokens_total", (("kind", "completion"), ("policy", "US")))] == 6
+    assert samples[("sgedge_requests_total", (("policy", "-"), ("route", "/v1/chat/completions"),
+                                              ("status", "404")))] == 1
+    assert samples[("sgedge_reloads_total", (("outcome", "ok"),))] == 1
+    assert samples[("sgedge_request_seconds_count", (("policy", "US"),))] == 2
+    bundles = [k for k in samples if k[0] == "sgedge_bundle_info"]
+    assert len(bundles) == 1 and dict(bundles[0][1])["bundle"] == rt.bundle_version

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sgedge.runtime.metrics import REFUSAL_PHRASES
+
 from sgedge.errors import InputError
 
-BUILTIN = ("I'm sorry", "I am sorry", "I apologize", "I cannot", "I can't", "I can not", "I won't", "I will not",
-           "I'm unable", "I am unable", "I'm not able", "I am not able", "As an AI")
+BUILTIN = REFUSAL_PHRASES  # one list: the server's refusal counter uses it too
 
 
 @dataclass(frozen=True)
