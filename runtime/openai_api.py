@@ -88,6 +88,13 @@ def _number(body: Mapping[str, Any], key: str, kind: type, default: Any,
     return kind(value)
 
 
+def _flag(body: Mapping[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise ApiError(400, f"'{key}' must be true or false (got {str(value)[:40]})", key)
+    return value
+
+
 def _content(message: Mapping[str, Any], i: int) -> str:
     content = message.get("content")
     if content is None:
@@ -184,6 +191,8 @@ def parse_request(kind: str, body: Any, *, header_policy: str | None = None) -> 
         "top_p": _number(body, "top_p", float, 1.0, 0, 1),
         "top_k": _number(body, "top_k", int, 0, 0, 1 << 31),
         "seed": _number(body, "seed", int, 0, -(1 << 63), (1 << 64) - 1),
+        # llama.cpp server's extension: generate max_tokens whatever the model says (benchmarks).
+        "ignore_eos": _flag(body, "ignore_eos"),
     }
     try:
         stop = check_stops(body.get("stop"))

@@ -56,9 +56,10 @@ def test_a_patched_adapter_runs_after_reload_and_the_old_one_is_freed(app, fmt):
         assert rt.reload().unchanged
 
 
-def test_a_new_adapter_and_policy_arrive_together(app):
+@pytest.mark.parametrize("fmt", ["gguf", "onnx"])
+def test_a_new_adapter_and_policy_arrive_together(app, fmt):
     t, bundle, key, pub = app
-    with Runtime.open(bundle, backend="gguf", trusted_key=pub) as rt:
+    with Runtime.open(bundle, backend=fmt, trusted_key=pub) as rt:
         with pytest.raises(InputError, match=r"unknown policy 'EU'"):
             rt.generate("Hello", policy="EU", **ARGS)
         add_adapter(bundle, "strict", t.lora2)
@@ -67,7 +68,7 @@ def test_a_new_adapter_and_policy_arrive_together(app):
         assert rt.reload().changed == ("strict",)
         eu = rt.generate("Hello", policy="EU", **ARGS)
         assert [a.name for a in eu.adapters] == ["strict"]
-        with Runtime.open(bundle, "EU", backend="gguf", trusted_key=pub) as fresh:
+        with Runtime.open(bundle, "EU", backend=fmt, trusted_key=pub) as fresh:
             assert fresh.generate("Hello", **ARGS).tokens == eu.tokens
 
 

@@ -94,6 +94,7 @@ def test_a_chunked_body_is_read(srv):
     (b'{"messages": [], "messages": [{"role": "user", "content": "hi"}]}', "appears twice"),
     (b'{"messages": [{"role": "user", "content": "hi"}], "top_p": 7}', "'top_p' must be a number from 0 to 1"),
     (b'{"messages": [{"role": "user", "content": "hi"}], "seed": 99999999999999999999999}', "'seed' must be"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "ignore_eos": "yes"}', "'ignore_eos' must be true or false"),
 ])
 def test_values_json_cannot_carry_safely_get_a_400(srv, raw, message):
     status, obj = call(srv, "POST", "/v1/chat/completions", raw=raw)
