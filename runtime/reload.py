@@ -77,6 +77,8 @@ def reload_bundle(rt: Runtime) -> ReloadResult:
     if missing:
         raise InputError(f"adapter(s) {', '.join(missing)} of the new bundle have no {src.kind} file")
     # The start-up choice, under the new manifest (fails here, before anything changes).
+    key: str | None
+    items: tuple[Any, ...]
     if src.no_adapter:
         if not manifest.allow_no_adapter:
             raise InputError("the new bundle forbids running without a safety adapter, which this runtime does")
