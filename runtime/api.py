@@ -10,6 +10,7 @@ different subset of them with a scale each (`adapters=[("safety", 1.0)]`).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -683,23 +684,20 @@ class Runtime:
             self._maybe_free()
             self._cv.notify_all()
 
-    def _shared_use(self) -> Any:
-        runtime = self
-
-        class _Use:
-            def __enter__(self) -> Any:
-                with runtime._cv:
-                    if runtime._closing:
-                        raise InputError("this Runtime is closed; open another with Runtime.open(...)")
-                    runtime._shared += 1
-                return runtime._backend
-
-            def __exit__(self, *exc: object) -> None:
-                with runtime._cv:
-                    runtime._shared -= 1
-                    runtime._maybe_free()
-
-        return _Use()
+    @contextlib.contextmanager
+    def _shared_use(self) -> Iterator[Any]:
+        """The engine for a call that need not have it alone (tokenizing): close() waits
+        for it to end before freeing the engine."""
+        with self._cv:
+            if self._closing:
+                raise InputError("this Runtime is closed; open another with Runtime.open(...)")
+            self._shared += 1
+        try:
+            yield self._backend
+        finally:
+            with self._cv:
+                self._shared -= 1
+                self._maybe_free()
 
     def _maybe_free(self) -> None:
         """Free the engine once closing and no call is in it (called holding _cv)."""

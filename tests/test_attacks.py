@@ -156,3 +156,12 @@ def test_bundle_verify_checks_the_binding_not_only_the_hashes(app, tiny, capsys,
     assert main(["bundle", "verify", str(bundle)]) == 1
     err = capsys.readouterr().err
     assert "does not belong to base" in err and "adapters/strict.gguf" in err and "/proc/" not in err
+
+
+@pytest.mark.parametrize("garbage", [b"", b"{", b"[1, 2]", b'{"k": 5}', b"\xff\xfe" * 100])
+def test_a_damaged_hash_cache_costs_a_hash_never_a_start(app, garbage):
+    bundle, pub = app
+    (HashCache().path).parent.mkdir(parents=True, exist_ok=True)
+    HashCache().path.write_bytes(garbage)
+    with Runtime.open(bundle, "EU", backend="gguf", trusted_key=pub) as rt:
+        assert rt.generate("Hello", **ARGS).tokens

@@ -33,6 +33,8 @@ CASES = [
     ("run --model {onnx} --adapter {oa1}:1e309 Hi", 1, "", "scale '1e309' is not a finite number"),
     ("run --model {model} --temperature -1 Hi", 1, "", "temperature must be a finite number >= 0"),
     ("run --model {model} --max-tokens 0 Hi", 1, "", "max_tokens must be a whole number of at least 1"),
+    ("serve --model {model} --model-alias gpt-4o", 1, "", "--model-alias 'gpt-4o': expected NAME=POLICY"),
+    ("serve --model {model} --watch -1", 1, "", "--watch takes seconds between checks"),
     ("run --model {model} --max-tokens 100000 --raw Hi", 1, "", "do not fit the context"),
     ("run --model {model}", 2, "", "the following arguments are required: prompt"),
     ("run --model {model} --ctx -5 Hi", 1, "", "n_ctx (--ctx) must be >= 0"),

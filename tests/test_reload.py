@@ -165,21 +165,16 @@ def test_the_server_reloads_on_its_admin_endpoint_and_says_which_bundle_replied(
 def test_sgedge_serve_reloads_on_sighup_and_watch(app, tmp_path, trigger):
     import os
     import signal
-    import subprocess
-    import sys
     import time
     import urllib.request
+
+    from test_serve import _sidecar
 
     t, bundle, key, pub = app
     ready = tmp_path / "ready.json"
     watch = ["--watch", "0.2"] if trigger == "--watch" else []
-    proc = subprocess.Popen([sys.executable, "-m", "sgedge", "serve", "--bundle", str(bundle), "--trusted-key",
-                             str(pub), "--backend", "gguf", "--port", "0", "--ready-file", str(ready), *watch],
-                            stderr=subprocess.PIPE, text=True)
+    proc = _sidecar(ready, "--bundle", str(bundle), "--trusted-key", str(pub), "--backend", "gguf", *watch)
     try:
-        deadline = time.time() + 120
-        while not ready.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
         url = json.loads(ready.read_text())["url"].removesuffix("/v1")
 
         def version() -> str:
@@ -197,7 +192,7 @@ def test_sgedge_serve_reloads_on_sighup_and_watch(app, tmp_path, trigger):
         assert version() != v0
     finally:
         proc.terminate()
-        err = proc.communicate(timeout=60)[1]
+        err = proc.communicate(timeout=60)[1]  # closes the pipes too
     assert f"reload ({trigger}): bundle {v0} -> " in err, err[-2000:]
 
 

@@ -476,11 +476,12 @@ def test_cors_only_for_the_origins_given(demo):
         assert status == 403 and "Access-Control-Allow-Origin" not in headers  # refused before it runs
 
 
-def _sidecar(ready: Path) -> subprocess.Popen:
-    """`sgedge serve` as an app starts it: port 0, a ready file, a stdin pipe; returns once
-    the ready file is there (or the server is gone)."""
+def _sidecar(ready: Path, *args: str) -> subprocess.Popen:
+    """`sgedge serve` as an app starts it: port 0, a ready file, a stdin pipe (and `args`);
+    returns once the ready file is there (or the server is gone)."""
     proc = subprocess.Popen([sys.executable, "-m", "sgedge", "serve", "--port", "0", "--ready-file", str(ready),
-                             "--exit-on-stdin-eof", "-q"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--exit-on-stdin-eof", *(args or ("-q",))], stdin=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not ready.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
