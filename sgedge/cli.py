@@ -172,6 +172,8 @@ def _bundle_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--onnx-lora-targets", default="all", metavar="all|adapters|LIST",
                    help="projections of the ONNX base that get LoRA slots: all (default; any later adapter fits), "
                    "adapters (those these adapters target: faster, later adapters must fit them) or a list")
+    c.add_argument("--adapter-dtype", choices=["f32", "f16"], default="f32",
+                   help="GGUF adapter tensors (f16 halves the files)")
     c.add_argument("--allow-no-adapter", action="store_true", help="allow running the bare base")
     c.add_argument("--require-signature", action="store_true", help="refuse to run unless a trusted key verifies it")
     c.set_defaults(handler="sgedge.bundle_cli:create")
@@ -235,6 +237,12 @@ def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train")
     t.add_argument("--seed", type=int, default=0, help="seed of the data order and the LoRA initialisation")
     t.add_argument("--save-every", type=int, default=50, help="checkpoint interval in steps")
+    t.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of each side held out; the adapter kept is the step with the lowest validation loss "
+                   "(0: off; used when both sides have 20 prompts or more)")
+    t.add_argument("--eval-every", type=int, default=25, help="steps between validation checks")
+    t.add_argument("--patience", type=int, default=4,
+                   help="validation checks without improvement before training stops early")
     t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(handler="sgedge.toolkit.cli:train")
@@ -296,13 +304,20 @@ def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(handler="sgedge.toolkit.cli:evaluate")
 
-    d = sub.add_parser("demo", help="the embedded demo bundle")
-    dv = d.add_subparsers(dest="verb", required=True, metavar="{info,path}")
-    di = dv.add_parser("info", help="what the demo is and how it was made")
+    d = sub.add_parser("demo", help="the bundle that runs when no model is given (SmolLM2's, or the tiny demo)")
+    dv = d.add_subparsers(dest="verb", required=True, metavar="{info,path,onnx}")
+    di = dv.add_parser("info", help="which bundle runs with no model, why, and how it was made")
     di.add_argument("--json", action="store_true")
     di.set_defaults(handler="sgedge.demo:info_cli")
-    dp = dv.add_parser("path", help="print the demo bundle folder")
+    dp = dv.add_parser("path", help="print that bundle's folder")
     dp.set_defaults(handler="sgedge.demo:path_cli")
+    do = dv.add_parser("onnx", help="write the SmolLM2 safety bundle for the ONNX backend (needs sgedge[export])")
+    do.add_argument("-o", "--output", required=True, help="new bundle folder")
+    do.add_argument("--dtype", choices=["int4", "fp32", "fp16"], default="int4", help="ONNX base weights")
+    do.add_argument("--from", dest="from_", metavar="HF_DIR", help="an `sgedge import` of the SmolLM2 GGUF already made "
+                    "(default: import it now)")
+    do.add_argument("--base-only", action="store_true", help="write the ONNX base model folder only")
+    do.set_defaults(handler="sgedge.demo_onnx:onnx_cli")
 
 
 class _HelpFormatter(argparse.HelpFormatter):

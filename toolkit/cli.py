@@ -23,11 +23,21 @@ def train(args: argparse.Namespace) -> int:
                       layers=parse_layers(args.layers) if args.layers is not None else None, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, max_len=args.max_len, answer_tokens=args.answer_tokens,
                       refusal_style=args.refusal_style, refusal_text=args.refusal_text, seed=args.seed,
-                      save_every=args.save_every, device=args.device)
+                      save_every=args.save_every, device=args.device, val_fraction=args.val_fraction,
+                      eval_every=args.eval_every, patience=args.patience)
+    if args.eval_every < 1 or args.patience < 1:
+        from sgedge.errors import InputError
+
+        raise InputError("--eval-every and --patience take whole numbers of 1 or more")
     summary = train_adapter(args.base, harmful, benign, args.output, cfg, progress=not args.quiet,
                             resume=not args.no_resume)
     print(f"adapter written to {args.output}: {summary['harmful']} harmful + {summary['benign']} benign prompts, "
           f"{summary['steps']} steps, final loss {summary['final_loss']}, {summary['seconds']} s", file=sys.stderr)
+    val = summary.get("validation")
+    if val:
+        print(f"validation ({val['harmful']} harmful + {val['benign']} benign held out): best loss {val['best_loss']} at "
+              f"step {val['best_step']}{', stopped early' if val['stopped_early'] else ''}; that step's adapter is kept",
+              file=sys.stderr)
     return 0
 
 

@@ -53,6 +53,11 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 50
     device: str = "auto"
+    # Share of each side (harmful, benign) held out to pick the best step; 0 turns it off.
+    # Used only when both sides have at least MIN_VAL_SIDE prompts.
+    val_fraction: float = 0.0
+    eval_every: int = 25
+    patience: int = 4  # evaluations without a better validation loss before training stops
     extra: dict[str, Any] = field(default_factory=dict)
 
     def refusal(self) -> str:
@@ -112,12 +117,16 @@ def load_base(base_dir: str | Path, device: str = "cpu", option: str = "--base")
     return tok, model
 
 
-def chat_example(tok: Any, prompt: str, response: str, max_len: int) -> tuple[list[int], int]:
+MIN_VAL_SIDE = 20
+
+
+def chat_example(tok: Any, prompt: str, response: str, max_len: int, ended: bool = True) -> tuple[list[int], int]:
     """Token ids of one user turn + assistant answer, and where the answer starts.
 
     The prompt is tokenized exactly as the runtime does (apply_chat_template with a
     generation prompt); the answer is the rest of the rendered conversation, closing
-    tokens included, so the adapter learns to stop.
+    tokens included, so the adapter learns to stop. An answer cut at a token limit
+    (`ended=False`) gets no closing tokens: the adapter must not learn to stop there.
     """
     user = [{"role": "user", "content": prompt}]
     head_text = tok.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
@@ -126,14 +135,16 @@ def chat_example(tok: Any, prompt: str, response: str, max_len: int) -> tuple[li
         raise InputError("the chat template renders the assistant turn in a way sgedge cannot split "
                          "(the conversation does not start with the generation prompt)")
     head = list(tok.apply_chat_template(user, add_generation_prompt=True, tokenize=True, return_dict=False))
-    tail = tok(full_text[len(head_text):].rstrip("\n"), add_special_tokens=False)["input_ids"]
+    rest = full_text[len(head_text):].rstrip("\n") if ended else response
+    tail = tok(rest, add_special_tokens=False)["input_ids"]
     ids = (head + tail)[:max_len]
     return ids, min(len(head), len(ids))
 
 
 def generate_answers(tok: Any, model: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int,
-                     on_step: Callable[[int], None] | None = None) -> list[str]:
-    """The base's own greedy answers, batched with left padding."""
+                     on_step: Callable[[int], None] | None = None, ended: list[bool] | None = None) -> list[str]:
+    """The base's own greedy answers, batched with left padding. `ended`, when given,
+    receives for each answer whether it ended on its own (False: cut at the limit)."""
     import torch
 
     out: list[str] = []
@@ -152,6 +163,8 @@ def generate_answers(tok: Any, model: Any, prompts: Sequence[str], max_new_token
                                      do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
             for row in gen[:, width:]:
                 out.append(tok.decode(row, skip_special_tokens=True).strip())
+                if ended is not None:  # generation stops at eos_token_id (then pads)
+                    ended.append(bool((row == tok.eos_token_id).any()))
             if on_step:
                 on_step(len(chunk))
     finally:
@@ -204,6 +217,40 @@ def _read_json(path: Path) -> Any:
 def _state_key(state_file: Path) -> str | None:
     state = _read_json(state_file)
     return state.get("key") if isinstance(state, dict) else None
+
+
+# Families whose logits are exactly lm_head(final hidden state): the loss can then skip
+# the vocabulary projection at every position that has no label (prompt and padding),
+# most of the positions here and a large share of a small model's compute.
+_PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3", "phi3"}
+
+
+def answer_loss(pm: Any, ids: Any, labels: Any, mask: Any) -> Any:
+    """The causal LM loss of `pm` on the labelled positions (the same value as
+    `pm(..., labels=labels).loss`), computing logits only where there are labels."""
+    import torch
+
+    base = pm.get_base_model()
+    decoder, head = getattr(base, "model", None), base.get_output_embeddings()
+    if getattr(base.config, "model_type", None) not in _PLAIN_HEAD or decoder is None or head is None:
+        return pm(input_ids=ids, attention_mask=mask, labels=labels).loss
+    hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), target[keep])
+
+
+def split_validation(n_harmful: int, n_benign: int, fraction: float, seed: int) -> tuple[set[int], set[int]]:
+    """Indices (into harmful + benign) held out for validation, a `fraction` of each side."""
+    if fraction <= 0 or min(n_harmful, n_benign) < MIN_VAL_SIDE:
+        return set(), set()
+    if not 0 < fraction < 0.5:
+        raise InputError(f"--val-fraction {fraction}: give a share between 0 and 0.5 (0 turns validation off)")
+    rng = random.Random(seed + 7919)
+    harm = set(rng.sample(range(n_harmful), max(1, int(n_harmful * fraction))))
+    ben = {n_harmful + i for i in rng.sample(range(n_benign), max(1, int(n_benign * fraction)))}
+    return harm, ben
 
 
 def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Sequence[Prompt], out_dir: str | Path,
@@ -266,20 +313,32 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     # 1. Benign targets: given responses, else the base's own answers (cached for resume).
     answers_file = work / "benign_answers.json"
     need = [p.text for p in benign if not p.response]
-    generated = _read_json(answers_file)
+    cached = _read_json(answers_file)
+    generated, ended = (cached.get("answers"), cached.get("ended")) if isinstance(cached, dict) else (None, None)
     if not isinstance(generated, list) or len(generated) != len(need):
+        ended = []
         with _quiet(), tqdm(total=len(need), desc="base answers", unit="prompt", disable=not progress) as bar:
-            generated = generate_answers(tok, model, need, cfg.answer_tokens, max(cfg.batch_size, 32), bar.update)
+            generated = generate_answers(tok, model, need, cfg.answer_tokens, max(cfg.batch_size, 32), bar.update,
+                                         ended)
         with atomic_path(answers_file) as tmp:
-            tmp.write_text(json.dumps(generated))
-    it = iter(generated)
-    benign_targets = [p.response or next(it) for p in benign]
+            tmp.write_text(json.dumps({"answers": generated, "ended": ended}))
+    if not isinstance(ended, list) or len(ended) != len(generated):
+        ended = [True] * len(generated)
+    it = iter(zip(generated, ended, strict=True))
+    benign_targets = [(p.response, True) if p.response else next(it) for p in benign]
 
     examples = [chat_example(tok, p.text, p.refusal or refusal, cfg.max_len) for p in harmful]
-    examples += [chat_example(tok, p.text, a, cfg.max_len) for p, a in zip(benign, benign_targets, strict=True)]
-    examples = [e for e in examples if e[1] < len(e[0])]
-    if not examples:
+    examples += [chat_example(tok, p.text, a, cfg.max_len, bool(done))
+                 for p, (a, done) in zip(benign, benign_targets, strict=True)]
+    val_harm, val_ben = split_validation(len(harmful), len(benign), cfg.val_fraction, cfg.seed)
+    usable = [i for i, e in enumerate(examples) if e[1] < len(e[0])]
+    train_ex = [examples[i] for i in usable if i not in val_harm and i not in val_ben]
+    val_sides = [[examples[i] for i in usable if i in side] for side in (val_harm, val_ben)]
+    if not train_ex:
         raise InputError(f"every prompt is longer than --max-len {cfg.max_len} tokens; raise it")
+    if cfg.val_fraction > 0 and not val_harm and progress:
+        print(f"note: no validation split: it needs {MIN_VAL_SIDE} harmful and {MIN_VAL_SIDE} benign prompts "
+              f"(given {len(harmful)} and {len(benign)}); training runs every step", flush=True)
 
     # 2. LoRA on the frozen base.
     if init_adapter is not None:
@@ -297,11 +356,14 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
             raise InputError(f"--targets: {e}") from e
     params = [p for p in pm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    batches = _batches(len(examples), cfg.batch_size, cfg.epochs, cfg.seed)
+    batches = _batches(len(train_ex), cfg.batch_size, cfg.epochs, cfg.seed)
     warm = max(1, len(batches) // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * max(0.05, 1 - s / len(batches)))
     step = 0
+    # Validation: the best state so far (by the mean of the two sides' losses) and how many
+    # evaluations have passed without a better one.
+    best: dict[str, Any] = {"loss": None, "step": 0, "state": None, "stale": 0, "history": []}
     ckpt = work / "checkpoint.pt"
     if ckpt.is_file():
         try:
@@ -310,6 +372,7 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
             opt.load_state_dict(st["opt"])
             sched.load_state_dict(st["sched"])
             step = int(st["step"])
+            best = st.get("best") or best
         except Exception as e:  # written atomically, so only a damaged disk or a hand edit gets here
             raise InputError(f"the checkpoint {ckpt} cannot be resumed ({type(e).__name__}: {str(e)[:200]}); "
                              "run without --resume to start over") from None
@@ -317,14 +380,37 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     def save_ckpt() -> None:
         with atomic_path(ckpt) as tmp:
             torch.save({"adapter": peft.get_peft_model_state_dict(pm), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "step": step}, tmp)
+                        "sched": sched.state_dict(), "step": step, "best": best}, tmp)
 
+    def validate() -> bool:
+        """Record the validation loss at `step`; whether training should stop."""
+        pm.eval()
+        with torch.no_grad():
+            sides = []
+            for side in val_sides:
+                total = 0.0
+                for i in range(0, len(side), cfg.batch_size):
+                    chunk = side[i:i + cfg.batch_size]
+                    total += answer_loss(pm, *_collate(chunk, tok.pad_token_id, device)).item() * len(chunk)
+                sides.append(total / len(side))
+        pm.train()
+        val = sum(sides) / 2
+        best["history"].append({"step": step, "harmful": round(sides[0], 4), "benign": round(sides[1], 4)})
+        if best["loss"] is None or val < best["loss"]:
+            best.update(loss=val, step=step, stale=0,
+                        state={k: v.detach().clone() for k, v in peft.get_peft_model_state_dict(pm).items()})
+        else:
+            best["stale"] += 1
+        return best["stale"] >= cfg.patience
+
+    validating = bool(val_sides[0] and val_sides[1])
+    stopped = False
     pm.train()
     losses: list[float] = []
     with tqdm(total=len(batches), initial=step, desc="training", unit="step", disable=not progress) as bar:
         while step < len(batches):
-            ids, labels, mask = _collate([examples[i] for i in batches[step]], tok.pad_token_id, device)
-            loss = pm(input_ids=ids, attention_mask=mask, labels=labels).loss
+            ids, labels, mask = _collate([train_ex[i] for i in batches[step]], tok.pad_token_id, device)
+            loss = answer_loss(pm, ids, labels, mask)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -332,15 +418,27 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
             opt.zero_grad(set_to_none=True)
             step += 1
             losses.append(loss.item())
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+            post = {"loss": f"{sum(losses[-20:]) / len(losses[-20:]):.3f}"}
+            if validating and (step % cfg.eval_every == 0 or step == len(batches)):
+                stopped = validate()
+                last = best["history"][-1]
+                post["val"] = f"{last['harmful']:.3f}/{last['benign']:.3f}"
+            bar.set_postfix(post)
             bar.update(1)
+            if stopped:
+                break
             if step % cfg.save_every == 0 and step < len(batches):
                 save_ckpt()
+    if validating and best["state"] is not None:
+        peft.set_peft_model_state_dict(pm, best["state"])
     pm.eval()
 
     # 3. Write the PEFT directory atomically, pointing at the local base.
     summary = {"base": str(base.resolve()), "base_fingerprint": base_fingerprint(base),
-               "harmful": len(harmful), "benign": len(benign), "steps": len(batches),
+               "harmful": len(harmful), "benign": len(benign), "steps": step, "planned_steps": len(batches),
+               "validation": ({"harmful": len(val_sides[0]), "benign": len(val_sides[1]), "best_step": best["step"],
+                               "best_loss": round(best["loss"], 4), "stopped_early": stopped,
+                               "history": best["history"]} if validating else None),
                "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4) if losses else None,
                "seconds": round(time.perf_counter() - t0, 1), "refusal": refusal, "device": device,
                "config": asdict(cfg)}
