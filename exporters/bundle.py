@@ -58,7 +58,7 @@ def _artifact(root: Path, rel: str, dtype: str = "") -> Artifact:
 
 
 def _export_adapter(root: Path, name: str, peft_dir: Path, fmts: Sequence[str], tag: str,
-                    on_note: Callable[[str], None] | None = None) -> AdapterEntry:
+                    on_note: Callable[[str], None] | None = None, gguf_dtype: str = "f32") -> AdapterEntry:
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.peft_adapter import binding_note
@@ -69,7 +69,7 @@ def _export_adapter(root: Path, name: str, peft_dir: Path, fmts: Sequence[str], 
     for fmt in fmts:
         if fmt == "gguf":
             rel = f"adapters/{name}{tag}.gguf"
-            r = export_adapter_gguf(peft_dir, root / rel, base=root / "base.gguf")
+            r = export_adapter_gguf(peft_dir, root / rel, base=root / "base.gguf", dtype=gguf_dtype)
             meta = (r.fingerprint, r.rank, r.alpha, r.targets)
         else:
             rel = f"adapters/{name}{tag}.onnx_adapter"
@@ -132,6 +132,7 @@ def create_bundle(
     onnx_dtype: str = "fp32",
     onnx_ep: str = "cpu",
     onnx_lora_targets: str | Sequence[str] = "all",
+    adapter_dtype: str = "f32",
     allow_no_adapter: bool = False,
     require_signature: bool = False,
     descriptions: Mapping[str, str] | None = None,
@@ -142,7 +143,8 @@ def create_bundle(
     transformers (e.g. a sliding window llama.cpp does not apply). `onnx_lora_targets`:
     "all" (slots on every projection, so any later adapter fits), "adapters" (the
     projections these adapters target: faster, but a later add-adapter needing others is
-    refused) or a list of projections."""
+    refused) or a list of projections. `adapter_dtype`: f32 or f16 for the GGUF adapters
+    (f16 halves them; the ONNX adapters take the type of their base's LoRA slots)."""
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.onnx_base import export_base_onnx
 
@@ -193,7 +195,7 @@ def create_bundle(
             base_formats["onnx"] = _artifact(tmp, "base_onnx", onnx_dtype)
         entries = {}
         for name, peft_dir in adapters.items():
-            e = _export_adapter(tmp, name, Path(peft_dir), list(base_formats), "", on_note)
+            e = _export_adapter(tmp, name, Path(peft_dir), list(base_formats), "", on_note, adapter_dtype)
             entries[name] = replace(e, description=(descriptions or {}).get(name, ""))
         manifest = Manifest(BaseEntry(fingerprint, family, base_formats), entries,
                             {k: tuple(v) for k, v in policies.items()}, default_policy, allow_no_adapter,

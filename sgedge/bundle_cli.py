@@ -32,7 +32,7 @@ def create(args: argparse.Namespace) -> int:
     m = create_bundle(args.out, args.base, _adapter_args(args.adapter), policies,
                       default_policy=args.default_policy, formats=[f.strip() for f in args.formats.split(",")],
                       gguf_dtype=gguf_dtype, onnx_dtype=onnx_dtype, onnx_ep=args.onnx_ep, onnx_lora_targets=args.onnx_lora_targets,
-                      allow_no_adapter=args.allow_no_adapter,
+                      adapter_dtype=args.adapter_dtype, allow_no_adapter=args.allow_no_adapter,
                       require_signature=args.require_signature,
                       on_note=lambda note: print(f"note: {note}", file=sys.stderr))
     print(f"created bundle {args.out}: {m.base.family} base ({', '.join(m.base.formats)}), "

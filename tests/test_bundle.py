@@ -463,3 +463,21 @@ def test_inspect_says_whether_and_by_whom_the_bundle_is_signed(bundle, tmp_path,
     (bundle / "sgedge.json.sig").write_text("[1, 2]")  # malformed: a clear line, not a traceback
     assert main(["bundle", "inspect", str(bundle), "--trusted-key", str(tmp_path / "pub.pub")]) == 1
     assert "is malformed" in capsys.readouterr().out
+
+
+def test_f16_adapters_halve_the_files_and_run_as_the_f32_ones(tiny, tmp_path):
+    from sgedge.runtime.gguf_meta import read_gguf_info
+
+    t = tiny("llama")
+    replies = {}
+    for dtype in ("f32", "f16"):
+        out = tmp_path / dtype
+        assert main(["bundle", "create", str(out), "--base", str(t.hf), "--adapter", f"safety={t.lora1}",
+                     "--policy", "US=safety", "--default-policy", "US", "--adapter-dtype", dtype]) == 0
+        f = out / "adapters" / "safety.gguf"
+        types = {v for k, v in read_gguf_info(f).types.items() if k.endswith((".lora_a", ".lora_b"))}
+        assert types == {dtype.upper()}
+        with Runtime.open(out) as rt:
+            replies[dtype] = (f.stat().st_size, rt.generate("Hello there", max_tokens=8).tokens)
+    assert replies["f16"][0] < 0.6 * replies["f32"][0]
+    assert replies["f16"][1] == replies["f32"][1]
