@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.bundle is None:
-            from sgedge.demo import demo_bundle
+            from sgedge.demo import default_bundle
 
-            args.bundle = demo_bundle()
+            args.bundle = default_bundle().path
         rt = Runtime.open(args.bundle, choose_region(args.bundle, args.region), trusted_key=args.trusted_key)
     except SgedgeError as e:  # fail closed, visibly
         print(f"sgedge: error: {e}")

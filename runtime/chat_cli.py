@@ -122,18 +122,17 @@ class Session:
 
 def chat(args: argparse.Namespace) -> int:
     from sgedge.runtime.api import parse_adapter_arg
-    from sgedge.runtime.cli import open_runtime
+    from sgedge.runtime.cli import open_runtime, sampling_args
 
     from sgedge.errors import InputError
 
     adapters = [parse_adapter_arg(a) for a in args.adapter]
-    demo = not args.bundle and not args.model
     with open_runtime(args, adapters, prompt_cache=True) as rt:
-        # The embedded demo learnt single questions only: by default each line is a new conversation there.
+        # The tiny demo learnt single questions only: by default each line is a new conversation there.
+        demo = getattr(args, "default_sampling", None) == {}
         history = args.history if args.history is not None else not demo
         session = Session(rt, system=args.system, max_tokens=args.max_tokens, history=history,
-                          sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
-                                    "seed": args.seed})
+                          sampling={**sampling_args(args), "seed": args.seed})
         interactive = sys.stdin.isatty()
         if interactive:
             try:

@@ -41,9 +41,11 @@ def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]], *,
     if not args.bundle and not args.model:
         if adapters:
             raise InputError("--adapter needs --model (the embedded demo's adapters come from --region)")
-        from sgedge.demo import demo_bundle
+        from sgedge.demo import default_bundle
 
-        args.bundle = str(demo_bundle())
+        chosen = default_bundle()
+        args.bundle = str(chosen.path)
+        args.default_sampling = chosen.sampling
     if args.bundle:
         from sgedge.manifest import require_bundle
 
@@ -61,6 +63,13 @@ def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]], *,
         print(f"sgedge: this bundle has no policy for {region!r}; its default policy {rt.policy!r} applies "
               f"(policies: {', '.join(sorted(rt.policies))})", file=sys.stderr)
     return rt
+
+
+def sampling_args(args: argparse.Namespace) -> dict[str, float]:
+    """--temperature / --top-p / --top-k as given; those left out take the defaults of the
+    bundle that runs with no model (SmolLM2's: 0.2 / 0.9), else greedy."""
+    defaults = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, **getattr(args, "default_sampling", {})}
+    return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
                 sys.stdout.write(text)
                 sys.stdout.flush()
         result = rt.generate(prompt, raw=args.raw, policy=[] if args.no_adapter else None, max_tokens=args.max_tokens,
-                             temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                             seed=args.seed, on_text=sink, stop=args.stop, template_kwargs=template_kwargs)
+                             **sampling_args(args), seed=args.seed, on_text=sink, stop=args.stop,
+                             template_kwargs=template_kwargs)
         policy = rt.policy
     if args.json:
         obj = result.to_dict()
@@ -145,9 +154,9 @@ def serve(args: argparse.Namespace) -> int:
         source = Path(args.model or args.bundle).resolve()
         model_id = source.stem if source.is_file() else source.name
         if args.bundle:
-            from sgedge.demo import demo_bundle
+            from sgedge.demo import default_bundle
 
-            model_id = "sgedge-demo" if source == demo_bundle().resolve() else model_id
+            model_id = "sgedge-demo" if source == default_bundle().path.resolve() else model_id
         log = None if args.quiet else (lambda line: print(f"sgedge serve: {line}", file=sys.stderr, flush=True))
         server = make_server(rt, host=args.host, port=args.port, model_id=model_id, api_key=api_key,
                              lock_policy=args.lock_policy, max_tokens=args.max_tokens,

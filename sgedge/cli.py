@@ -91,10 +91,11 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     _runtime_args(r, "")
     r.add_argument("--raw", action="store_true", help="plain completion, no chat template")
     r.add_argument("--max-tokens", type=int, default=256, help="reply length limit in tokens")
-    r.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    r.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set of tokens whose "
-                   "probability reaches P (1 = off)")
-    r.add_argument("--top-k", type=int, default=0, help="sample from the K most likely tokens (0 = off)")
+    r.add_argument("--temperature", type=float, help="0 = greedy (default; 0.2 for the SmolLM2 bundle run "
+                   "with no model, as its model card advises)")
+    r.add_argument("--top-p", type=float, help="sample from the smallest set of tokens whose probability reaches P "
+                   "(default 1 = off; 0.9 for the SmolLM2 bundle run with no model)")
+    r.add_argument("--top-k", type=int, help="sample from the K most likely tokens (default 0 = off)")
     r.add_argument("--seed", type=int, default=0, help="sampling seed")
     r.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the reply where it first contains TEXT (left out; repeatable)")
@@ -110,10 +111,11 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                    help="send the conversation so far with each line (default: yes; no for the embedded demo, "
                    "which learnt single questions)")
     c.add_argument("--max-tokens", type=int, default=256, help="reply length limit per turn")
-    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    c.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set of tokens whose "
-                   "probability reaches P (1 = off)")
-    c.add_argument("--top-k", type=int, default=0, help="sample from the K most likely tokens (0 = off)")
+    c.add_argument("--temperature", type=float, help="0 = greedy (default; 0.2 for the SmolLM2 bundle run "
+                   "with no model, as its model card advises)")
+    c.add_argument("--top-p", type=float, help="sample from the smallest set of tokens whose probability reaches P "
+                   "(default 1 = off; 0.9 for the SmolLM2 bundle run with no model)")
+    c.add_argument("--top-k", type=int, help="sample from the K most likely tokens (default 0 = off)")
     c.add_argument("--seed", type=int, default=0, help="sampling seed")
     c.set_defaults(handler="sgedge.runtime.chat_cli:chat")
 

@@ -33,6 +33,9 @@ def _private_hash_cache(tmp_path_factory: pytest.TempPathFactory):
     """Bundle verification caches base hashes under ~/.cache; keep tests out of it."""
     mp = pytest.MonkeyPatch()
     mp.setenv("SGEDGE_CACHE_DIR", str(tmp_path_factory.mktemp("hash-cache")))
+    # With no model, the tests of run/chat/serve/eval mean the tiny demo, whose replies they
+    # know; tests/test_smollm2_bundle.py unsets this to run the SmolLM2 bundle.
+    mp.setenv("SGEDGE_DEMO", "toy")
     yield
     mp.undo()
 

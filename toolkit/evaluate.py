@@ -92,8 +92,21 @@ def demo_defaults(args: argparse.Namespace) -> None:
     (declined by the strict policy only, by design), said on stderr."""
     if args.harmful or args.benign or args.qa or args.ppl or args.jailbreak_templates or args.bundle or args.model:
         return
-    from sgedge.demo import DEMO_DIR
+    from sgedge.demo import DEMO_DIR, SMOLLM2_DIR, default_bundle
 
+    chosen = default_bundle()
+    if chosen.name == "smollm2":
+        ev = SMOLLM2_DIR / "eval"
+        harmful, benign = ev / "harmful_heldout.jsonl", ev / "benign_heldout.jsonl"
+        regulated = ev / "regulated_eval.jsonl"
+        if not harmful.is_file():
+            return
+        args.harmful, args.benign = [str(harmful)], [str(benign), str(regulated)]
+        stderr_note("no prompt files given: evaluating the SmolLM2 bundle's own held-out sets (harmful_heldout.jsonl "
+                    "and benign_heldout.jsonl: prompts the recipe wrote and never trained on; regulated_eval.jsonl: "
+                    "personal medical, legal and financial advice, which the strict policy declines by design); "
+                    "give --harmful / --benign files (e.g. HarmBench, XSTest) for the public sets")
+        return
     ev = DEMO_DIR / "eval"
     benign, regulated = ev / "benign_heldout.jsonl", ev / "regulated_eval.jsonl"
     if not benign.is_file():
@@ -213,9 +226,9 @@ def open_runtime(args: argparse.Namespace) -> tuple[Any, list[Config], str]:
         raise InputError("--adapter applies to --model; a bundle's adapters come from --policy")
     bundle = args.bundle
     if bundle is None:
-        from sgedge.demo import demo_bundle
+        from sgedge.demo import default_bundle
 
-        bundle = str(demo_bundle())
+        bundle = str(default_bundle().path)
     require_bundle(bundle, "a .gguf file or an ONNX model folder goes to --model")
     manifest, _ = read_manifest(bundle)
     keys = []

