@@ -154,8 +154,8 @@ def info_cli(args: argparse.Namespace) -> int:
         print(f"  base       SmolLM2-135M-Instruct ({b['architecture']}, {b['parameters'] / 1e6:.0f} M parameters), "
               f"{b['file']} from the {b['package']} package, checked by its sha256")
         d = info["data"]
-        print(f"  trained on {', '.join(d['trained_on'])} + {d['harmful'] + d['benign'] + d['regulated']} prompts the recipe "
-              f"wrote; evaluation only: {', '.join(Path(f).parts[0] for f in d['evaluation_only'])}")
+        print(f"  trained on {d['harmful'] + d['benign'] + d['regulated']} prompts: {', '.join(d['trained_on'])} and "
+              f"prompts the recipe wrote; evaluation only: {', '.join(Path(f).parts[0] for f in d['evaluation_only'])}")
     else:
         b = info["base"]
         print(f"  base       {b['architecture']}, {b['parameters'] / 1e6:.1f} M parameters, vocab {b['vocab']}, "
