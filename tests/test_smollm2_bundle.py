@@ -159,3 +159,21 @@ def test_the_shipped_bundles_keep_the_wheel_under_40_mb():
 
     files = [f for d in (DEMO_DIR, SMOLLM2_DIR) for f in d.rglob("*") if f.is_file()]
     assert sum(f.stat().st_size for f in files) < 40e6  # uncompressed; the wheel is smaller (29.9 MB)
+
+
+@needs_model
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="public data sets not found (SGEDGE_DATA)")
+def test_the_safety_benchmark_runs(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import safety_smollm2
+
+    out = tmp_path / "s.json"
+    assert safety_smollm2.main(["--limit", "2", "--sets", "harmbench,xstest_safe,regulated", "--judge2", "none",
+                                "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["sets"]) == {"harmbench", "xstest_safe", "regulated"}
+    assert set(res["sets"]["regulated"]["configs"]) == {"strict (EU)", "standard (US)"}
+    bare = res["sets"]["harmbench"]["configs"]["bare"]
+    assert len(bare["answers"]) == 2 and 0 <= bare["refusal_keywords"] <= 1
+    assert "unchanged" in res["sets"]["xstest_safe"]
+    assert "harmbench     n=   2" in capsys.readouterr().out
