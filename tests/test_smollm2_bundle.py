@@ -180,3 +180,15 @@ def test_the_safety_benchmark_runs(tmp_path, capsys):
     assert len(bare["answers"]) == 2 and 0 <= bare["refusal_keywords"] <= 1
     assert "unchanged" in res["sets"]["xstest_safe"]
     assert "harmbench     n=   2" in capsys.readouterr().out
+
+
+@needs_model
+def test_eval_with_no_files_reads_the_bundles_held_out_sets(capsys, monkeypatch):
+    from sgedge.cli import main
+
+    monkeypatch.delenv("SGEDGE_DEMO", raising=False)
+    assert main(["eval", "--limit", "2", "--max-tokens", "8", "--json", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert "the SmolLM2 bundle's own held-out sets" in captured.err
+    for name in ("harmful_heldout.jsonl", "benign_heldout.jsonl", "regulated_eval.jsonl"):
+        assert name in captured.out
