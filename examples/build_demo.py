@@ -279,7 +279,10 @@ def main() -> int:
             write_jsonl(Path(benign_extra[0]), b)
             write_jsonl(Path(harm_extra[0]), h)
     ep = str(args.adapter_epochs if args.adapter_epochs is not None else size["adapter_epochs"])
-    common = ["--base", str(base), "--epochs", ep, "--rank", str(args.adapter_rank), "--seed", str(args.seed)]
+    # --val-fraction 0: the shipped toy adapters were trained on every prompt, before sgedge train had a
+    # validation split; this keeps the build reproducing them.
+    common = ["--base", str(base), "--epochs", ep, "--rank", str(args.adapter_rank), "--seed", str(args.seed),
+              "--val-fraction", "0"]
     if not (work / "standard").exists():
         sgedge("train", *common, *layer_args(args.adapter_layers or upper_half(size["layers"])),
                "--harmful", str(data / "harmful_train.jsonl"), *harm_extra,
