@@ -24,7 +24,8 @@ def train(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, max_len=args.max_len, answer_tokens=args.answer_tokens,
                       refusal_style=args.refusal_style, refusal_text=args.refusal_text, seed=args.seed,
                       save_every=args.save_every, device=args.device, val_fraction=args.val_fraction,
-                      eval_every=args.eval_every, patience=args.patience)
+                      eval_every=args.eval_every, patience=args.patience,
+                      quant_aware=args.quant_aware)
     if args.eval_every < 1 or args.patience < 1:
         from sgedge.errors import InputError
 

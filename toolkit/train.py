@@ -58,6 +58,9 @@ class TrainConfig:
     val_fraction: float = 0.0
     eval_every: int = 25
     patience: int = 4  # evaluations without a better validation loss before training stops
+    # "q8": train under llama.cpp's 8-bit rounding of the inputs of quantized matmuls
+    # (toolkit/quant_aware.py); None: plain float training.
+    quant_aware: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def refusal(self) -> str:
@@ -340,7 +343,11 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
         print(f"note: no validation split: it needs {MIN_VAL_SIDE} harmful and {MIN_VAL_SIDE} benign prompts "
               f"(given {len(harmful)} and {len(benign)}); training runs every step", flush=True)
 
-    # 2. LoRA on the frozen base.
+    # 2. LoRA on the frozen base (under the runtime's activation rounding if asked).
+    if cfg.quant_aware:
+        from sgedge.toolkit.quant_aware import fake_quantize_inputs
+
+        fake_quantize_inputs(model, cfg.quant_aware)
     if init_adapter is not None:
         with _quiet():
             pm = peft.PeftModel.from_pretrained(model, init_adapter, is_trainable=True)

@@ -1,0 +1,52 @@
+"""Quantization-aware adapter training: train under the numerics the adapter will run with.
+
+llama.cpp multiplies a quantized weight (Q4_0/Q4_1/Q5_x/Q8_0, k-quants) by its input only
+after quantizing that input to 8 bits in blocks of 32 (ggml's Q8_0/Q8_1 "vec dot" types;
+per block d = max|x| / 127 kept in f16, x ~ round(x / d) * d). An adapter trained on the
+float import never saw that noise, and on SmolLM2's Q4_1 file it came out blunted: a
+refusal learned on the float weights did not survive the 8-bit activations (docs/safety.md).
+
+`fake_quantize_inputs` puts the same rounding in front of every frozen linear layer of the
+base (the LoRA matrices, which llama.cpp runs in f16/f32, are left alone). Gradients pass
+straight through the rounding (the straight-through estimator), so the adapter learns
+what helps under the quantized forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MODES = ("q8",)  # the activation rounding of llama.cpp's quantized matmuls
+BLOCK = 32
+
+
+def q8_blocks(x: Any) -> Any:
+    """x rounded as ggml's quantize_row_q8_0/q8_1 round it (blocks of 32 along the last
+    dimension, scale in f16); the value forward, the identity backward."""
+    import torch
+
+    n = x.shape[-1]
+    if n % BLOCK:  # ggml needs whole blocks for these types; nothing to mimic otherwise
+        return x
+    xf = x.float().reshape(*x.shape[:-1], n // BLOCK, BLOCK)
+    d = (xf.abs().amax(-1, keepdim=True) / 127.0).to(torch.float16).float()
+    q = torch.where(d > 0, torch.round(xf / torch.where(d > 0, d, torch.ones_like(d))).clamp(-127, 127) * d,
+                    torch.zeros_like(xf))
+    q = q.reshape(x.shape).to(x.dtype)
+    return x + (q - x).detach()
+
+
+def fake_quantize_inputs(model: Any, mode: str = "q8") -> list[Any]:
+    """Round the input of each torch.nn.Linear in `model` (call before wrapping it with
+    PEFT: the LoRA layers added later are not touched). Returns the hook handles."""
+    import torch
+
+    if mode not in MODES:
+        from sgedge.errors import InputError
+
+        raise InputError(f"unknown quantization-aware mode {mode!r}; choose one of {', '.join(MODES)}")
+
+    def hook(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (q8_blocks(args[0]), *args[1:])
+
+    return [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Linear)]
