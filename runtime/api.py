@@ -27,7 +27,7 @@ from sgedge.manifest import adapter_scale
 
 AdapterSpec = str | Path | tuple[str | Path, float]
 BACKENDS = ("gguf", "onnx")
-MODES = ("dynamic", "fused")
+MODES = ("dynamic", "fused", "pool")
 
 
 def parse_adapter_arg(spec: str) -> tuple[str, float]:
@@ -82,6 +82,15 @@ def detect_backend(path: Path) -> str:
     if not path.exists():
         raise InputError(f"model {path} does not exist")
     raise InputError(f"cannot tell the backend of {path}: expected a .gguf file or an ONNX model folder")
+
+
+def pool_candidates(manifest: Any, key: str | None, active: Sequence[tuple[str, float]]) -> list[tuple[str, Any]]:
+    """A bundle's policies for the pool: the start-up choice first, then the manifest's order."""
+    out = [(key or ("start-up" if active else "bare"), tuple(active))]
+    for name, items in manifest.policies.items():
+        if name != key:
+            out.append((name, tuple((i.adapter, i.scale) for i in items)))
+    return out
 
 
 def _check_adapter_format(adapter: Path, kind: str, model: Path) -> None:
@@ -178,6 +187,7 @@ class Runtime:
         self._names: dict[str, str] = {}  # a bundle adapter's name -> its name in the engine (after reloads)
         self._reload: Any = None  # what reload() needs of a bundle runtime (runtime/reload.py)
         self.bundle_version: str | None = None  # sha256 of the manifest's bytes, first 12 digits
+        self._mode = "dynamic"  # as asked at open (fused runtimes are told by _fused / fused_path)
 
     @classmethod
     def open(
@@ -198,6 +208,7 @@ class Runtime:
         exact: bool = False,
         mode: str = "dynamic",
         prompt_cache: bool = False,
+        pool_memory: int | str | None = None,
     ) -> Runtime:
         """Open a bundle folder (with `region`), or a model (.gguf file or ONNX folder) with
         `adapters` (path or (path, scale)).
@@ -215,6 +226,11 @@ class Runtime:
         computes only the rest. An adapter change never reuses them. The kept part was
         computed in other batches than a fresh run would use, so logits can move a little
         (docs/serve.md).
+
+        `mode`: "dynamic" (adapters applied per token; any policy per call), "fused" (one
+        policy merged into a cached copy of the base: bare-base speed, no switching) or
+        "pool" (a fused copy per policy in use, each request on its policy's copy; sets
+        outside `pool_memory` bytes, e.g. "2G", run dynamically; runtime/pool.py).
         Raises SgedgeError subclasses with clear messages.
         """
         t0 = time.perf_counter()
@@ -227,10 +243,16 @@ class Runtime:
             raise InputError(f"threads must be >= 1, or 0 / None for the physical core count (got {threads})")
         if gpu_layers is not None and gpu_layers < -1:
             raise InputError(f"gpu_layers must be -1 (all), 0 or a layer count (got {gpu_layers})")
+        from sgedge.runtime.pool import parse_size
+
+        budget = parse_size(pool_memory)
+        if budget is not None and mode != "pool":
+            raise InputError("pool_memory (--pool-memory) applies to mode='pool' (--mode pool)")
         if (model / "sgedge.json").is_file():
             return cls._open_bundle(model, region, trusted_key=trusted_key, verify=verify, no_adapter=no_adapter,
                                     backend=backend, device=device, gpu_layers=gpu_layers, threads=threads,
-                                    n_ctx=n_ctx, exact=exact, t0=t0, mode=mode, prompt_cache=prompt_cache)
+                                    n_ctx=n_ctx, exact=exact, t0=t0, mode=mode, prompt_cache=prompt_cache,
+                                    pool_memory=budget)
         if region is not None or trusted_key is not None:
             raise InputError(f"{model} is not a bundle (no sgedge.json): region and trusted_key apply to bundles")
         if no_adapter and adapters:
@@ -240,7 +262,7 @@ class Runtime:
             raise InputError(f"verify must be 'cached' or 'full' (got {verify!r})")
         return cls._open_model(model, kind, adapters, device=device, gpu_layers=gpu_layers, threads=threads,
                                n_ctx=n_ctx, exact=exact, allow_unbound=allow_unbound_adapters, t0=t0, mode=mode,
-                               prompt_cache=prompt_cache, verify=verify)
+                               prompt_cache=prompt_cache, verify=verify, pool_memory=budget)
 
     @staticmethod
     def _make_backend(model: Path, kind: str, *, device: str, gpu_layers: int | None, threads: int | None,
@@ -282,7 +304,7 @@ class Runtime:
 
     @classmethod
     def _open_model(cls, model: Path, kind: str, adapters: Sequence[AdapterSpec], *, allow_unbound: bool,
-                    t0: float, mode: str = "dynamic", **engine: Any) -> Runtime:
+                    t0: float, mode: str = "dynamic", pool_memory: int | None = None, **engine: Any) -> Runtime:
         specs = [(Path(a[0]), adapter_scale(a[1], f"adapter {a[0]}")) if isinstance(a, tuple) else (Path(a), 1.0)
                  for a in adapters]
         for p, _ in specs:
@@ -306,10 +328,35 @@ class Runtime:
                     name, i = f"{p.stem}-{i}", i + 1
                 be.load_adapter(p, name, allow_unbound=allow_unbound)
                 active.append((name, scale))
+            if mode == "pool":
+                be = cls._pooled(be, [("default", tuple(active))], model, kind, pool_memory, engine)
         except BaseException:
             be.close()
             raise
-        return cls(be, active, time.perf_counter() - t0)
+        rt = cls(be, active, time.perf_counter() - t0)
+        rt._mode = mode
+        return rt
+
+    @classmethod
+    def _pooled(cls, be: Any, candidates: Sequence[tuple[str, Any]], fuse_base: Path, kind: str,
+                budget: int | None, engine: dict[str, Any], names: Any = None, check: Any = None) -> Any:
+        """Wrap the dynamic engine `be` in a pool and admit `candidates` (runtime/pool.py)."""
+        from sgedge.runtime.fuse import default_cache_dir
+        from sgedge.runtime.pool import PoolBackend, fill
+
+        pool = PoolBackend(be)
+        try:
+            fill(pool, candidates, fuse_base=fuse_base, kind=kind, names=names or (lambda k: k), budget=budget,
+                 make_backend=lambda p: cls._make_backend(p, kind, **engine), cache_dir=default_cache_dir(),
+                 exact=bool(engine.get("exact")), check=check)
+        except BaseException:
+            pool.close_members()
+            raise
+        pool.refill = lambda cands, names, check=None: fill(  # what reload() calls for new policies
+            pool, cands, fuse_base=fuse_base, kind=kind, names=names, budget=budget,
+            make_backend=lambda p: cls._make_backend(p, kind, **engine), cache_dir=default_cache_dir(),
+            exact=bool(engine.get("exact")), check=check)
+        return pool
 
     @classmethod
     def _open_bundle(cls, bundle: Path, region: str | None, *, trusted_key: str | Path | None, verify: str,
@@ -368,7 +415,8 @@ class Runtime:
     @classmethod
     def _load_bundle(cls, base_path: Path, kind: str, manifest: Any, paths: dict[str, Path],
                      items: Sequence[Any], key: str | None, *, verify: str, mode: str, t0: float,
-                     real_base: Path | None = None, pins: Any = None, **engine: Any) -> Runtime:
+                     real_base: Path | None = None, pins: Any = None, pool_memory: int | None = None,
+                     **engine: Any) -> Runtime:
         if mode == "fused":
             from sgedge.runtime.fuse import default_cache_dir
 
@@ -406,14 +454,20 @@ class Runtime:
             return cls._open_fused(base_path, kind, paths, active, default_cache_dir(), t0, manifest, key,
                                    **engine)
         be = cls._make_backend(base_path, kind, verify=verify, **engine)
+        active = [(it.adapter, it.scale) for it in items]
         try:
             for name, path in paths.items():
                 be.load_adapter(path, name)
+            if mode == "pool":
+                be = cls._pooled(be, pool_candidates(manifest, key, active), real_base if kind == "onnx" and
+                                 real_base is not None else base_path, kind, pool_memory, engine,
+                                 check=None if pins is None else lambda: pins.check_unchanged(always=True))
         except BaseException:
             be.close()
             raise
-        active = [(it.adapter, it.scale) for it in items]
-        return cls(be, active, time.perf_counter() - t0, manifest, key)
+        rt = cls(be, active, time.perf_counter() - t0, manifest, key)
+        rt._mode = mode
+        return rt
 
     # -- introspection ------------------------------------------------------------
     @property
@@ -461,7 +515,15 @@ class Runtime:
 
     @property
     def mode(self) -> str:
+        if self._mode == "pool":
+            return "pool"
         return "fused" if self._fused or self.fused_path is not None else "dynamic"
+
+    @property
+    def pool(self) -> list[Any]:
+        """Pool mode: each policy's place (runtime/pool.py PoolMember: fused or dynamic,
+        why, estimated bytes, build and load seconds); [] in other modes."""
+        return list(getattr(self._backend, "members", []) or [])
 
     @property
     def policies(self) -> dict[str, list[ActiveAdapter]]:

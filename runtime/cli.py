@@ -54,7 +54,8 @@ def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]], *,
                       no_adapter=args.no_adapter, adapters=adapters, backend=args.backend, device=args.device,
                       gpu_layers=args.gpu_layers, threads=args.threads, n_ctx=args.ctx,
                       allow_unbound_adapters=args.allow_unbound_adapter,
-                      mode="fused" if args.fused else "dynamic", prompt_cache=prompt_cache)
+                      mode=run_mode(args), prompt_cache=prompt_cache,
+                      pool_memory=getattr(args, "pool_memory", None))
     for note in rt.notes:
         print(f"sgedge: note: {note}", file=sys.stderr)
     region = args.region if args.region is not None else os.environ.get("SGEDGE_REGION")
@@ -63,6 +64,18 @@ def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]], *,
         print(f"sgedge: this bundle has no policy for {region!r}; its default policy {rt.policy!r} applies "
               f"(policies: {', '.join(sorted(rt.policies))})", file=sys.stderr)
     return rt
+
+
+def run_mode(args: argparse.Namespace) -> str:
+    """--mode, with --fused as its older spelling."""
+    from sgedge.errors import InputError
+
+    mode = getattr(args, "mode", None)
+    if getattr(args, "fused", False):
+        if mode not in (None, "fused"):
+            raise InputError(f"--fused and --mode {mode} contradict each other")
+        return "fused"
+    return mode or "dynamic"
 
 
 def sampling_args(args: argparse.Namespace) -> dict[str, float]:

@@ -129,4 +129,21 @@ def reload_bundle(rt: Runtime) -> ReloadResult:
     finally:
         rt._end_turn(turn)
     removed = tuple(sorted(n for n, internal in old_names.items() if internal in gone))
+    if rt._mode == "pool":
+        _refill_pool(rt, manifest, key)
     return ReloadResult(version, previous, tuple(changed), removed, key, time.perf_counter() - t0)
+
+
+def _refill_pool(rt: Runtime, manifest: Any, key: str | None) -> None:
+    """Pool mode: members fused from freed adapters went with them; fuse the new set's
+    policies now (their requests run on the dynamic engine until then). The new set already
+    serves, so a member that cannot be built leaves its policy dynamic, with a note."""
+    from sgedge.runtime.api import pool_candidates
+
+    pins = rt._pins
+    try:
+        rt._backend.refill(pool_candidates(manifest, key, rt._default), lambda k: tuple(rt._engine_names(k)),
+                           None if pins is None else lambda: pins.check_unchanged(always=True))
+    except Exception as e:  # noqa: BLE001 (the reload itself succeeded)
+        rt._notes.append(f"after the reload, a policy could not be fused for the pool and runs on the dynamic "
+                         f"engine ({type(e).__name__}: {e})")

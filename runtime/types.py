@@ -78,7 +78,7 @@ class GenerationResult:
     backend: str
     finish_reason: str
     timings: Timings = field(default_factory=Timings)
-    mode: str = "dynamic"  # "fused": the adapters are merged into the loaded weights
+    mode: str = "dynamic"  # "fused": the adapters are merged into the loaded weights; "pool": see runtime/pool.py
     bundle: str | None = None  # the bundle version (manifest sha256, 12 digits) that produced it
 
     def to_dict(self) -> dict[str, Any]:

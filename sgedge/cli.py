@@ -66,9 +66,14 @@ def _runtime_args(r: argparse.ArgumentParser, what: str) -> None:
     r.add_argument("--region", help=f"bundle policy key{what} (default: $SGEDGE_REGION, then the bundle's default)")
     r.add_argument("--no-adapter", action="store_true", help="run the bare base (only if the bundle allows it)")
     r.add_argument("--trusted-key", help="publisher's public key: the bundle signature must verify with it")
-    r.add_argument("--fused", action="store_true",
-                   help="merge the adapters into a cached copy of the base and run that (GGUF): no LoRA cost "
-                   "per token, one fixed policy")
+    r.add_argument("--mode", choices=["dynamic", "fused", "pool"],
+                   help="dynamic (default): adapters applied per token, any policy per request; fused: the policy "
+                   "merged into a cached copy of the base, no LoRA cost per token, one fixed policy; pool: a fused "
+                   "copy per policy, each request on its policy's copy (bare-base speed with switching)")
+    r.add_argument("--fused", action="store_true", help="same as --mode fused")
+    r.add_argument("--pool-memory", metavar="SIZE",
+                   help="--mode pool: memory the fused copies may take, e.g. 2G (default: every policy); "
+                   "policies beyond it run dynamically")
     r.add_argument("--verify", choices=["cached", "full"], default="cached",
                    help="hashing of a bundle's base (and of a GGUF base without sgedge metadata, which its adapters "
                    "name by sha256): cached by file identity (default) or full every time")
@@ -245,6 +250,8 @@ def _toolkit_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--eval-every", type=int, default=25, help="steps between validation checks")
     t.add_argument("--patience", type=int, default=4,
                    help="validation checks without improvement before training stops early")
+    t.add_argument("--quant-aware", choices=["q8"], help="train under llama.cpp's 8-bit rounding of the "
+                   "activations that meet quantized weights (for adapters that will run on a Q4/Q5/Q8 GGUF base)")
     t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(handler="sgedge.toolkit.cli:train")
