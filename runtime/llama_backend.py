@@ -21,6 +21,7 @@ import numpy as np
 from sgedge.runtime.gguf_meta import GGUFInfo, read_gguf_info
 from sgedge.runtime.gguf_preflight import preflight_cached, preflight_gguf
 from sgedge.runtime.llama_lib import lib, native_stderr_silenced, physical_cores, recent_errors
+from sgedge.runtime.threads import MIN_INTERVAL_S, AutoThreads
 from sgedge.runtime.types import Sampling, Timings, shared_prefix
 
 from sgedge import binding
@@ -167,7 +168,11 @@ class LlamaBackend:
                 raise BackendError(f"llama.cpp could not load {self.path} ({recent_errors() or 'unknown error'})")
             self._stack.callback(llama.llama_model_free, self._model)
             self._vocab = llama.llama_model_get_vocab(self._model)
-            n_threads = threads or physical_cores()
+            # No explicit count: one thread per core other processes leave free, measured
+            # again while decoding (runtime/threads.py).
+            self._auto = None if threads else AutoThreads(physical_cores())
+            self._next_look = time.monotonic() + MIN_INTERVAL_S
+            n_threads = threads or self._auto.current
             cparams = llama.llama_context_default_params()
             cparams.n_ctx = min(n_ctx, llama.llama_model_n_ctx_train(self._model)) if n_ctx else 0
             cparams.n_batch = min(512, cparams.n_ctx or 512)
@@ -200,6 +205,18 @@ class LlamaBackend:
         self.n_vocab = int(llama.llama_vocab_n_tokens(self._vocab))
         self.spm = self.info.get("tokenizer.ggml.model") == "llama"
         self._stop = _stop_tokens(self.info, self.n_vocab)
+
+    @property
+    def threads(self) -> int:
+        """The thread count decoding uses now."""
+        return int(self._llama.llama_n_threads(self._ctx))
+
+    def _retune(self) -> None:
+        """Automatic thread count: follow the cores other processes leave free."""
+        self._next_look = time.monotonic() + MIN_INTERVAL_S
+        n = self._auto.update() if self._auto is not None else None
+        if n is not None:
+            self._llama.llama_set_n_threads(self._ctx, n, n)
 
     # -- adapters ---------------------------------------------------------------
     def file_sha256(self) -> str:
@@ -405,6 +422,8 @@ class LlamaBackend:
             raise InputError("the prompt is empty")
         self._check_room(len(prompt) + sampling.max_tokens)
         t0 = time.perf_counter()
+        if self._auto is not None:
+            self._retune()
         cached = self._reuse(prompt)
         chain = self._sampler(sampling)
         text = self.text_stream()
@@ -424,6 +443,8 @@ class LlamaBackend:
                 if n == sampling.max_tokens:
                     break
                 one[0] = tok
+                if self._auto is not None and time.monotonic() >= self._next_look:
+                    self._retune()
                 if llama.llama_decode(self._ctx, llama.llama_batch_get_one(one, 1)) != 0:
                     raise BackendError(f"llama.cpp decode failed ({recent_errors()})")
                 self._kv_tokens.append(tok)
