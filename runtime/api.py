@@ -90,6 +90,8 @@ def pool_candidates(manifest: Any, key: str | None, active: Sequence[tuple[str, 
     for name, items in manifest.policies.items():
         if name != key:
             out.append((name, tuple((i.adapter, i.scale) for i in items)))
+    if manifest.allow_no_adapter and active:
+        out.append(("bare", ()))  # GGUF runs it on the dynamic engine at no cost; ONNX gets a slot-free copy
     return out
 
 

@@ -139,3 +139,22 @@ def test_cli_runs_pool_mode(bundle, capsys):
     assert "cannot read the memory size" in capsys.readouterr().err
     assert main(["run", "--bundle", str(bundle), "--fused", "--mode", "pool", "Hi"]) != 0
     assert "contradict" in capsys.readouterr().err
+
+
+def test_onnx_pool_matches_the_dynamic_path_and_fuses_the_bare_base_too(tiny, tmp_path):
+    pytest.importorskip("onnxruntime_genai")
+    t = tiny("llama")
+    path = tmp_path / "o"
+    create_bundle(path, t.hf, {"std": t.lora1, "strict": t.lora2},
+                  {"US": (PolicyItem("std"),), "EU": (PolicyItem("strict"), PolicyItem("std", 0.5))},
+                  default_policy="US", formats=("onnx",), allow_no_adapter=True)
+    with Runtime.open(path) as dyn, Runtime.open(path, mode="pool") as pool:
+        assert pool.backend == "onnxruntime-genai"
+        labels = {m.label: m for m in pool.pool}
+        # ONNX: the bare base is a member too (fusing nothing removes the empty LoRA slots).
+        assert set(labels) == {"US", "EU", "bare"} and all(m.fused and m.path.is_dir() for m in labels.values())
+        ids = dyn.encode_prompt(PROMPT, raw=True)
+        for policy in ("US", "EU", "US", []):
+            assert pool.generate(PROMPT, raw=True, max_tokens=6, policy=policy).tokens == \
+                dyn.generate(PROMPT, raw=True, max_tokens=6, policy=policy).tokens
+            assert float(np.abs(pool.logits(ids, policy=policy) - dyn.logits(ids, policy=policy)).max()) < 1e-3
