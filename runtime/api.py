@@ -480,7 +480,7 @@ class Runtime:
     def notes(self) -> list[str]:
         """What the runtime advises about this set-up (the CLI prints them on stderr)."""
         be = self._backend
-        notes = list(self._notes)
+        notes = list(self._notes) + [f"pool: policy {m.label} {m.why}" for m in self.pool if not m.fused]
         if getattr(be, "device", None) == "cuda" and getattr(be, "meta", {}).get("ep", "cpu") == "cpu":
             return notes + [f"{be.path} was exported for the CPU provider and runs on CUDA here; export it with "
                     "--ep cuda for the graph CUDA runs fast (int4 on an H200: 1.5x the decode speed, "

@@ -363,7 +363,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"status": "ok", "backend": rt.backend, "mode": rt.mode, "policy": rt.policy,
                                   "bundle": rt.bundle_version,
                                   "adapters": [{"name": a.name, "scale": a.scale} for a in rt.active],
-                                  "lock_policy": self.server.lock_policy})
+                                  "lock_policy": self.server.lock_policy,
+                                  **({"pool": [{"policy": m.label, "fused": m.fused} for m in rt.pool]}
+                                     if rt.mode == "pool" else {})})
             return
         if not self._authorised():
             return

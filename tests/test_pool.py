@@ -78,6 +78,7 @@ def test_a_policy_outside_the_memory_budget_still_runs(bundle):
         assert fused == ["US"], "the start-up policy is admitted first"
         assert {m.label for m in outside} == {"EU", "KIDS"}
         assert all("outside the memory budget" in m.why and m.path is None for m in outside)
+        assert sorted(n.split()[2] for n in rt.notes if n.startswith("pool:")) == ["EU", "KIDS"]
         for policy in ("EU", "KIDS", "US"):
             assert rt.generate(PROMPT, raw=True, max_tokens=6, policy=policy).tokens == \
                 dyn.generate(PROMPT, raw=True, max_tokens=6, policy=policy).tokens
@@ -158,3 +159,17 @@ def test_onnx_pool_matches_the_dynamic_path_and_fuses_the_bare_base_too(tiny, tm
             assert pool.generate(PROMPT, raw=True, max_tokens=6, policy=policy).tokens == \
                 dyn.generate(PROMPT, raw=True, max_tokens=6, policy=policy).tokens
             assert float(np.abs(pool.logits(ids, policy=policy) - dyn.logits(ids, policy=policy)).max()) < 1e-3
+
+
+def test_serve_in_pool_mode_answers_each_policy_from_its_copy(bundle):
+    from test_serve import call, running
+
+    with Runtime.open(bundle, exact=True) as dyn, Runtime.open(bundle, exact=True, mode="pool") as rt, \
+            running(rt) as srv:
+        status, health = call(srv, "GET", "/health")
+        assert status == 200 and health["mode"] == "pool"
+        assert [p["policy"] for p in health["pool"]] == ["US", "EU", "KIDS"]  # GGUF: bare needs no copy
+        for policy in ("EU", "US", "KIDS", "EU"):
+            status, body = call(srv, "POST", "/v1/completions", {"model": policy, "prompt": PROMPT, "max_tokens": 6})
+            want = dyn.generate(PROMPT, raw=True, max_tokens=6, policy=policy).text
+            assert status == 200 and body["choices"][0]["text"] == want
