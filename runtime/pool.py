@@ -148,25 +148,37 @@ class PoolBackend:
         return self._route.logits(tokens)
 
     # -- members ------------------------------------------------------------------------
-    def add(self, label: str, public: Key, key: Key, *, build: Callable[[], tuple[Any, Path, float]],
-            estimate: int, budget: int | None, used: int) -> int:
-        """Build and load the member for `key` if `estimate` fits; returns the bytes used.
-        `build` returns (backend, fused path, build seconds)."""
+    def _outside(self, label: str, public: Key, key: Key, need: int, left: int, what: str) -> None:
+        self._entries.append((key, PoolMember(label, public, False, need, why=(
+            f"outside the memory budget ({what} {need / 2**20:.0f} MiB, {max(0, left) / 2**20:.0f} MiB left): "
+            "runs on the dynamic engine"))))
+
+    def add(self, label: str, public: Key, key: Key, *, fuse: Callable[[], tuple[Path, float]],
+            load: Callable[[Path], Any], cost: Callable[[Path | None], int], budget: int | None, used: int) -> int:
+        """Admit the member for `key` if it fits; returns the bytes used. `cost(path)` is a
+        member's memory for its model at `path`: checked on the unfused base (None) first (a
+        lower bound: nothing is built for a policy that cannot fit), then on the fused
+        file (merged tensors of a Q4/Q5 base are kept as q8_0, so it can be larger)."""
         if key in self._members:
             return used
         self._entries = [(k, m) for k, m in self._entries if k != key]  # tried before: try again
-        if budget is not None and used + estimate > budget:
-            self._entries.append((key, PoolMember(label, public, False, estimate, why=(
-                f"outside the memory budget ({estimate / 2**20:.0f} MiB more than the "
-                f"{max(0, budget - used) / 2**20:.0f} MiB left): runs on the dynamic engine"))))
+        left = (budget - used) if budget is not None else None
+        need = cost(None)
+        if left is not None and need > left:
+            self._outside(label, public, key, need, left, "needs at least")
+            return used
+        path, build_s = fuse()
+        need = cost(path)
+        if left is not None and need > left:
+            self._outside(label, public, key, need, left, "its fused model needs")
             return used
         t0 = time.perf_counter()
-        be, path, build_s = build()
+        be = load(path)
         with self._lock:
             self._members[key] = be
-            self._entries.append((key, PoolMember(label, public, True, estimate, path, build_s,
-                                                  time.perf_counter() - t0 - build_s)))
-        return used + estimate
+            self._entries.append((key, PoolMember(label, public, True, need, path, build_s,
+                                                  time.perf_counter() - t0)))
+        return used + need
 
     def close_members(self) -> None:
         """Free the fused members (a failed start-up; the dynamic engine's owner frees it)."""
@@ -199,20 +211,24 @@ def fill(pool: PoolBackend, candidates: Sequence[tuple[str, Key]], *, fuse_base:
         if public or kind == "onnx":  # ONNX: fusing nothing removes the empty LoRA slots
             labels.setdefault(tuple((n, float(s)) for n, s in public), []).append(label)
     used = sum(m.estimate_bytes for m in pool.members if m.fused)
+    kv = kv_bytes(pool.dynamic, exact)
     for public, labs in labels.items():
         key = names(public)
         files = [(pool.dynamic.adapters[n].path, s) for n, s in key]
 
-        def build(files: list[tuple[Path, float]] = files) -> tuple[Any, Path, float]:
+        def fuse(files: list[tuple[Path, float]] = files) -> tuple[Path, float]:
             fused = ensure_fused(fuse_base, files, cache_dir)
-            be = make_backend(fused.path)
+            return fused.path, fused.seconds
+
+        def load(path: Path) -> Any:
+            be = make_backend(path)
             if check is not None:
                 try:
                     check()
                 except BaseException:
                     be.close()
                     raise
-            return be, fused.path, fused.seconds
+            return be
 
-        estimate = model_bytes(fuse_base) + kv_bytes(pool.dynamic, exact)
-        used = pool.add(", ".join(labs), public, key, build=build, estimate=estimate, budget=budget, used=used)
+        used = pool.add(", ".join(labs), public, key, fuse=fuse, load=load, budget=budget, used=used,
+                        cost=lambda path: model_bytes(path or fuse_base) + kv)

@@ -87,6 +87,15 @@ def test_a_policy_outside_the_memory_budget_still_runs(bundle):
         assert rt.generate(PROMPT, raw=True, max_tokens=4).finish_reason in ("stop", "length")
 
 
+def test_nothing_is_fused_for_a_policy_that_cannot_fit(bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("SGEDGE_CACHE_DIR", str(tmp_path / "cache"))
+    with Runtime.open(bundle, mode="pool", pool_memory="1K") as rt:
+        assert not any(m.fused for m in rt.pool)
+        assert all("needs at least" in m.why for m in rt.pool)
+    fused = tmp_path / "cache" / "fused"
+    assert not fused.exists() or not any(fused.iterdir()), "no fused file built for nothing"
+
+
 def test_pool_on_quantized_base_stays_within_requantization(tiny, tmp_path):
     t = tiny("qwen2")
     q8 = export_base_gguf(t.hf, tmp_path / "q8.gguf", dtype="q8_0").path
