@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sgedge.runtime.backend import Backend
 from sgedge.runtime.chat import render_chat
 from sgedge.runtime.stop import StopScanner, check_stops
 from sgedge.runtime.types import ActiveAdapter, GenerationResult, Sampling, Timings
@@ -167,9 +168,9 @@ def _check_text(prompt: Any) -> None:
 class Runtime:
     """A loaded base model with resident adapters. Library code raises, never exits."""
 
-    def __init__(self, backend: Any, active: Sequence[tuple[str, float]], load_s: float,
+    def __init__(self, backend: Backend, active: Sequence[tuple[str, float]], load_s: float,
                  manifest: Any = None, policy: str | None = None) -> None:
-        self._backend = backend
+        self._backend: Backend = backend
         self._default = tuple(active)
         self.load_s = load_s
         self._manifest = manifest
@@ -268,7 +269,7 @@ class Runtime:
 
     @staticmethod
     def _make_backend(model: Path, kind: str, *, device: str, gpu_layers: int | None, threads: int | None,
-                      n_ctx: int, exact: bool, prompt_cache: bool = False, verify: str = "cached") -> Any:
+                      n_ctx: int, exact: bool, prompt_cache: bool = False, verify: str = "cached") -> Backend:
         if kind not in BACKENDS:
             raise InputError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
         if kind == "gguf":
@@ -277,7 +278,7 @@ class Runtime:
             if device == "dml":
                 raise InputError("--device dml applies to ONNX models; llama.cpp takes cpu, gpu or auto")
             device = "gpu" if device == "cuda" else device
-            be: Any = LlamaBackend(model, n_ctx=n_ctx, threads=threads, device=device, gpu_layers=gpu_layers,
+            be: Backend = LlamaBackend(model, n_ctx=n_ctx, threads=threads, device=device, gpu_layers=gpu_layers,
                                    exact=exact, prompt_cache=prompt_cache, verify=verify)
         else:
             from sgedge.runtime.onnx_backend import OnnxBackend
@@ -340,8 +341,8 @@ class Runtime:
         return rt
 
     @classmethod
-    def _pooled(cls, be: Any, candidates: Sequence[tuple[str, Any]], fuse_base: Path, kind: str,
-                budget: int | None, engine: dict[str, Any], names: Any = None, check: Any = None) -> Any:
+    def _pooled(cls, be: Backend, candidates: Sequence[tuple[str, Any]], fuse_base: Path, kind: str,
+                budget: int | None, engine: dict[str, Any], names: Any = None, check: Any = None) -> Backend:
         """Wrap the dynamic engine `be` in a pool and admit `candidates` (runtime/pool.py)."""
         from sgedge.runtime.fuse import default_cache_dir
         from sgedge.runtime.pool import PoolBackend, fill
@@ -561,7 +562,7 @@ class Runtime:
         with self._shared_use() as be:
             return self._encode(be, prompt, raw, template_kwargs)
 
-    def _encode(self, be: Any, prompt: str | Sequence[Mapping[str, str]], raw: bool,
+    def _encode(self, be: Backend, prompt: str | Sequence[Mapping[str, str]], raw: bool,
                 template_kwargs: Mapping[str, Any] | None) -> list[int]:
         if raw:
             if not isinstance(prompt, str):

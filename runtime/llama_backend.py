@@ -11,7 +11,7 @@ import codecs
 import ctypes
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,9 +170,10 @@ class LlamaBackend:
             self._vocab = llama.llama_model_get_vocab(self._model)
             # No explicit count: one thread per core other processes leave free, measured
             # again while decoding (runtime/threads.py).
-            self._auto = None if threads else AutoThreads(physical_cores())
+            auto = None if threads else AutoThreads(physical_cores())
+            self._auto = auto
             self._next_look = time.monotonic() + MIN_INTERVAL_S
-            n_threads = threads or self._auto.current
+            n_threads = threads or (auto.current if auto is not None else 1)
             cparams = llama.llama_context_default_params()
             cparams.n_ctx = min(n_ctx, llama.llama_model_n_ctx_train(self._model)) if n_ctx else 0
             cparams.n_batch = min(512, cparams.n_ctx or 512)
@@ -412,7 +413,8 @@ class LlamaBackend:
         llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_dist(s.seed & 0xFFFFFFFF))
         return chain
 
-    def generate(self, prompt: Sequence[int], sampling: Sampling, timings: Timings) -> Iterator[tuple[int, str]]:
+    def generate(self, prompt: Sequence[int], sampling: Sampling,
+                 timings: Timings) -> Generator[tuple[int, str], None, None]:
         """Yield (token, text piece) until end-of-generation or max_tokens.
 
         The sampler runs inside llama.cpp: no logits are copied to Python.

@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -364,7 +364,8 @@ class OnnxBackend:
         max_length = min(self.n_ctx, need + _CACHE_HEADROOM) if greedy else need
         return self._generator(max_length, sampling), 0, max_length
 
-    def generate(self, prompt: Sequence[int], sampling: Sampling, timings: Timings) -> Iterator[tuple[int, str]]:
+    def generate(self, prompt: Sequence[int], sampling: Sampling,
+                 timings: Timings) -> Generator[tuple[int, str], None, None]:
         if not prompt:
             raise InputError("the prompt is empty")
         self._check_room(len(prompt) + sampling.max_tokens)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,9 @@ class PoolBackend:
         self._route: Any = dynamic
         self._entries: list[tuple[Key, PoolMember]] = []  # in admission order, fused or not
         self._lock = threading.Lock()
+        # Admits new candidates [(label, public set)] with a name mapping and a check, as
+        # start-up did (set by Runtime; reload() calls it for a new bundle's policies).
+        self.refill: Callable[..., None] | None = None
 
     @property
     def members(self) -> list[PoolMember]:
@@ -141,7 +144,7 @@ class PoolBackend:
             self.dynamic.set_active(active)
         self._route = be
 
-    def generate(self, prompt: Sequence[int], sampling: Any, timings: Any) -> Iterator[tuple[int, str]]:
+    def generate(self, prompt: Sequence[int], sampling: Any, timings: Any) -> Generator[tuple[int, str], None, None]:
         return self._route.generate(prompt, sampling, timings)
 
     def logits(self, tokens: Sequence[int]) -> Any:

@@ -139,10 +139,13 @@ def _refill_pool(rt: Runtime, manifest: Any, key: str | None) -> None:
     policies now (their requests run on the dynamic engine until then). The new set already
     serves, so a member that cannot be built leaves its policy dynamic, with a note."""
     from sgedge.runtime.api import pool_candidates
+    from sgedge.runtime.pool import PoolBackend
 
-    pins = rt._pins
+    pool, pins = rt._backend, rt._pins
+    if not isinstance(pool, PoolBackend) or pool.refill is None:
+        return
     try:
-        rt._backend.refill(pool_candidates(manifest, key, rt._default), lambda k: tuple(rt._engine_names(k)),
+        pool.refill(pool_candidates(manifest, key, rt._default), lambda k: tuple(rt._engine_names(k)),
                            None if pins is None else lambda: pins.check_unchanged(always=True))
     except Exception as e:  # noqa: BLE001 (the reload itself succeeded)
         rt._notes.append(f"after the reload, a policy could not be fused for the pool and runs on the dynamic "
