@@ -209,7 +209,7 @@ def _bundle_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("bundle")
     g.add_argument("--key", required=True)
     g.set_defaults(handler="sgedge.bundle_cli:sign")
-    f = verb.add_parser("fuse", help="build (or check) the fused base of a policy, cached in the bundle")
+    f = verb.add_parser("fuse", help="build (or check) the fused base of a policy, kept in your private sgedge cache")
     f.add_argument("bundle")
     f.add_argument("--policy", required=True, help="policy key (region)")
     f.add_argument("--trusted-key")
