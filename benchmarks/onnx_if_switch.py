@@ -7,7 +7,7 @@ flag is a one-element float graph input (default 0) that an adapter file sets to
 (ONNX Runtime's adapter format only takes float parameters). Then it checks tokens
 against the slotted export and measures, with stock onnxruntime-genai at one thread:
 decode tok/s (process CPU time, engines loaded --loads times and interleaved) and peak
-RSS of a fresh process per model. docs/performance.md ("One thread, third look") has
+RSS of a fresh process per model. CHANGELOG.md ("Measurement history", "One thread, third look") has
 the result: speed comes back, memory does not (ONNX Runtime prepacks the int4 weights
 once per kernel, and each branch has its own kernels).
 A second variant wraps each LoRA slot in its own If instead (branches without base
