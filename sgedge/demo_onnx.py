@@ -11,7 +11,6 @@ with the shipped `.onnx_adapter` files and the same policies:
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -83,10 +82,3 @@ def _swap(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def onnx_cli(args: argparse.Namespace) -> int:
-    out = build_onnx_bundle(Path(args.output), Path(args.from_) if args.from_ else None, args.dtype, args.base_only)
-    if args.base_only:
-        print(f"wrote the ONNX base {out}")
-    else:
-        print(f"wrote {out}: run it with  sgedge run --bundle {out} \"...\"  (policies as the shipped bundle's)")
-    return 0

@@ -11,8 +11,8 @@ import time
 import pytest
 from sgedge.exporters.bundle import create_bundle
 from sgedge.runtime.api import Runtime
-from sgedge.runtime.chat_cli import Session
 
+from sgedge.commands.chat import Session
 from sgedge.demo import demo_bundle
 from sgedge.manifest import PolicyItem
 

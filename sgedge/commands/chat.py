@@ -14,6 +14,8 @@ import argparse
 import sys
 from typing import Any
 
+from sgedge.commands._runtime import runtime_args
+
 HELP = """commands:
   /policy NAME   switch to a bundle policy (the conversation goes on under it)
   /policies      list the bundle's policies and their adapters (* marks the active one)
@@ -121,10 +123,9 @@ class Session:
 
 
 def chat(args: argparse.Namespace) -> int:
-    from sgedge.runtime.api import parse_adapter_arg
-    from sgedge.runtime.cli import open_runtime, sampling_args
-
+    from sgedge.commands._runtime import open_runtime, sampling_args
     from sgedge.errors import InputError
+    from sgedge.runtime.api import parse_adapter_arg
 
     adapters = [parse_adapter_arg(a) for a in args.adapter]
     with open_runtime(args, adapters, prompt_cache=True) as rt:
@@ -174,3 +175,20 @@ def chat(args: argparse.Namespace) -> int:
         if interactive:
             print(file=sys.stderr)
     return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("chat", help="talk to a model or bundle in the terminal, switching policies (/help)")
+    runtime_args(c, " to start with")
+    c.add_argument("--system", help="system message opening the conversation")
+    c.add_argument("--history", action=argparse.BooleanOptionalAction, default=None,
+                   help="send the conversation so far with each line (default: yes; no for the embedded demo, "
+                   "which learnt single questions)")
+    c.add_argument("--max-tokens", type=int, default=256, help="reply length limit per turn")
+    c.add_argument("--temperature", type=float, help="0 = greedy (default; 0.2 for the SmolLM2 bundle run "
+                   "with no model, as its model card advises)")
+    c.add_argument("--top-p", type=float, help="sample from the smallest set of tokens whose probability reaches P "
+                   "(default 1 = off; 0.9 for the SmolLM2 bundle run with no model)")
+    c.add_argument("--top-k", type=int, help="sample from the K most likely tokens (default 0 = off)")
+    c.add_argument("--seed", type=int, default=0, help="sampling seed")
+    c.set_defaults(handler=chat)

@@ -1,4 +1,4 @@
-"""`sgedge run` and `sgedge serve` handlers."""
+"""`sgedge serve`: a model or bundle behind a local OpenAI-compatible HTTP API (runtime/serve.py)."""
 
 from __future__ import annotations
 
@@ -7,117 +7,46 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from sgedge.runtime.api import Runtime
-
-
-def read_prompt(arg: str, raw: bool = False) -> str:
-    """The prompt argument; `-` reads it from standard input (one trailing newline dropped).
-    An empty chat prompt is refused (usually an unset shell variable); --raw may start from nothing."""
-    from sgedge.errors import InputError
-
-    text = sys.stdin.read().removesuffix("\n") if arg == "-" else arg
-    if not raw and not text.strip():
-        where = "standard input is empty" if arg == "-" else "the prompt is empty"
-        raise InputError(f"{where}; give the text to send, e.g. sgedge run \"How do I make bread?\" "
-                         "(or - to read it from standard input)")
-    return text
+from sgedge.commands._runtime import open_runtime, runtime_args
+from sgedge.errors import InputError
 
 
-def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]], *, prompt_cache: bool = False) -> Runtime:
-    """Open what `run` / `serve` were given (default: the embedded demo) and say its notes."""
-    from sgedge.runtime.api import Runtime
-    from sgedge.runtime.llama_lib import set_verbose
-
-    from sgedge.errors import InputError
-
-    set_verbose(args.verbose)
-    if args.bundle and adapters:
-        raise InputError("--adapter applies to --model; a bundle's adapters come from its policies (--region)")
-    if args.model and (args.region or args.trusted_key):
-        raise InputError("--region and --trusted-key apply to --bundle")
-    if not args.bundle and not args.model:
-        if adapters:
-            raise InputError("--adapter needs --model (the embedded demo's adapters come from --region)")
-        from sgedge.demo import default_bundle
-
-        chosen = default_bundle()
-        args.bundle = str(chosen.path)
-        args.default_sampling = chosen.sampling
-    if args.bundle:
-        from sgedge.manifest import require_bundle
-
-        require_bundle(args.bundle, "a .gguf file or an ONNX model folder goes to --model")
-    rt = Runtime.open(args.bundle or args.model, args.region, trusted_key=args.trusted_key, verify=args.verify,
-                      no_adapter=args.no_adapter, adapters=adapters, backend=args.backend, device=args.device,
-                      gpu_layers=args.gpu_layers, threads=args.threads, n_ctx=args.ctx,
-                      allow_unbound_adapters=args.allow_unbound_adapter,
-                      mode=run_mode(args), prompt_cache=prompt_cache,
-                      pool_memory=getattr(args, "pool_memory", None))
-    for note in rt.notes:
-        print(f"sgedge: note: {note}", file=sys.stderr)
-    region = args.region if args.region is not None else os.environ.get("SGEDGE_REGION")
-    if args.bundle and region and not args.no_adapter and rt.policy_key(region) is None:
-        # Not an error (the manifest names a default policy), but never silent.
-        print(f"sgedge: this bundle has no policy for {region!r}; its default policy {rt.policy!r} applies "
-              f"(policies: {', '.join(sorted(rt.policies))})", file=sys.stderr)
-    return rt
-
-
-def run_mode(args: argparse.Namespace) -> str:
-    """--mode, with --fused as its older spelling."""
-    from sgedge.errors import InputError
-
-    mode = getattr(args, "mode", None)
-    if getattr(args, "fused", False):
-        if mode not in (None, "fused"):
-            raise InputError(f"--fused and --mode {mode} contradict each other")
-        return "fused"
-    return mode or "dynamic"
-
-
-def sampling_args(args: argparse.Namespace) -> dict[str, float]:
-    """--temperature / --top-p / --top-k as given; those left out take the defaults of the
-    bundle that runs with no model (SmolLM2's: 0.2 / 0.9), else greedy."""
-    defaults = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, **getattr(args, "default_sampling", {})}
-    return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
-
-
-def run(args: argparse.Namespace) -> int:
-    from sgedge.runtime.api import parse_adapter_arg
-
-    from sgedge.errors import InputError
-
-    adapters = [parse_adapter_arg(a) for a in args.adapter]
-    prompt = read_prompt(args.prompt, args.raw)
-    template_kwargs = None
-    if args.chat_template_kwargs:
-        try:
-            template_kwargs = json.loads(args.chat_template_kwargs)
-        except json.JSONDecodeError as e:
-            raise InputError(f"--chat-template-kwargs is not JSON ({e})") from None
-        if not isinstance(template_kwargs, dict):
-            raise InputError("--chat-template-kwargs takes a JSON object, e.g. '{\"enable_thinking\": false}'")
-    with open_runtime(args, adapters) as rt:
-        sink = None
-        if not args.json:
-            def sink(text: str) -> None:
-                sys.stdout.write(text)
-                sys.stdout.flush()
-        result = rt.generate(prompt, raw=args.raw, policy=[] if args.no_adapter else None, max_tokens=args.max_tokens,
-                             **sampling_args(args), seed=args.seed, on_text=sink, stop=args.stop,
-                             template_kwargs=template_kwargs)
-        policy = rt.policy
-    if args.json:
-        obj = result.to_dict()
-        if args.bundle:
-            obj["policy"] = policy
-        print(json.dumps(obj, ensure_ascii=False))
-    else:
-        sys.stdout.write("\n")
-    return 0
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("serve", help="serve a model or bundle over a local OpenAI-compatible HTTP API")
+    runtime_args(s, " for requests that name none")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    s.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on API calls (default: $SGEDGE_API_KEY)")
+    s.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let web pages from ORIGIN call the API (an Electron or Tauri window, e.g. "
+                   "http://localhost:5173; repeatable; * allows any page)")
+    s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="accept requests whose Host header names NAME (default: loopback names and the --host "
+                   "address only, against DNS rebinding; repeatable; * accepts any)")
+    s.add_argument("--model-alias", action="append", default=[], metavar="NAME=POLICY",
+                   help="a request whose model is NAME runs POLICY (repeatable; e.g. gpt-4o=EU for a client that "
+                   "cannot change its model name); other unknown names get 404 model_not_found")
+    s.add_argument("--any-model", action="store_true",
+                   help="run the start-up policy for a model name the server does not know, instead of 404 "
+                   "(the behaviour before model names were checked)")
+    s.add_argument("--watch", type=float, metavar="SECONDS", default=0,
+                   help="check the bundle's manifest and signature every SECONDS and reload when they change "
+                   "(also: SIGHUP, or POST /admin/reload with --api-key)")
+    s.add_argument("--lock-policy", action="store_true",
+                   help="refuse requests that name another policy or other adapters than the start-up one")
+    s.add_argument("--max-tokens", type=int, default=512,
+                   help="reply length when a request sets none (cut to the context left)")
+    s.add_argument("--ready-file", metavar="PATH",
+                   help="once listening, write {\"url\", \"pid\"} as JSON to PATH (for an app that starts the server "
+                   "with --port 0)")
+    s.add_argument("--exit-on-stdin-eof", action="store_true",
+                   help="stop when standard input closes: started by an app with a pipe, the server ends with the app")
+    s.add_argument("--no-prompt-cache", action="store_true",
+                   help="compute every prompt whole (default: a chat's next turn reuses the keys/values of the "
+                   "turn before, under the same adapters; ONNX: greedy requests)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no line per request on standard error")
+    s.set_defaults(handler=serve)
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
@@ -134,7 +63,6 @@ def _reload_quietly(server, trigger: str) -> None:
 
 
 def _aliases(specs: list[str]) -> dict[str, str]:
-    from sgedge.errors import InputError
 
     out = {}
     for spec in specs:
@@ -152,7 +80,6 @@ def serve(args: argparse.Namespace) -> int:
     from sgedge.runtime.api import parse_adapter_arg
     from sgedge.runtime.serve import serve as make_server
 
-    from sgedge.errors import InputError
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be 0-65535 (got {args.port})")

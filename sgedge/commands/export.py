@@ -1,4 +1,5 @@
-"""`sgedge export base|adapter` handlers."""
+"""`sgedge export base|adapter`: a Hugging Face base to GGUF or ONNX, a PEFT adapter to a
+GGUF LoRA or an `.onnx_adapter`, bound to its base."""
 
 from __future__ import annotations
 
@@ -6,6 +7,38 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from sgedge.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a Hugging Face base or a PEFT adapter")
+    what = p.add_subparsers(dest="what", required=True, metavar="{base,adapter}")
+    b = what.add_parser("base", help="export a Hugging Face base model")
+    b.add_argument("model_dir", help="Hugging Face model directory (config.json + safetensors + tokenizer)")
+    b.add_argument("--format", choices=["gguf", "onnx"], default="gguf", help="gguf (llama.cpp) or onnx (ONNX Runtime GenAI)")
+    b.add_argument("-o", "--output", required=True, help="output file (.gguf) or folder (onnx)")
+    b.add_argument("--dtype", help="gguf: f32, f16 (default), bf16, q8_0, q4_k_m; onnx: fp32 (default), fp16, int4")
+    b.add_argument("--lora-targets", help="onnx: comma-separated linear layers that get LoRA slots "
+                   "(default: all the family's projections; q/k/v and gate/up get slots as groups)")
+    b.add_argument("--ep", choices=["cpu", "cuda"], help="onnx: the execution provider the graph is built for "
+                   "(default cpu; cuda takes fp16 or int4 and is what runs fast on an NVIDIA GPU)")
+    b.add_argument("--pre-tokenizer", help="llama.cpp pre-tokenizer name, when sgedge cannot recognise it")
+    b.add_argument("--threads", type=int, help="threads for quantization (default: physical cores)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(handler=export_base)
+    a = what.add_parser("adapter", help="export a PEFT LoRA safety adapter")
+    a.add_argument("peft_dir", help="PEFT adapter directory (adapter_config.json + adapter_model.safetensors)")
+    a.add_argument("--format", choices=["gguf", "onnx"], default="gguf", help="the format of the base it runs on")
+    a.add_argument("-o", "--output", required=True, help="output file (.gguf or .onnx_adapter)")
+    a.add_argument("--base", help="the base it belongs to. gguf: Hugging Face directory or sgedge-exported "
+                   ".gguf (default: base_model_name_or_path from adapter_config.json, if local); "
+                   "onnx: the ONNX base folder exported by sgedge (required)")
+    a.add_argument("--dtype", default="f32", choices=["f32", "f16"], help="gguf adapter tensors")
+    a.add_argument("--allow-pickle", action="store_true",
+                   help="accept a pickled adapter_model.bin (only for adapters you trust)")
+    a.add_argument("-q", "--quiet", action="store_true")
+    a.set_defaults(handler=export_adapter)
 
 
 @contextmanager
@@ -52,7 +85,6 @@ def export_base(args: argparse.Namespace) -> int:
         return 0
     from sgedge.exporters.gguf_base import export_base_gguf
 
-    from sgedge.errors import InputError
 
     if args.lora_targets:
         raise InputError("--lora-targets applies to --format onnx (a GGUF base takes adapters on any layer)")
@@ -95,15 +127,4 @@ def export_adapter(args: argparse.Namespace) -> int:
           f"{', '.join(r.targets)}; {_mb(r.size_bytes)})")
     print(f"bound to base {r.fingerprint}")
     _binding_note(args.peft_dir, r.fingerprint)
-    return 0
-
-
-def import_gguf(args: argparse.Namespace) -> int:
-    from sgedge.exporters.gguf_import import import_gguf as run_import
-
-    with _progress("import", args.quiet) as progress:
-        r = run_import(args.gguf, args.output, dtype=args.dtype, progress=progress)
-    print(f"wrote {r.path}/ ({r.family}, {r.dtype}, {r.n_tensors} tensors, {_mb(r.size_bytes)})")
-    print(f"base fingerprint {r.fingerprint}")
-    print(f"source sha256 {r.source_sha256}: adapters exported against this folder also run on {args.gguf} as it is")
     return 0

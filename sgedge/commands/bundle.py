@@ -1,4 +1,4 @@
-"""`sgedge bundle ...` and `sgedge keygen` handlers."""
+"""`sgedge bundle create|add-adapter|set-policy|inspect|verify|sign|fuse`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,62 @@ from pathlib import Path
 from typing import Any
 
 from sgedge.errors import InputError, SgedgeError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bundle", help="create, update, inspect, verify and sign deployment bundles")
+    verb = p.add_subparsers(dest="verb", required=True, metavar="{create,add-adapter,set-policy,inspect,verify,sign,fuse}")
+    c = verb.add_parser("create", help="export a base and safety adapters into a bundle with policies")
+    c.add_argument("out", help="new bundle folder")
+    c.add_argument("--base", required=True, help="Hugging Face base model directory, or a GGUF file that becomes the "
+                   "bundle's base as it is (--formats gguf; adapters trained on its `sgedge import`)")
+    c.add_argument("--adapter", action="append", default=[], metavar="NAME=PEFT_DIR")
+    c.add_argument("--policy", action="append", default=[], metavar="KEY=NAME[:SCALE][+NAME2[:SCALE]]")
+    c.add_argument("--default-policy", help="policy used when the region is not in the bundle")
+    c.add_argument("--formats", default="gguf", help="gguf, onnx or gguf,onnx")
+    c.add_argument("--dtype", help="both formats: f32/fp32, f16/fp16, q8_0 (gguf), q4_k_m / int4")
+    c.add_argument("--gguf-dtype")
+    c.add_argument("--onnx-dtype")
+    c.add_argument("--onnx-ep", choices=["cpu", "cuda"], default="cpu",
+                   help="execution provider the ONNX base is built for (cuda: fp16 or int4, for NVIDIA GPUs)")
+    c.add_argument("--onnx-lora-targets", default="all", metavar="all|adapters|LIST",
+                   help="projections of the ONNX base that get LoRA slots: all (default; any later adapter fits), "
+                   "adapters (those these adapters target: faster, later adapters must fit them) or a list")
+    c.add_argument("--adapter-dtype", choices=["f32", "f16"], default="f32",
+                   help="GGUF adapter tensors (f16 halves the files)")
+    c.add_argument("--allow-no-adapter", action="store_true", help="allow running the bare base")
+    c.add_argument("--require-signature", action="store_true", help="refuse to run unless a trusted key verifies it")
+    c.set_defaults(handler=create)
+    a = verb.add_parser("add-adapter", help="add or patch a safety adapter (the base is not re-exported)")
+    a.add_argument("bundle")
+    a.add_argument("adapter", metavar="NAME=PEFT_DIR")
+    a.add_argument("--description")
+    a.add_argument("--version", help="adapter version (default: previous + 1)")
+    a.set_defaults(handler=add_adapter)
+    s = verb.add_parser("set-policy", help="set which adapters a region/context uses")
+    s.add_argument("bundle")
+    s.add_argument("policy", metavar="KEY=NAME[:SCALE][+NAME2[:SCALE]]")
+    s.add_argument("--default", action="store_true", help="also make it the default policy")
+    s.set_defaults(handler=set_policy)
+    i = verb.add_parser("inspect", help="show a bundle's base, adapters, policies and signature")
+    i.add_argument("bundle")
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--trusted-key", help="publisher's public key: also check the signature against the manifest "
+                   "(exit 1 when it does not match)")
+    i.set_defaults(handler=inspect)
+    v = verb.add_parser("verify", help="check every file's hash (and the signature with --trusted-key)")
+    v.add_argument("bundle")
+    v.add_argument("--trusted-key")
+    v.set_defaults(handler=verify)
+    g = verb.add_parser("sign", help="sign the bundle manifest with an Ed25519 private key")
+    g.add_argument("bundle")
+    g.add_argument("--key", required=True)
+    g.set_defaults(handler=sign)
+    f = verb.add_parser("fuse", help="build (or check) the fused base of a policy, kept in your private sgedge cache")
+    f.add_argument("bundle")
+    f.add_argument("--policy", required=True, help="policy key (region)")
+    f.add_argument("--trusted-key")
+    f.set_defaults(handler=fuse)
 
 
 def _adapter_args(specs: list[str]) -> dict[str, str]:
@@ -146,14 +202,6 @@ def sign(args: argparse.Namespace) -> int:
 
     kid = sign_bundle(args.bundle, args.key)
     print(f"signed {args.bundle}/sgedge.json with key {kid}")
-    return 0
-
-
-def keygen(args: argparse.Namespace) -> int:
-    from sgedge.signing import keygen as make
-
-    kid = make(f"{args.name}.key", f"{args.name}.pub")
-    print(f"wrote {args.name}.key (private, keep it secret) and {args.name}.pub (ship it in your app); key id {kid}")
     return 0
 
 

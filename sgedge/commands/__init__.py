@@ -1,0 +1,1 @@
+"""One module per `sgedge` verb: its parser (`register(sub)`) and its handler."""

@@ -1,0 +1,116 @@
+"""What `run`, `chat` and `serve` share: their model/bundle options, opening the runtime
+(the embedded demo when no model is given), the mode and the sampling defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from sgedge.errors import InputError
+
+if TYPE_CHECKING:
+    from sgedge.runtime.api import Runtime
+
+
+def runtime_args(r: argparse.ArgumentParser, what: str) -> None:
+    """What `run` and `serve` share: the model or bundle, its policy, and the engine."""
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--model", help="base model: .gguf file or ONNX folder")
+    src.add_argument("--bundle", help="bundle folder (sgedge.json); the policy comes from --region "
+                     "(default, with no --model either: the embedded demo bundle, see `sgedge demo info`)")
+    r.add_argument("--region", help=f"bundle policy key{what} (default: $SGEDGE_REGION, then the bundle's default)")
+    r.add_argument("--no-adapter", action="store_true", help="run the bare base (only if the bundle allows it)")
+    r.add_argument("--trusted-key", help="publisher's public key: the bundle signature must verify with it")
+    r.add_argument("--mode", choices=["dynamic", "fused", "pool"],
+                   help="dynamic (default): adapters applied per token, any policy per request; fused: the policy "
+                   "merged into a cached copy of the base, no LoRA cost per token, one fixed policy; pool: a fused "
+                   "copy per policy, each request on its policy's copy (bare-base speed with switching)")
+    r.add_argument("--fused", action="store_true", help="same as --mode fused")
+    r.add_argument("--pool-memory", metavar="SIZE",
+                   help="--mode pool: memory the fused copies may take, e.g. 2G (default: every policy); "
+                   "policies beyond it run dynamically")
+    r.add_argument("--verify", choices=["cached", "full"], default="cached",
+                   help="hashing of a bundle's base (and of a GGUF base without sgedge metadata, which its adapters "
+                   "name by sha256): cached by file identity (default) or full every time")
+    r.add_argument("--adapter", action="append", default=[], metavar="PATH[:SCALE]",
+                   help="LoRA adapter to apply (.gguf or .onnx_adapter; repeatable; scale defaults to 1.0)")
+    r.add_argument("--backend", choices=["gguf", "onnx"], help="override the backend picked from the model")
+    r.add_argument("--device", choices=["auto", "cpu", "gpu", "cuda", "dml"], default="auto",
+                   help="gguf: cpu|gpu|auto; onnx: cpu|cuda|dml|gpu|auto (GPU only when the engine has one)")
+    r.add_argument("--gpu-layers", type=int, help="layers to offload (default: all when a GPU is used)")
+    r.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    r.add_argument("--ctx", type=int, default=4096, help="context size in tokens")
+    r.add_argument("--allow-unbound-adapter", action="store_true",
+                   help="accept adapters without an sgedge base fingerprint (shapes are still checked)")
+    r.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's own logs")
+
+
+def read_prompt(arg: str, raw: bool = False) -> str:
+    """The prompt argument; `-` reads it from standard input (one trailing newline dropped).
+    An empty chat prompt is refused (usually an unset shell variable); --raw may start from nothing."""
+
+    text = sys.stdin.read().removesuffix("\n") if arg == "-" else arg
+    if not raw and not text.strip():
+        where = "standard input is empty" if arg == "-" else "the prompt is empty"
+        raise InputError(f"{where}; give the text to send, e.g. sgedge run \"How do I make bread?\" "
+                         "(or - to read it from standard input)")
+    return text
+
+
+def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]], *, prompt_cache: bool = False) -> Runtime:
+    """Open what `run` / `serve` were given (default: the embedded demo) and say its notes."""
+    from sgedge.runtime.api import Runtime
+    from sgedge.runtime.llama_lib import set_verbose
+
+
+    set_verbose(args.verbose)
+    if args.bundle and adapters:
+        raise InputError("--adapter applies to --model; a bundle's adapters come from its policies (--region)")
+    if args.model and (args.region or args.trusted_key):
+        raise InputError("--region and --trusted-key apply to --bundle")
+    if not args.bundle and not args.model:
+        if adapters:
+            raise InputError("--adapter needs --model (the embedded demo's adapters come from --region)")
+        from sgedge.demo import default_bundle
+
+        chosen = default_bundle()
+        args.bundle = str(chosen.path)
+        args.default_sampling = chosen.sampling
+    if args.bundle:
+        from sgedge.manifest import require_bundle
+
+        require_bundle(args.bundle, "a .gguf file or an ONNX model folder goes to --model")
+    rt = Runtime.open(args.bundle or args.model, args.region, trusted_key=args.trusted_key, verify=args.verify,
+                      no_adapter=args.no_adapter, adapters=adapters, backend=args.backend, device=args.device,
+                      gpu_layers=args.gpu_layers, threads=args.threads, n_ctx=args.ctx,
+                      allow_unbound_adapters=args.allow_unbound_adapter,
+                      mode=run_mode(args), prompt_cache=prompt_cache,
+                      pool_memory=getattr(args, "pool_memory", None))
+    for note in rt.notes:
+        print(f"sgedge: note: {note}", file=sys.stderr)
+    region = args.region if args.region is not None else os.environ.get("SGEDGE_REGION")
+    if args.bundle and region and not args.no_adapter and rt.policy_key(region) is None:
+        # Not an error (the manifest names a default policy), but never silent.
+        print(f"sgedge: this bundle has no policy for {region!r}; its default policy {rt.policy!r} applies "
+              f"(policies: {', '.join(sorted(rt.policies))})", file=sys.stderr)
+    return rt
+
+
+def run_mode(args: argparse.Namespace) -> str:
+    """--mode, with --fused as its older spelling."""
+
+    mode = getattr(args, "mode", None)
+    if getattr(args, "fused", False):
+        if mode not in (None, "fused"):
+            raise InputError(f"--fused and --mode {mode} contradict each other")
+        return "fused"
+    return mode or "dynamic"
+
+
+def sampling_args(args: argparse.Namespace) -> dict[str, float]:
+    """--temperature / --top-p / --top-k as given; those left out take the defaults of the
+    bundle that runs with no model (SmolLM2's: 0.2 / 0.9), else greedy."""
+    defaults = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, **getattr(args, "default_sampling", {})}
+    return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
