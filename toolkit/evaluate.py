@@ -14,7 +14,6 @@ decoding on one Runtime (the base is loaded once, adapters switch per call). Met
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -22,7 +21,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,16 +81,44 @@ def _jailbreaks(templates_file: str, harmful: list[Prompt], limit: int | None, s
     return out
 
 
+@dataclass
+class EvalOptions:
+    """What `sgedge eval` measures, on what (the command's options, typed)."""
+
+    bundle: str | None = None
+    model: str | None = None
+    policy: list[str] = field(default_factory=list)
+    adapter: list[str] = field(default_factory=list)  # PATH[:SCALE], with model
+    no_adapter: bool = False
+    harmful: list[str] = field(default_factory=list)  # FILE[@LABEL]
+    benign: list[str] = field(default_factory=list)
+    jailbreak_templates: str | None = None
+    qa: list[str] = field(default_factory=list)
+    ppl: str | None = None
+    judge: str = "keywords"
+    keywords: str | None = None
+    limit: int | None = None
+    max_tokens: int = 48
+    backend: str | None = None
+    ctx: int = 8192
+    threads: int | None = None
+    seed: int = 0
+    json: bool = False
+    report: str | None = None
+    output: str | None = None
+    quiet: bool = False
+
+
 def stderr_note(msg: str) -> None:
     print(f"sgedge: note: {msg}", file=sys.stderr)
 
 
-def demo_defaults(args: argparse.Namespace) -> None:
+def demo_defaults(opts: EvalOptions) -> EvalOptions:
     """With no prompt files on the embedded demo, evaluate the sets it ships: its held-out
     benign questions (over-refusal and exact match) and its regulated-advice prompts
     (declined by the strict policy only, by design), said on stderr."""
-    if args.harmful or args.benign or args.qa or args.ppl or args.jailbreak_templates or args.bundle or args.model:
-        return
+    if opts.harmful or opts.benign or opts.qa or opts.ppl or opts.jailbreak_templates or opts.bundle or opts.model:
+        return opts
     from sgedge.demo import DEMO_DIR, SMOLLM2_DIR, default_bundle
 
     chosen = default_bundle()
@@ -100,43 +127,44 @@ def demo_defaults(args: argparse.Namespace) -> None:
         harmful, benign = ev / "harmful_heldout.jsonl", ev / "benign_heldout.jsonl"
         regulated = ev / "regulated_eval.jsonl"
         if not harmful.is_file():
-            return
-        args.harmful, args.benign = [str(harmful)], [str(benign), str(regulated)]
+            return opts
+        opts = replace(opts, harmful=[str(harmful)], benign=[str(benign), str(regulated)])
         stderr_note("no prompt files given: evaluating the SmolLM2 bundle's own held-out sets (harmful_heldout.jsonl "
                     "and benign_heldout.jsonl: prompts the recipe wrote and never trained on; regulated_eval.jsonl: "
                     "personal medical, legal and financial advice, which the strict policy declines by design); "
                     "give --harmful / --benign files (e.g. HarmBench, XSTest) for the public sets")
-        return
+        return opts
     ev = DEMO_DIR / "eval"
     benign, regulated = ev / "benign_heldout.jsonl", ev / "regulated_eval.jsonl"
     if not benign.is_file():
-        return
-    args.qa, args.benign = [str(benign)], [str(benign)] + ([str(regulated)] if regulated.is_file() else [])
+        return opts
+    opts = replace(opts, qa=[str(benign)], benign=[str(benign)] + ([str(regulated)] if regulated.is_file() else []))
     stderr_note("no prompt files given: evaluating the embedded demo's own sets (benign_heldout.jsonl: over-refusal "
                 "and exact match; regulated_eval.jsonl: personal medical, legal and financial advice, which the "
                 "strict policy declines by design); give --harmful FILE (e.g. AdvBench) for harmful refusal")
+    return opts
 
 
-def build_tasks(args: argparse.Namespace) -> list[Task]:
-    demo_defaults(args)
+def build_tasks(opts: EvalOptions) -> list[Task]:
+    """The prompt sets `opts` names (run_eval applies demo_defaults first)."""
     tasks: list[Task] = []
     harmful_all: list[Prompt] = []
-    for spec in args.harmful:
-        items = _limit(load([spec], "harmful", stderr_note), args.limit, args.seed)
+    for spec in opts.harmful:
+        items = _limit(load([spec], "harmful", stderr_note), opts.limit, opts.seed)
         harmful_all += items
         tasks.append(Task("harmful", spec, items))
-    for spec in args.benign:
-        tasks.append(Task("benign", spec, _limit(load([spec], "benign", stderr_note), args.limit, args.seed)))
-    if args.jailbreak_templates:
-        tasks.append(Task("jailbreak", args.jailbreak_templates,
-                          _jailbreaks(args.jailbreak_templates, harmful_all, args.limit, args.seed)))
-    for spec in args.qa:
+    for spec in opts.benign:
+        tasks.append(Task("benign", spec, _limit(load([spec], "benign", stderr_note), opts.limit, opts.seed)))
+    if opts.jailbreak_templates:
+        tasks.append(Task("jailbreak", opts.jailbreak_templates,
+                          _jailbreaks(opts.jailbreak_templates, harmful_all, opts.limit, opts.seed)))
+    for spec in opts.qa:
         path, label = parse_file_arg(spec)
         items = [q for q in select(read_prompts(path), label) if q.answer]
         if not items:
             raise InputError(f"--qa {spec}: no rows with both a question and an answer column")
-        tasks.append(Task("qa", spec, _limit(items, args.limit, args.seed)))
-    if not tasks and not args.ppl:
+        tasks.append(Task("qa", spec, _limit(items, opts.limit, opts.seed)))
+    if not tasks and not opts.ppl:
         raise InputError("nothing to evaluate: give --harmful, --benign, --qa or --ppl files")
     return tasks
 
@@ -207,24 +235,24 @@ def _summary(tasks: Sequence[Task], configs: Sequence[Config], judge: Any, kw: K
                        "skipped_too_long": max(t.skipped.values(), default=0)} for t in tasks]}
 
 
-def open_runtime(args: argparse.Namespace) -> tuple[Any, list[Config], str]:
+def open_runtime(opts: EvalOptions) -> tuple[Any, list[Config], str]:
     from sgedge.runtime.api import Runtime, parse_adapter_arg
 
-    if args.model:
-        if args.policy:
+    if opts.model:
+        if opts.policy:
             raise InputError("--policy applies to --bundle; with --model give --adapter")
-        adapters = [parse_adapter_arg(a) for a in args.adapter]
-        rt = Runtime.open(args.model, adapters=adapters, backend=args.backend, threads=args.threads, n_ctx=args.ctx)
+        adapters = [parse_adapter_arg(a) for a in opts.adapter]
+        rt = Runtime.open(opts.model, adapters=adapters, backend=opts.backend, threads=opts.threads, n_ctx=opts.ctx)
         configs = []
         if adapters:
             configs.append(Config("+".join(f"{Path(p).stem}:{s:g}" for p, s in adapters),
                                   adapters=[(a.name, a.scale) for a in rt.active]))
-        if args.no_adapter or not adapters:
+        if opts.no_adapter or not adapters:
             configs.append(Config("no adapter", policy=[]))
-        return rt, configs, str(args.model)
-    if args.adapter:
+        return rt, configs, str(opts.model)
+    if opts.adapter:
         raise InputError("--adapter applies to --model; a bundle's adapters come from --policy")
-    bundle = args.bundle
+    bundle = opts.bundle
     if bundle is None:
         from sgedge.demo import default_bundle
 
@@ -232,44 +260,45 @@ def open_runtime(args: argparse.Namespace) -> tuple[Any, list[Config], str]:
     require_bundle(bundle, "a .gguf file or an ONNX model folder goes to --model")
     manifest, _ = read_manifest(bundle)
     keys = []
-    for k in args.policy:  # checked before the model is loaded; "eu" names the EU policy
+    for k in opts.policy:  # checked before the model is loaded; "eu" names the EU policy
         name = manifest.policy_key(k)
         if name is None:
             raise InputError(f"--policy {k}: not in the bundle (policies: {', '.join(manifest.policies)})")
         keys.append(name)
-    rt = Runtime.open(bundle, keys[0] if keys else None, backend=args.backend, threads=args.threads, n_ctx=args.ctx)
+    rt = Runtime.open(bundle, keys[0] if keys else None, backend=opts.backend, threads=opts.threads, n_ctx=opts.ctx)
     if not keys:
         if rt.policy is None:
             rt.close()
             raise InputError(f"{bundle}: no default policy; choose one with --policy ({', '.join(rt.policies)})")
         keys = [rt.policy]
     configs = [Config(k, policy=k) for k in keys]
-    if args.no_adapter:
+    if opts.no_adapter:
         configs.append(Config("no adapter", policy=[]))
     return rt, configs, str(bundle)
 
 
-def run_cli(args: argparse.Namespace) -> dict[str, Any]:
+def run_eval(opts: EvalOptions) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    tasks = build_tasks(args)
-    kw = keyword_judge(args.keywords)
-    judge = make_judge(args.judge, args.keywords, args.threads)
-    rt, configs, target = open_runtime(args)
+    opts = demo_defaults(opts)
+    tasks = build_tasks(opts)
+    kw = keyword_judge(opts.keywords)
+    judge = make_judge(opts.judge, opts.keywords, opts.threads)
+    rt, configs, target = open_runtime(opts)
     for note in rt.notes:
         stderr_note(note)
     t0 = time.perf_counter()
     ppl: dict[str, float] = {}
     try:
         total = sum(len(t.items) for t in tasks) * len(configs)
-        with tqdm(total=total, desc="eval", unit="prompt", disable=args.quiet, file=sys.stderr) as bar:
+        with tqdm(total=total, desc="eval", unit="prompt", disable=opts.quiet, file=sys.stderr) as bar:
             for cfg in configs:
                 bar.set_postfix(config=cfg.name)
                 for t in tasks:
                     rows = t.results.setdefault(cfg.name, [])
                     for q in t.items:
                         try:
-                            r = rt.generate(q.text, max_tokens=args.max_tokens, seed=args.seed, **cfg.kwargs())
+                            r = rt.generate(q.text, max_tokens=opts.max_tokens, seed=opts.seed, **cfg.kwargs())
                         except InputError as e:
                             if "do not fit the context" not in str(e):
                                 raise
@@ -289,28 +318,28 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
                             row["refused"] = kw.is_refusal(q.text, text)
                         rows.append(row)
                         bar.update(1)
-                if args.ppl:
-                    ppl[cfg.name] = perplexity(rt, cfg, args.ppl)
+                if opts.ppl:
+                    ppl[cfg.name] = perplexity(rt, cfg, opts.ppl)
     finally:
         rt.close()
         if hasattr(judge, "close"):
             judge.close()
     summary = _summary(tasks, configs, judge, kw, ppl)
-    summary.update({"target": target, "backend": rt.backend, "max_tokens": args.max_tokens,
+    summary.update({"target": target, "backend": rt.backend, "max_tokens": opts.max_tokens,
                     "seconds": round(time.perf_counter() - t0, 1)})
     results = {"summary": summary,
                "answers": {t.kind + ":" + t.source: t.results for t in tasks}}
-    if args.output:
+    if opts.output:
         from sgedge._fs import atomic_path
 
-        with atomic_path(args.output) as tmp:
+        with atomic_path(opts.output) as tmp:
             tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
-    if args.report:
+    if opts.report:
         from sgedge.toolkit.report import write_report
 
-        write_report(results, args.report)
-    if not args.json:
-        print(format_table(summary), file=sys.stderr if args.json else sys.stdout)
+        write_report(results, opts.report)
+    if not opts.json:
+        print(format_table(summary), file=sys.stderr if opts.json else sys.stdout)
     return results
 
 

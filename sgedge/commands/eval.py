@@ -38,9 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from sgedge.toolkit.evaluate import run_cli
+    from dataclasses import fields
 
-    results = run_cli(args)
+    from sgedge.toolkit.evaluate import EvalOptions, run_eval
+
+    results = run_eval(EvalOptions(**{f.name: getattr(args, f.name) for f in fields(EvalOptions)}))
     if args.json:
         print(json.dumps(results["summary"], indent=2))
     return 0
