@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sgedge.errors import InputError
 
@@ -40,7 +42,8 @@ def runtime_args(r: argparse.ArgumentParser, what: str) -> None:
     r.add_argument("--device", choices=["auto", "cpu", "gpu", "cuda", "dml"], default="auto",
                    help="gguf: cpu|gpu|auto; onnx: cpu|cuda|dml|gpu|auto (GPU only when the engine has one)")
     r.add_argument("--gpu-layers", type=int, help="layers to offload (default: all when a GPU is used)")
-    r.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    r.add_argument("--threads", type=int, help="CPU threads (default: one per core other processes leave free, "
+                   "measured while decoding; docs/modes.md)")
     r.add_argument("--ctx", type=int, default=4096, help="context size in tokens")
     r.add_argument("--allow-unbound-adapter", action="store_true",
                    help="accept adapters without an sgedge base fingerprint (shapes are still checked)")
@@ -59,8 +62,25 @@ def read_prompt(arg: str, raw: bool = False) -> str:
     return text
 
 
-def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]], *, prompt_cache: bool = False) -> Runtime:
-    """Open what `run` / `serve` were given (default: the embedded demo) and say its notes."""
+@dataclass(frozen=True)
+class Opened:
+    """What `open_runtime` opened: the runtime, the folder or file it came from, whether
+    that is a bundle, and the bundle that runs with no model when it is that one."""
+
+    rt: Runtime
+    source: Path
+    bundle: bool
+    demo: Any = None  # sgedge.demo.DefaultBundle
+
+    @property
+    def sampling(self) -> dict[str, float]:
+        """Sampling defaults of what runs: the no-model bundle's (SmolLM2's model card), else none."""
+        return dict(self.demo.sampling) if self.demo is not None else {}
+
+
+def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]], *, prompt_cache: bool = False) -> Opened:
+    """Open what `run` / `chat` / `serve` were given (default: the bundle that runs with no
+    model) and say its notes. `args` is read, never changed."""
     from sgedge.runtime.api import Runtime
     from sgedge.runtime.llama_lib import set_verbose
 
@@ -70,19 +90,19 @@ def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]], *,
         raise InputError("--adapter applies to --model; a bundle's adapters come from its policies (--region)")
     if args.model and (args.region or args.trusted_key):
         raise InputError("--region and --trusted-key apply to --bundle")
+    bundle, chosen = args.bundle, None
     if not args.bundle and not args.model:
         if adapters:
             raise InputError("--adapter needs --model (the embedded demo's adapters come from --region)")
         from sgedge.demo import default_bundle
 
         chosen = default_bundle()
-        args.bundle = str(chosen.path)
-        args.default_sampling = chosen.sampling
-    if args.bundle:
+        bundle = str(chosen.path)
+    if bundle:
         from sgedge.manifest import require_bundle
 
-        require_bundle(args.bundle, "a .gguf file or an ONNX model folder goes to --model")
-    rt = Runtime.open(args.bundle or args.model, args.region, trusted_key=args.trusted_key, verify=args.verify,
+        require_bundle(bundle, "a .gguf file or an ONNX model folder goes to --model")
+    rt = Runtime.open(bundle or args.model, args.region, trusted_key=args.trusted_key, verify=args.verify,
                       no_adapter=args.no_adapter, adapters=adapters, backend=args.backend, device=args.device,
                       gpu_layers=args.gpu_layers, threads=args.threads, n_ctx=args.ctx,
                       allow_unbound_adapters=args.allow_unbound_adapter,
@@ -91,11 +111,11 @@ def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]], *,
     for note in rt.notes:
         print(f"sgedge: note: {note}", file=sys.stderr)
     region = args.region if args.region is not None else os.environ.get("SGEDGE_REGION")
-    if args.bundle and region and not args.no_adapter and rt.policy_key(region) is None:
+    if bundle and region and not args.no_adapter and rt.policy_key(region) is None:
         # Not an error (the manifest names a default policy), but never silent.
         print(f"sgedge: this bundle has no policy for {region!r}; its default policy {rt.policy!r} applies "
               f"(policies: {', '.join(sorted(rt.policies))})", file=sys.stderr)
-    return rt
+    return Opened(rt, Path(bundle or args.model), bool(bundle), chosen)
 
 
 def run_mode(args: argparse.Namespace) -> str:
@@ -109,8 +129,8 @@ def run_mode(args: argparse.Namespace) -> str:
     return mode or "dynamic"
 
 
-def sampling_args(args: argparse.Namespace) -> dict[str, float]:
+def sampling_args(args: argparse.Namespace, defaults_of: Opened) -> dict[str, float]:
     """--temperature / --top-p / --top-k as given; those left out take the defaults of the
     bundle that runs with no model (SmolLM2's: 0.2 / 0.9), else greedy."""
-    defaults = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, **getattr(args, "default_sampling", {})}
+    defaults = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, **defaults_of.sampling}
     return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}

@@ -128,12 +128,13 @@ def chat(args: argparse.Namespace) -> int:
     from sgedge.runtime.api import parse_adapter_arg
 
     adapters = [parse_adapter_arg(a) for a in args.adapter]
-    with open_runtime(args, adapters, prompt_cache=True) as rt:
+    opened = open_runtime(args, adapters, prompt_cache=True)
+    with opened.rt as rt:
         # The tiny demo learnt single questions only: by default each line is a new conversation there.
-        demo = getattr(args, "default_sampling", None) == {}
+        demo = opened.demo is not None and opened.demo.name == "toy"
         history = args.history if args.history is not None else not demo
         session = Session(rt, system=args.system, max_tokens=args.max_tokens, history=history,
-                          sampling={**sampling_args(args), "seed": args.seed})
+                          sampling={**sampling_args(args, opened), "seed": args.seed})
         interactive = sys.stdin.isatty()
         if interactive:
             try:

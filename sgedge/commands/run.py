@@ -44,19 +44,20 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--chat-template-kwargs is not JSON ({e})") from None
         if not isinstance(template_kwargs, dict):
             raise InputError("--chat-template-kwargs takes a JSON object, e.g. '{\"enable_thinking\": false}'")
-    with open_runtime(args, adapters) as rt:
+    opened = open_runtime(args, adapters)
+    with opened.rt as rt:
         sink = None
         if not args.json:
             def sink(text: str) -> None:
                 sys.stdout.write(text)
                 sys.stdout.flush()
         result = rt.generate(prompt, raw=args.raw, policy=[] if args.no_adapter else None, max_tokens=args.max_tokens,
-                             **sampling_args(args), seed=args.seed, on_text=sink, stop=args.stop,
+                             **sampling_args(args, opened), seed=args.seed, on_text=sink, stop=args.stop,
                              template_kwargs=template_kwargs)
         policy = rt.policy
     if args.json:
         obj = result.to_dict()
-        if args.bundle:
+        if opened.bundle:
             obj["policy"] = policy
         print(json.dumps(obj, ensure_ascii=False))
     else:

@@ -89,14 +89,18 @@ def serve(args: argparse.Namespace) -> int:
         raise InputError(f"--watch takes seconds between checks (got {args.watch})")
     api_key = args.api_key or os.environ.get("SGEDGE_API_KEY") or None
     adapters = [parse_adapter_arg(a) for a in args.adapter]
-    with open_runtime(args, adapters, prompt_cache=not args.no_prompt_cache) as rt:
+    opened = open_runtime(args, adapters, prompt_cache=not args.no_prompt_cache)
+    with opened.rt as rt:
         # Named in replies that no policy made (a request's own adapters, the bare base).
-        source = Path(args.model or args.bundle).resolve()
+        source = opened.source.resolve()
         model_id = source.stem if source.is_file() else source.name
-        if args.bundle:
+        if opened.bundle and opened.demo is None and args.bundle:
             from sgedge.demo import default_bundle
 
-            model_id = "sgedge-demo" if source == default_bundle().path.resolve() else model_id
+            is_demo = source == default_bundle().path.resolve()  # the same folder, named with --bundle
+            model_id = "sgedge-demo" if is_demo else model_id
+        elif opened.demo is not None:
+            model_id = "sgedge-demo"
         log = None if args.quiet else (lambda line: print(f"sgedge serve: {line}", file=sys.stderr, flush=True))
         server = make_server(rt, host=args.host, port=args.port, model_id=model_id, api_key=api_key,
                              lock_policy=args.lock_policy, max_tokens=args.max_tokens,
