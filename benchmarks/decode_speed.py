@@ -79,7 +79,8 @@ PROMPT = "The quick brown fox jumps over the lazy dog. Safety adapters keep the 
 def build(work: Path, shape: str, dtype: str, rank: int, targets: list[str] | None = None) -> dict[str, Path]:
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_base import export_base_gguf
-    from sgedge.exporters.synthetic import build_lora, build_model
+
+    from sgedge.testing.synthetic import build_lora, build_model
 
     family, tok_style, cfg, vocab = SHAPES[shape]
     hf = build_model(family, work / "hf", shape=cfg, tokenizer_style=tok_style, vocab_size=vocab, init_std=0.02)
@@ -99,9 +100,9 @@ def build_real(work: Path, dtype: str, rank: int, targets: list[str] | None = No
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.gguf_import import import_gguf
-    from sgedge.exporters.synthetic import build_lora
 
     from sgedge.reference_model import require_smollm2
+    from sgedge.testing.synthetic import build_lora
 
     original = require_smollm2()
     hf = import_gguf(original, work / "hf").path

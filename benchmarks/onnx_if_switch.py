@@ -317,7 +317,8 @@ def main() -> None:
     import onnxruntime_genai as og
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
-    from sgedge.exporters.synthetic import build_lora, build_model
+
+    from sgedge.testing.synthetic import build_lora, build_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--loads", type=int, default=3)

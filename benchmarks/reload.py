@@ -40,12 +40,12 @@ def rss_mb() -> float:
 def main(argv: list[str] | None = None) -> None:
     from decode_speed import SHAPES
     from sgedge.exporters.bundle import add_adapter, create_bundle
-    from sgedge.exporters.synthetic import build_lora, build_model
     from sgedge.runtime.api import Runtime
     from sgedge.runtime.serve import serve
 
     from sgedge.manifest import PolicyItem
     from sgedge.signing import keygen, sign_bundle
+    from sgedge.testing.synthetic import build_lora, build_model
 
     p = argparse.ArgumentParser()
     p.add_argument("--shape", choices=sorted(SHAPES), default="smollm2-135m")

@@ -297,7 +297,8 @@ def build_shape(shape: str, work: Path, backends: tuple[str, ...] = BACKENDS, on
     and adapter, the ONNX exports, and 3 more adapters per format for the memory rows."""
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
-    from sgedge.exporters.synthetic import build_lora
+
+    from sgedge.testing.synthetic import build_lora
 
     work.mkdir(parents=True, exist_ok=True)
     paths = kept(work, "gguf", lambda: build_real(work, REAL[shape], 16) if shape in REAL

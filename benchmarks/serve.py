@@ -100,9 +100,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raise SystemExit(f"--tokens must be 2..{n_ctx - 64}")
 
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
-    from sgedge.exporters.synthetic import build_lora
     from sgedge.runtime.api import Runtime
     from sgedge.runtime.serve import serve
+
+    from sgedge.testing.synthetic import build_lora
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

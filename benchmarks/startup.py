@@ -62,11 +62,11 @@ def real(repeats: int) -> None:
     its import: what binding by the file's sha256 costs at start-up."""
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_import import import_fingerprints, import_gguf
-    from sgedge.exporters.synthetic import build_lora
     from sgedge.runtime.api import Runtime
 
     from sgedge.bundle_verify import sha256_file
     from sgedge.reference_model import require_smollm2
+    from sgedge.testing.synthetic import build_lora
 
     gguf = require_smollm2()
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,11 +108,11 @@ def real(repeats: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     from decode_speed import SHAPES
     from sgedge.exporters.bundle import create_bundle
-    from sgedge.exporters.synthetic import build_lora, build_model
     from sgedge.runtime.api import Runtime
 
     from sgedge.bundle_verify import verify_bundle
     from sgedge.manifest import PolicyItem, read_manifest
+    from sgedge.testing.synthetic import build_lora, build_model
 
     p = argparse.ArgumentParser()
     p.add_argument("--shape", choices=sorted(SHAPES), default="smollm2-135m")

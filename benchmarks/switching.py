@@ -69,9 +69,9 @@ def random_bundle(work: Path, shape: str) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from decode_speed import SHAPES
     from sgedge.exporters.bundle import create_bundle
-    from sgedge.exporters.synthetic import build_lora, build_model
 
     from sgedge.manifest import PolicyItem
+    from sgedge.testing.synthetic import build_lora, build_model
 
     family, tok_style, cfg, vocab = SHAPES[shape]
     hf = build_model(family, work / "hf", shape=cfg, tokenizer_style=tok_style, vocab_size=vocab, init_std=0.02)

@@ -16,9 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sgedge.exporters.synthetic import build_lora, build_model
-
 from sgedge.cli import main
+from sgedge.testing.synthetic import build_lora, build_model
 
 
 def run(argv: list[str]) -> None:

@@ -69,7 +69,7 @@ def base_spec_from_gguf(path: str | Path, want: str | None = None) -> BaseSpec:
     """The spec of a sgedge-exported GGUF (from its metadata), or of any other GGUF base
     sgedge imports: then the fingerprint is its import's (computed, not written; of the
     float32 import unless `want` names the bfloat16 one's) and the file's sha256 binds."""
-    from sgedge.runtime.gguf_meta import read_gguf_info
+    from sgedge.formats.gguf_meta import read_gguf_info
 
     info = read_gguf_info(path)
     if info.is_adapter:

@@ -67,7 +67,8 @@ class ImportResult:
 
 def _reader(src: Path) -> Any:
     import gguf
-    from sgedge.runtime.gguf_meta import read_gguf_info
+
+    from sgedge.formats.gguf_meta import read_gguf_info
 
     info = read_gguf_info(src)  # a clear error for what is not a GGUF file at all
     if info.is_adapter:

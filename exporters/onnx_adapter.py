@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from sgedge.exporters.onnx_base import BASE_META
 from sgedge.exporters.peft_adapter import load_peft_adapter
-from sgedge.runtime.onnx_adapter_io import fingerprint_tag, write_adapter
 
 from sgedge.errors import AdapterError, InputError
 from sgedge.families import FAMILIES
+from sgedge.formats.onnx_adapter_io import fingerprint_tag, write_adapter
 
 
 def read_base_meta(base_dir: str | Path) -> dict:

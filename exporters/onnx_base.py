@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 from sgedge.exporters.hf_model import HFModel
-from sgedge.runtime.onnx_backend import BASE_META
 
 import sgedge
 from sgedge._fs import normalize_modes, sweep_stale, temp_prefix
 from sgedge.errors import BackendError, InputError, UnsupportedModelError
+from sgedge.formats import ONNX_BASE_META as BASE_META
 
 ONNX_DTYPES = ("fp32", "fp16", "int4")
 # Execution providers an export can target (the builder's -e): the graph differs (CUDA
@@ -71,7 +71,7 @@ def whole_groups(targets: Sequence[str], modules: Sequence[str]) -> list[str]:
 
 
 def _slot_adapter(model: HFModel, targets: Sequence[str], out: Path) -> None:
-    from sgedge.exporters.synthetic import build_lora
+    from sgedge.exporters.peft_io import build_lora
 
     build_lora(model.path, out, r=1, alpha=1, targets=list(targets), std=0.0)
 

@@ -426,8 +426,9 @@ class Runtime:
             active = [(it.adapter, it.scale) for it in items]
             # The binding check of every adapter in use, before merging.
             if kind == "gguf":
-                from sgedge.runtime.gguf_meta import read_gguf_info
                 from sgedge.runtime.llama_backend import check_adapter_fits, file_sha256
+
+                from sgedge.formats.gguf_meta import read_gguf_info
 
                 base_info = read_gguf_info(base_path)
                 for name, _ in active:

@@ -243,8 +243,9 @@ def fuse_onnx(base_dir: Path, adapters: Sequence[tuple[Path, float]], out_dir: P
 
     import onnx
     from onnx import numpy_helper
-    from sgedge.runtime.onnx_adapter_io import compose
     from sgedge.runtime.onnx_merge import float_projection, merge_update
+
+    from sgedge.formats.onnx_adapter_io import compose
 
     _, params = compose(list(adapters))
     model = onnx.load(str(base_dir / "model.onnx"), load_external_data=True)

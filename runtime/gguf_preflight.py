@@ -16,9 +16,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from sgedge.runtime.gguf_meta import _ARRAY, _SCALARS, _STRING, _Cursor
-
 from sgedge.errors import InputError
+from sgedge.formats.gguf_meta import _ARRAY, _SCALARS, _STRING, _Cursor
 
 MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS
 MAX_DIMS = 4  # GGML_MAX_DIMS

@@ -21,18 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sgedge.runtime.onnx_adapter_io import fingerprint_tag, read_adapter_shapes
 from sgedge.runtime.types import Sampling, Timings, shared_prefix
 
 from sgedge._fs import sweep_temp
 from sgedge.binding import TRANSFER_HINT
 from sgedge.errors import AdapterMismatchError, BackendError, InputError
+from sgedge.formats import ONNX_BASE_META as BASE_META
+from sgedge.formats.onnx_adapter_io import fingerprint_tag, read_adapter_shapes
 
 DEVICES = ("auto", "cpu", "gpu", "cuda", "dml")
 # A base exported for a GPU provider (--ep cuda) runs only there (tests turn this off
 # to check such graphs on the CPU provider, which runs most of them).
 REQUIRE_BUILT_PROVIDER = True
-BASE_META = "sgedge_base.json"  # an ONNX base's sgedge metadata (exporters.onnx_base writes it)
 _SLOT_SUFFIXES = (".lora_A.MatMul.weight", ".lora_B.MatMul.weight")
 _BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>$")  # SentencePiece byte-fallback tokens
 
@@ -89,7 +89,7 @@ def check_onnx_adapter(base: Path, meta: dict, path: Path, *, allow_unbound: boo
 
 def _check_finite(path: Path) -> None:
     """An adapter's weights are finite (NaN would turn replies into garbage, not fail)."""
-    from sgedge.runtime.onnx_adapter_io import read_adapter
+    from sgedge.formats.onnx_adapter_io import read_adapter
 
     _, params = read_adapter(path)
     bad = next((n for n, v in params.items() if not np.isfinite(v).all()), None)
@@ -217,7 +217,7 @@ class OnnxBackend:
             self._active_name = None
 
     def _compose(self, key: tuple[tuple[str, float], ...]) -> str:
-        from sgedge.runtime.onnx_adapter_io import compose, write_adapter
+        from sgedge.formats.onnx_adapter_io import compose, write_adapter
 
         version, composed = compose([(self._adapters[n].path, s) for n, s in key])
         cname = "compose-" + hashlib.sha256(repr(key).encode()).hexdigest()[:12]

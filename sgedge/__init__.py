@@ -9,19 +9,35 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sgedge.errors import SgedgeError
+from sgedge.errors import (
+    AdapterError,
+    AdapterMismatchError,
+    BackendError,
+    InputError,
+    SgedgeError,
+    UnsupportedModelError,
+)
 
 __version__ = "0.1.0"
-__all__ = ["Runtime", "SgedgeError", "__version__"]
+# What a caller of the runtime receives: the runtime, its results, its errors.
+_LAZY = {"Runtime": "sgedge.runtime.api", "GenerationResult": "sgedge.runtime.types",
+         "ActiveAdapter": "sgedge.runtime.types", "Timings": "sgedge.runtime.types",
+         "PoolMember": "sgedge.runtime.pool", "ReloadResult": "sgedge.runtime.reload"}
+__all__ = ["ActiveAdapter", "GenerationResult", "PoolMember", "ReloadResult", "Runtime", "Timings",
+           "AdapterError", "AdapterMismatchError", "BackendError", "InputError", "SgedgeError",
+           "UnsupportedModelError", "__version__"]
 
 if TYPE_CHECKING:
     from sgedge.runtime.api import Runtime
+    from sgedge.runtime.pool import PoolMember
+    from sgedge.runtime.reload import ReloadResult
+    from sgedge.runtime.types import ActiveAdapter, GenerationResult, Timings
 
 
 def __getattr__(name: str) -> Any:
     # Lazy so that `import sgedge` stays light (no llama.cpp load until needed).
-    if name == "Runtime":
-        from sgedge.runtime.api import Runtime
+    if name in _LAZY:
+        import importlib
 
-        return Runtime
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'sgedge' has no attribute {name!r}")

@@ -120,7 +120,7 @@ def draw(rng: random.Random, family: str | None = None) -> Case:
 
 def build(case: Case, work: Path, seed: int, init_std: float = 0.08) -> tuple[Path, list[tuple[Path, float]]]:
     """The case's Hugging Face model and its PEFT adapters with their scales."""
-    from sgedge.exporters.synthetic import build_lora, build_model
+    from sgedge.testing.synthetic import build_lora, build_model
 
     hf = build_model(case.family, work / "hf", shape=case.shape, vocab_size=case.vocab, seed=seed, init_std=init_std)
     loras = []
@@ -202,8 +202,9 @@ def run_quantized(case: Case, work: Path, seed: int) -> dict[str, float]:
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
-    from sgedge.exporters.synthetic import CORPUS
     from sgedge.runtime.api import Runtime
+
+    from sgedge.testing.synthetic import CORPUS
 
     hf, weighted = build(case, work, seed, init_std=0.02)
 

@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 from sgedge.exporters.bundle import add_adapter, create_bundle, set_policy
-from sgedge.exporters.synthetic import build_lora, build_model
 from sgedge.runtime.api import Runtime
 
 from sgedge.bundle_verify import IntegrityError, verify_bundle
@@ -15,6 +14,7 @@ from sgedge.cli import main
 from sgedge.errors import AdapterMismatchError, InputError
 from sgedge.manifest import ManifestError, PolicyItem, read_manifest
 from sgedge.signing import SignatureError, keygen, sign_bundle
+from sgedge.testing.synthetic import build_lora, build_model
 
 POLICIES = {
     "US": (PolicyItem("standard", 1.0),),
@@ -466,7 +466,7 @@ def test_inspect_says_whether_and_by_whom_the_bundle_is_signed(bundle, tmp_path,
 
 
 def test_f16_adapters_halve_the_files_and_run_as_the_f32_ones(tiny, tmp_path):
-    from sgedge.runtime.gguf_meta import read_gguf_info
+    from sgedge.formats.gguf_meta import read_gguf_info
 
     t = tiny("llama")
     replies = {}

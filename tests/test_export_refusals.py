@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from sgedge.exporters.gguf_adapter import export_adapter_gguf
 from sgedge.exporters.gguf_base import export_base_gguf
-from sgedge.exporters.synthetic import build_lora, build_model
 
 from sgedge.cli import main
 from sgedge.errors import AdapterError, InputError, UnsupportedModelError
+from sgedge.testing.synthetic import build_lora, build_model
 
 
 def _edit_config(peft_dir: Path, **changes) -> None:

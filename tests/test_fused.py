@@ -17,12 +17,12 @@ import pytest
 from reference import PROMPT
 from sgedge.exporters.bundle import add_adapter, create_bundle
 from sgedge.exporters.gguf_base import export_base_gguf
-from sgedge.exporters.synthetic import build_lora
 from sgedge.runtime.api import Runtime
 
 from sgedge.cli import main
 from sgedge.errors import AdapterMismatchError, InputError
 from sgedge.manifest import PolicyItem
+from sgedge.testing.synthetic import build_lora
 
 
 def _rel(a, b):
@@ -136,7 +136,8 @@ def test_onnx_fused_fp16_merges_and_int4_keeps_an_exact_branch(tmp_path, monkeyp
     import onnx
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
-    from sgedge.exporters.synthetic import build_model
+
+    from sgedge.testing.synthetic import build_model
 
     monkeypatch.setenv("SGEDGE_CACHE_DIR", str(tmp_path / "cache"))
     hf = build_model("qwen2", tmp_path / "hf", seed=4)

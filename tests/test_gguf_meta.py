@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gguf
 import pytest
-from sgedge.runtime.gguf_meta import read_gguf_info
 
 from sgedge.errors import InputError
+from sgedge.formats.gguf_meta import read_gguf_info
 
 
 def _reference(path):

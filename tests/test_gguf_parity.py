@@ -77,7 +77,8 @@ def test_teacher_forced_logits_match_peft(runtimes, family, case):
 )
 def test_peft_scaling_options_match(tiny, tmp_path, family, options):
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
-    from sgedge.exporters.synthetic import build_lora
+
+    from sgedge.testing.synthetic import build_lora
 
     t = tiny(family)
     options = dict(options)

@@ -72,7 +72,8 @@ def test_export_then_import_gives_back_the_weights_and_fingerprint(imported, fam
 def test_the_import_runs_and_tokenizes_as_the_original(imported, family):
     import transformers
     from reference import hf_logits, hf_model
-    from sgedge.exporters.synthetic import CORPUS
+
+    from sgedge.testing.synthetic import CORPUS
 
     t, r = imported(family)
     texts = [*CORPUS, "  two leading spaces", "<|im_start|>user\nhi<|im_end|>", "12345 678", "\n\nx y"]
@@ -178,10 +179,10 @@ def foreign(tiny, tmp_path_factory):
 
 def test_an_adapter_exported_against_the_import_runs_on_the_original_file(foreign):
     from sgedge.runtime.api import Runtime
-    from sgedge.runtime.gguf_meta import read_gguf_info
 
     from sgedge import binding
     from sgedge.bundle_verify import sha256_file
+    from sgedge.formats.gguf_meta import read_gguf_info
 
     t, base, hf, via_import, via_file = foreign
     sha = sha256_file(base)
@@ -288,7 +289,8 @@ def test_llama3_rope_scaling_comes_back_from_its_rope_freqs_table(tmp_path, rope
     from reference import hf_logits, hf_model
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.gguf_import import import_gguf
-    from sgedge.exporters.synthetic import build_model
+
+    from sgedge.testing.synthetic import build_model
 
     hf = build_model("llama", tmp_path / "hf", shape={"rope_parameters": rope, "head_dim": 64,
                                                        "max_position_embeddings": 131072}, seed=4)
@@ -325,9 +327,9 @@ def test_an_import_record_that_does_not_hold_gives_no_source_binding(foreign, tm
 
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.runtime.api import Runtime
-    from sgedge.runtime.gguf_meta import read_gguf_info
 
     from sgedge import binding
+    from sgedge.formats.gguf_meta import read_gguf_info
 
     t, base, hf, _, _ = foreign
     copy = tmp_path / "hf"

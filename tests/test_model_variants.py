@@ -13,10 +13,10 @@ from sgedge.exporters.gguf_adapter import export_adapter_gguf
 from sgedge.exporters.gguf_base import export_base_gguf
 from sgedge.exporters.onnx_adapter import export_adapter_onnx
 from sgedge.exporters.onnx_base import export_base_onnx
-from sgedge.exporters.synthetic import build_lora, build_model
 from sgedge.runtime.api import Runtime
 
 from sgedge.errors import UnsupportedModelError
+from sgedge.testing.synthetic import build_lora, build_model
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 64, "rope_theta": 500000.0}
@@ -145,7 +145,7 @@ def test_phi3_su_rope_exports_as_longrope(tmp_path):
     # Early Phi-3 128k configs name LongRoPE "su" (transformers 5 itself no longer loads
     # them with a top-level original_max_position_embeddings, so no reference run here):
     # the GGUF export is the LongRoPE one.
-    from sgedge.runtime.gguf_meta import read_gguf_info
+    from sgedge.formats.gguf_meta import read_gguf_info
 
     shape = {"max_position_embeddings": 1024, "original_max_position_embeddings": 256,
              "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0,

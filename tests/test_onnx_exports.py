@@ -11,10 +11,10 @@ import pytest
 from reference import PROMPT, hf_logits, hf_model
 from sgedge.exporters.onnx_adapter import export_adapter_onnx
 from sgedge.exporters.onnx_base import export_base_onnx
-from sgedge.exporters.synthetic import CORPUS, build_lora, build_model
 from sgedge.runtime.api import Runtime
 
 from sgedge.errors import AdapterError, AdapterMismatchError, InputError, UnsupportedModelError
+from sgedge.testing.synthetic import CORPUS, build_lora, build_model
 
 
 def test_base_slots_are_inputs_with_empty_defaults(tiny_onnx):
@@ -213,7 +213,8 @@ def test_adapter_header_reader_matches_onnxruntime(tiny_onnx, tmp_path):
     # sgedge reads an adapter's shapes and binding itself (no second ONNX Runtime loaded);
     # it must agree with onnxruntime's own reader and refuse what is not an adapter.
     import onnxruntime as ort
-    from sgedge.runtime.onnx_adapter_io import read_adapter_shapes
+
+    from sgedge.formats.onnx_adapter_io import read_adapter_shapes
 
     o = tiny_onnx("llama")
     version, shapes = read_adapter_shapes(o.a1)
@@ -221,7 +222,7 @@ def test_adapter_header_reader_matches_onnxruntime(tiny_onnx, tmp_path):
     assert version == ref.get_model_version()
     assert shapes == {k: tuple(v.shape()) for k, v in ref.get_parameters().items()} and len(shapes) > 0
     # The writer: onnxruntime reads back the same parameters and binding.
-    from sgedge.runtime.onnx_adapter_io import read_adapter, write_adapter
+    from sgedge.formats.onnx_adapter_io import read_adapter, write_adapter
 
     params = {k: v.numpy() for k, v in ref.get_parameters().items()}
     params["half.lora_A.MatMul.weight"] = np.arange(6, dtype=np.float16).reshape(3, 2)

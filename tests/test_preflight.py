@@ -96,7 +96,8 @@ def test_an_adapter_is_checked_for_its_tensors_not_a_vocabulary(tiny, tmp_path):
 def test_an_adapter_with_nan_weights_or_alpha_is_refused(tiny, tiny_onnx, tmp_path):
     import gguf
     from sgedge.runtime.api import Runtime
-    from sgedge.runtime.onnx_adapter_io import read_adapter, write_adapter
+
+    from sgedge.formats.onnx_adapter_io import read_adapter, write_adapter
 
     t = tiny("qwen2")
     alpha = edit_gguf(t.a1, tmp_path / "alpha.gguf", {"adapter.lora.alpha": float("nan")})

@@ -47,7 +47,8 @@ def smol(tmp_path_factory):
 def lora(smol, tmp_path_factory):
     """A random rank-8 adapter on every projection, exported against the import (GGUF)."""
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
-    from sgedge.exporters.synthetic import build_lora
+
+    from sgedge.testing.synthetic import build_lora
 
     root = tmp_path_factory.mktemp("smollm2-lora")
     peft_dir = build_lora(smol.path, root / "peft", r=8, alpha=16, seed=3, std=0.02)
@@ -168,10 +169,10 @@ def test_fused_mode_carries_the_adapter_on_quantized_bases_or_refuses(smol, lora
     import gguf
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_base import export_base_gguf
-    from sgedge.exporters.synthetic import build_lora
     from sgedge.runtime.api import Runtime
 
     from sgedge.errors import InputError
+    from sgedge.testing.synthetic import build_lora
 
     def rel(a: np.ndarray, b: np.ndarray) -> float:  # the relative logit error of docs/numerics.md's tables
         return float(np.linalg.norm(a - b) / np.linalg.norm(b - b.mean()))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sgedge.exporters.gguf_adapter import export_adapter_gguf
 from sgedge.exporters.gguf_base import export_base_gguf
-from sgedge.exporters.synthetic import build_lora, build_model
 from sgedge.runtime.api import Runtime
 
 from sgedge.errors import AdapterMismatchError, InputError
+from sgedge.testing.synthetic import build_lora, build_model
 
 
 @pytest.fixture(scope="module")

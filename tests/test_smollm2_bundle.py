@@ -150,7 +150,7 @@ def test_the_recipe_runs_at_a_tiny_size_and_its_onnx_adapters_run(tmp_path, monk
     with Runtime.open(path, region="EU") as rt:
         assert rt.generate("Hello", max_tokens=4).tokens
     # `sgedge demo onnx` from the recipe's import: the ONNX bundle with the shipped .onnx_adapter files runs.
-    from sgedge.demo_onnx import build_onnx_bundle
+    from sgedge.toolkit.demo_onnx import build_onnx_bundle
 
     onnx = build_onnx_bundle(tmp_path / "onnx", work / "smollm2-hf", dtype="int4")
     with Runtime.open(onnx, region="EU") as rt:

@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 from sgedge.exporters.gguf_adapter import export_adapter_gguf
 from sgedge.exporters.gguf_base import export_base_gguf
-from sgedge.exporters.synthetic import CORPUS, build_lora, build_model
 from sgedge.runtime.api import Runtime
-from sgedge.runtime.gguf_meta import read_gguf_info
+
+from sgedge.formats.gguf_meta import read_gguf_info
+from sgedge.testing.synthetic import CORPUS, build_lora, build_model
 
 
 @pytest.mark.parametrize("family", ["llama", "phi3"])

@@ -70,9 +70,10 @@ def test_o200k_split_is_recognised_as_gpt_4o(tmp_path):
     # export names it llama.cpp's "gpt-4o" pre-tokenizer without --pre-tokenizer, and the
     # tokens equal transformers' (cased words, contractions, digits in threes, "/").
     from sgedge.exporters.gguf_base import export_base_gguf
-    from sgedge.exporters.synthetic import build_model
-    from sgedge.runtime.gguf_meta import read_gguf_info
     from transformers import AutoTokenizer
+
+    from sgedge.formats.gguf_meta import read_gguf_info
+    from sgedge.testing.synthetic import build_model
 
     hf = build_model("phi3", tmp_path / "hf", tokenizer_style="o200k")
     base = export_base_gguf(hf, tmp_path / "b.gguf", dtype="f32").path

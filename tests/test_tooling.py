@@ -38,3 +38,52 @@ def test_mypy_passes_on_the_public_api(tmp_path):
                            "sgedge/runtime/pool.py", "sgedge/runtime/threads.py"],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
+
+
+def _python_tree(dest: Path) -> Path:
+    """The package's .py files in the installed layout (sgedge/runtime, ...), copied: the
+    repository maps runtime/, exporters/ and toolkit/ into sgedge.* with package-dir."""
+    import shutil
+
+    for src, dst in (("sgedge", dest / "sgedge"), ("runtime", dest / "sgedge" / "runtime"),
+                     ("exporters", dest / "sgedge" / "exporters"), ("toolkit", dest / "sgedge" / "toolkit")):
+        for f in (ROOT / src).rglob("*.py"):
+            rel = f.relative_to(ROOT / src)
+            if src == "sgedge" and rel.parts[0] in ("runtime", "exporters", "toolkit"):
+                continue
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dst / rel)
+    return dest
+
+
+def _lint_imports(tree: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(exe), "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=tree,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("importlinter") is None, reason="import-linter not installed (dev extra)")
+def test_the_floors_hold(tmp_path):
+    """pyproject.toml's import-linter contracts: dispatcher > commands > toolkit > runtime |
+    exporters > core, and test-model builders out of the production path."""
+    proc = _lint_imports(_python_tree(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
+    assert "3 kept, 0 broken" in proc.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("importlinter") is None, reason="import-linter not installed (dev extra)")
+@pytest.mark.parametrize(("module", "line", "contract"), [
+    ("runtime/types.py", "import sgedge.toolkit.train", "Floors"),          # the runtime reaching up
+    ("exporters/gguf_adapter.py", "import sgedge.runtime.api", "Floors"),   # exporters on the runtime
+    ("sgedge/manifest.py", "import sgedge.runtime.api", "Core"),            # core reaching up
+    ("toolkit/train.py", "import sgedge.testing.synthetic", "Test-model builders"),
+])
+def test_a_lower_floor_importing_a_higher_one_fails(tmp_path, module, line, contract):
+    tree = _python_tree(tmp_path)
+    parts = module.split("/")
+    target = tree / "sgedge" / "/".join(parts[1:]) if parts[0] == "sgedge" else tree / "sgedge" / module
+    target.write_text(target.read_text() + f"\n{line}  # added by the test\n")
+    proc = _lint_imports(tree)
+    assert proc.returncode != 0 and "BROKEN" in proc.stdout, proc.stdout[-2000:]
+    broken = proc.stdout.split("Broken contracts", 1)[1]
+    assert contract in broken, broken[:2000]

@@ -113,7 +113,7 @@ def test_export_notes_an_adapter_bound_to_another_base_than_its_own(variant, tmp
 
 
 def test_transfer_warns_when_the_fine_tune_moved_more_than_the_adapter_changes(variant, tmp_path, capsys):
-    from sgedge.exporters.synthetic import build_lora
+    from sgedge.testing.synthetic import build_lora
 
     t, var = variant
     small = build_lora(t.hf, tmp_path / "small", std=0.02)  # B.A about 3% of the weights
@@ -126,7 +126,7 @@ def test_transfer_warns_when_the_fine_tune_moved_more_than_the_adapter_changes(v
 
 
 def test_transfer_refuses_an_unrelated_model_of_the_same_shape(tiny, tmp_path, capsys):
-    from sgedge.exporters.synthetic import build_model
+    from sgedge.testing.synthetic import build_model
 
     t = tiny("llama")
     other = build_model("llama", tmp_path / "other", seed=99)
@@ -158,7 +158,7 @@ def test_transfer_errors(tiny, variant, tmp_path, capsys, case, message):
     elif case == "family":
         to = tiny("qwen2").hf
     elif case == "width":
-        from sgedge.exporters.synthetic import build_model
+        from sgedge.testing.synthetic import build_model
 
         to = build_model("llama", tmp_path / "wide", shape={"intermediate_size": 96})
     elif case == "no-source":

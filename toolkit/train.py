@@ -104,7 +104,7 @@ def load_base(base_dir: str | Path, device: str = "cpu", option: str = "--base")
     (`option` names the command-line option that gave it, for the messages)."""
     import torch
     import transformers
-    from sgedge.exporters.synthetic import _quiet
+    from sgedge.exporters.peft_io import quiet as _quiet
 
     base = Path(base_dir)
     if not (base / "config.json").is_file():
@@ -268,7 +268,8 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     before it is renamed into place."""
     import peft
     import torch
-    from sgedge.exporters.synthetic import _quiet, save_peft
+    from sgedge.exporters.peft_io import quiet as _quiet
+    from sgedge.exporters.peft_io import save_peft
     from tqdm.auto import tqdm
 
     from sgedge.families import family_for_config

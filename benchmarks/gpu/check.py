@@ -39,8 +39,9 @@ def build(root: Path) -> None:
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
-    from sgedge.exporters.synthetic import build_lora, build_model
     from transformers import AutoTokenizer
+
+    from sgedge.testing.synthetic import build_lora, build_model
 
     for i, fam in enumerate(FAMILIES):
         d = root / fam

@@ -84,7 +84,7 @@ def path(args: argparse.Namespace) -> int:
 
 
 def onnx(args: argparse.Namespace) -> int:
-    from sgedge.demo_onnx import build_onnx_bundle
+    from sgedge.toolkit.demo_onnx import build_onnx_bundle
 
     out = build_onnx_bundle(Path(args.output), Path(args.from_) if args.from_ else None, args.dtype, args.base_only)
     if args.base_only:

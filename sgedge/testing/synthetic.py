@@ -7,12 +7,12 @@ saved with a `tokenizers` BPE trained on a few built-in lines.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from sgedge.exporters.peft_io import build_lora, quiet, save_peft  # noqa: F401 (re-exported for tests)
 
 CORPUS = (
     "The quick brown fox jumps over the lazy dog.",
@@ -170,23 +170,6 @@ def save_tokenizer(out_dir: Path, style: str, vocab_size: int = 400, corpus: Seq
     return hf
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """transformers/peft chatter (progress bars, deprecation notes) is noise here."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-            yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _config(family: str, vocab_size: int, shape: Mapping[str, Any], tok: Any) -> Any:
     import transformers
 
@@ -247,7 +230,7 @@ def build_model(
     torch.manual_seed(seed)
     cfg = _config(family, max(vocab_size or 0, len(tok)), shape or {}, tok)
     cfg.initializer_range = init_std
-    with _quiet():
+    with quiet():
         model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
         # Random norms and biases too, so that exporters that drop or misplace them fail.
@@ -255,63 +238,6 @@ def build_model(
             if p.ndim == 1:
                 p.copy_((1.0 if "norm" in name else 0.0) + 0.1 * torch.randn_like(p))
     model.eval()
-    with _quiet():
+    with quiet():
         model.save_pretrained(out)
     return out
-
-
-def build_lora(
-    model_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    r: int = 8,
-    alpha: float = 16,
-    targets: Sequence[str] | str | None = None,
-    seed: int = 1,
-    std: float = 0.1,
-    **lora_kwargs: Any,
-) -> Path:
-    """Save a PEFT LoRA adapter with random, non-zero A and B for the model in `model_dir`.
-
-    `targets` is a list of module names or, as in PEFT, one string (a regex or "all-linear")."""
-    import peft
-    import torch
-    import transformers
-
-    from sgedge.families import family_for_config
-
-    model_dir = Path(model_dir)
-    config = json.loads((model_dir / "config.json").read_text())
-    fam = family_for_config(config)
-    with _quiet():
-        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    cfg = peft.LoraConfig(
-        r=r,
-        lora_alpha=alpha,
-        target_modules=targets if isinstance(targets, str) else list(targets or fam.lora_modules),
-        lora_dropout=0.0,
-        bias="none",
-        task_type="CAUSAL_LM",
-        **lora_kwargs,
-    )
-    with _quiet():
-        pm = peft.get_peft_model(model, cfg)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in pm.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
-    out = Path(out_dir)
-    save_peft(pm, out, model_dir)
-    return out
-
-
-def save_peft(pm: Any, out: Path, base_dir: Path) -> None:
-    """`save_pretrained`, with `base_model_name_or_path` pointing at the local base, so
-    that export finds it without --base."""
-    with _quiet():
-        pm.save_pretrained(out)
-    cfg_path = out / "adapter_config.json"
-    acfg = json.loads(cfg_path.read_text())
-    acfg["base_model_name_or_path"] = str(Path(base_dir).resolve())
-    cfg_path.write_text(json.dumps(acfg, indent=2))
