@@ -273,12 +273,12 @@ class Runtime:
         if kind not in BACKENDS:
             raise InputError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
         if kind == "gguf":
-            from sgedge.runtime.llama_backend import LlamaBackend
+            from sgedge.runtime.gguf_backend import GgufBackend
 
             if device == "dml":
                 raise InputError("--device dml applies to ONNX models; llama.cpp takes cpu, gpu or auto")
             device = "gpu" if device == "cuda" else device
-            be: Backend = LlamaBackend(model, n_ctx=n_ctx, threads=threads, device=device, gpu_layers=gpu_layers,
+            be: Backend = GgufBackend(model, n_ctx=n_ctx, threads=threads, device=device, gpu_layers=gpu_layers,
                                    exact=exact, prompt_cache=prompt_cache, verify=verify)
         else:
             from sgedge.runtime.onnx_backend import OnnxBackend
@@ -426,7 +426,7 @@ class Runtime:
             active = [(it.adapter, it.scale) for it in items]
             # The binding check of every adapter in use, before merging.
             if kind == "gguf":
-                from sgedge.runtime.llama_backend import check_adapter_fits, file_sha256
+                from sgedge.runtime.gguf_backend import check_adapter_fits, file_sha256
 
                 from sgedge.formats.gguf_meta import read_gguf_info
 

@@ -1,6 +1,6 @@
 """The engine interface `Runtime` depends on.
 
-Implemented by the GGUF engine (`llama_backend.LlamaBackend`, llama.cpp), the ONNX
+Implemented by the GGUF engine (`gguf_backend.GgufBackend`, llama.cpp), the ONNX
 engine (`onnx_backend.OnnxBackend`, ONNX Runtime GenAI) and the pool of fused copies
 (`pool.PoolBackend`, which routes each generation to one of the other two). An engine
 owns its native handles; `Runtime` serialises the calls into it (one generation at a
@@ -23,7 +23,7 @@ class ResidentAdapter(Protocol):
 
 
 class Backend(Protocol):
-    name: str  # the engine's name in results and JSON ("llama.cpp", "onnxruntime-genai")
+    name: str  # "gguf" (llama.cpp) or "onnx" (ONNX Runtime GenAI): as in --backend, the manifest and JSON
     path: Path  # the base model (a .gguf file or an ONNX folder)
     device: str
     n_ctx: int  # tokens of context: prompt and reply together

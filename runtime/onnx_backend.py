@@ -110,7 +110,7 @@ class _Live:
 
 
 class OnnxBackend:
-    name = "onnxruntime-genai"
+    name = "onnx"  # ONNX Runtime GenAI
 
     def __init__(self, model_dir: str | Path, *, device: str = "auto", threads: int | None = None,
                  prompt_cache: bool = False) -> None:

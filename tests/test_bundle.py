@@ -203,11 +203,11 @@ def test_a_bundle_runs_in_the_format_whose_engine_is_installed(made, monkeypatch
 
     _, bundle = made
     with Runtime.open(bundle, region="US") as rt:
-        assert rt.backend == "llama.cpp" and rt.notes == []
+        assert rt.backend == "gguf" and rt.notes == []
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
     with Runtime.open(bundle, region="US") as rt:
-        assert rt.backend == "onnxruntime-genai"
+        assert rt.backend == "onnx"
         assert rt.notes == ["llama-cpp-python is not installed, so the bundle's onnx base runs instead of its gguf "
                             "one (pip install 'sgedge[runtime]' for both)"]
     assert bundle_backend(["gguf"]) == ("gguf", None)  # its loader names the missing package

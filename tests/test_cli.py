@@ -45,7 +45,7 @@ CASES = [
     ("export adapter {out} -o {out}/x.gguf --base {hf}", 1, "", "has no adapter_config.json"),
     ("export base {out} -o {out}/x.gguf", 1, "", "has no config.json"),
     ("export base {hf} -o {out}/x.gguf --dtype q3", 1, "", "unknown GGUF dtype 'q3'"),
-    ("run --model {onnx} --adapter {oa1}:0.5 --adapter {oa2} --max-tokens 4 --json Hello", 0, '"backend": "onnxruntime-genai"', None),
+    ("run --model {onnx} --adapter {oa1}:0.5 --adapter {oa2} --max-tokens 4 --json Hello", 0, '"backend": "onnx"', None),
     ("run --model {onnx} --backend onnx --raw --max-tokens 4 Hello", 0, "", None),
     ("run --model {onnx} --adapter {a1} Hi", 1, "", "{a1} is a GGUF LoRA adapter (llama.cpp) and {onnx} an ONNX model folder"),
     ("run --model {model} --adapter {oa1} Hi", 1, "", "{oa1} is an ONNX Runtime adapter (.onnx_adapter) and {model} a GGUF model"),
@@ -83,7 +83,7 @@ def test_run_json_fields(paths, capsys):
     obj = json.loads(capsys.readouterr().out)
     assert {"text", "tokens", "prompt_tokens", "adapters", "backend", "timings"} <= set(obj)
     assert obj["adapters"] == [{"name": "a1", "scale": 1.0}]
-    assert obj["backend"] == "llama.cpp"
+    assert obj["backend"] == "gguf"
     assert {"load_s", "prefill_tok_s", "decode_tok_s"} <= set(obj["timings"])
     assert 0 < len(obj["tokens"]) <= 6 and len(obj["prompt_tokens"]) > 5
 

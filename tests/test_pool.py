@@ -159,7 +159,7 @@ def test_onnx_pool_matches_the_dynamic_path_and_fuses_the_bare_base_too(tiny, tm
                   {"US": (PolicyItem("std"),), "EU": (PolicyItem("strict"), PolicyItem("std", 0.5))},
                   default_policy="US", formats=("onnx",), allow_no_adapter=True)
     with Runtime.open(path) as dyn, Runtime.open(path, mode="pool") as pool:
-        assert pool.backend == "onnxruntime-genai"
+        assert pool.backend == "onnx"
         labels = {m.label: m for m in pool.pool}
         # ONNX: the bare base is a member too (fusing nothing removes the empty LoRA slots).
         assert set(labels) == {"US", "EU", "bare"} and all(m.fused and m.path.is_dir() for m in labels.values())

@@ -103,7 +103,7 @@ def test_a_failed_generation_empties_the_cache(pair):
     # Refused before anything ran: the cache is intact and still used.
     assert cached.generate(CHAT, max_tokens=4).timings.cached_tokens > 0
     be = cached._backend
-    if cached.backend == "llama.cpp":
+    if cached.backend == "gguf":
         real = be._llama
 
         class Failing:

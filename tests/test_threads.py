@@ -82,10 +82,10 @@ def test_no_proc_stat_keeps_the_physical_count(tmp_path, monkeypatch):
 
 
 def test_engine_threads_default_to_automatic_and_obey_an_explicit_count(tiny):
-    from sgedge.runtime.llama_backend import LlamaBackend
+    from sgedge.runtime.gguf_backend import GgufBackend
 
     t = tiny("llama")
-    with LlamaBackend(t.gguf, n_ctx=64) as be:
+    with GgufBackend(t.gguf, n_ctx=64) as be:
         assert be._auto is not None and be.threads == be._auto.current
-    with LlamaBackend(t.gguf, n_ctx=64, threads=1) as be:
+    with GgufBackend(t.gguf, n_ctx=64, threads=1) as be:
         assert be._auto is None and be.threads == 1

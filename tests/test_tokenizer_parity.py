@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import FAMILIES
-from sgedge.runtime.llama_backend import LlamaBackend
+from sgedge.runtime.gguf_backend import GgufBackend
 
 STRINGS = [
     "Hello world",
@@ -33,7 +33,7 @@ def test_prompt_tokens_equal_hf(tiny, family):
 
     t = tiny(family)
     tok = AutoTokenizer.from_pretrained(t.hf)
-    be = LlamaBackend(t.gguf, n_ctx=512)
+    be = GgufBackend(t.gguf, n_ctx=512)
     try:
         mismatches = []
         for text in STRINGS + _specials(tok):
@@ -80,7 +80,7 @@ def test_o200k_split_is_recognised_as_gpt_4o(tmp_path):
     assert read_gguf_info(base).get("tokenizer.ggml.pre") == "gpt-4o"
     tok = AutoTokenizer.from_pretrained(hf)
     extra = ["HelloWorld CamelCaseWords HTTPServer don'T", "path/to/file\n/usr/bin", "1234567 12 1"]
-    be = LlamaBackend(base, n_ctx=512)
+    be = GgufBackend(base, n_ctx=512)
     try:
         bad = [(t, tok(t).input_ids, be.tokenize(t, add_special=True)) for t in STRINGS + extra]
         bad = [b for b in bad if b[1] != b[2]]
@@ -108,7 +108,7 @@ def test_reply_text_equals_hf_decode(tiny, tiny_onnx, family, backend):
 
     t = tiny(family)
     tok = AutoTokenizer.from_pretrained(t.hf)
-    be = LlamaBackend(t.gguf, n_ctx=512) if backend == "gguf" else OnnxBackend(tiny_onnx(family).base)
+    be = GgufBackend(t.gguf, n_ctx=512) if backend == "gguf" else OnnxBackend(tiny_onnx(family).base)
     try:
         for text in REPLIES + [f"before {tok.eos_token} after"]:
             ids = tok(text, add_special_tokens=False).input_ids
@@ -147,7 +147,7 @@ def test_text_held_back_at_the_end_of_a_reply_is_given_out(tiny, tiny_onnx, monk
     from sgedge.runtime.api import Runtime
     from sgedge.runtime.onnx_backend import OnnxBackend
 
-    cls = LlamaBackend if backend == "gguf" else OnnxBackend
+    cls = GgufBackend if backend == "gguf" else OnnxBackend
     monkeypatch.setattr(cls, "text_stream", lambda self: lambda token: "held" if token is None else "")
     model = tiny("llama").gguf if backend == "gguf" else tiny_onnx("llama").base
     with Runtime.open(model) as rt:

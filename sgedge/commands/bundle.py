@@ -179,7 +179,7 @@ def check_bindings(bundle: Path, m: Any, pins: Any) -> None:
     format belongs to that format's base (fingerprint, or the imported file's sha256, and
     shapes). A re-hashed adapter of another base verifies by hash but not here."""
     from sgedge.formats.gguf_meta import read_gguf_info
-    from sgedge.runtime.llama_backend import check_adapter_fits
+    from sgedge.runtime.gguf_backend import check_adapter_fits
     from sgedge.runtime.onnx_backend import check_onnx_adapter, read_base_meta
 
     if "gguf" in m.base.formats:

@@ -116,8 +116,8 @@ def _stop_tokens(info: GGUFInfo, n_vocab: int) -> frozenset[int]:
     return frozenset(i for i in ids if isinstance(i, int) and 0 <= i < n_vocab)
 
 
-class LlamaBackend:
-    name = "llama.cpp"
+class GgufBackend:
+    name = "gguf"  # llama.cpp, through llama-cpp-python
 
     def __init__(
         self,
@@ -471,7 +471,7 @@ class LlamaBackend:
             self._adapters.clear()
             self._stack.close()
 
-    def __enter__(self) -> LlamaBackend:
+    def __enter__(self) -> GgufBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:
