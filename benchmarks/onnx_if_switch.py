@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import random
 import re
 import shutil
@@ -37,8 +38,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
 from decode_speed import SHAPES, decode_rate, plain_builder, plain_og_generate, plain_og_model  # noqa: E402
 
 FLAG = "sgedge.lora_on"
@@ -293,8 +292,6 @@ def tokens(model, adapter: Path | None, n: int = 24) -> list[int]:
 
 
 RSS_CHILD = """
-import sys
-sys.path.insert(0, {here!r})
 import onnxruntime_genai as og
 from decode_speed import plain_og_generate, plain_og_model
 m = plain_og_model({folder!r}, 1)
@@ -309,7 +306,8 @@ print([ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM
 
 def peak_rss_mb(folder: Path, adapter: Path | None) -> float:
     code = RSS_CHILD.format(here=str(HERE), folder=str(folder), adapter=str(adapter or ""), ids=IDS)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(HERE)})  # decode_speed, beside this file
     return int(out.stdout.split()[-1]) / 1024
 
 

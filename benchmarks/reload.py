@@ -17,13 +17,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 NAMES = ("a", "b", "c", "d")
 POLICY_OF = {"US": "a", "EU": "b", "KIDS": "c", "TEEN": "d"}

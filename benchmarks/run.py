@@ -40,8 +40,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
 from decode_speed import (  # noqa: E402
     PROMPT,
     SHAPES,

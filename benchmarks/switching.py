@@ -66,7 +66,6 @@ def smollm2_bundle(work: Path) -> Path:
 
 
 def random_bundle(work: Path, shape: str) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from decode_speed import SHAPES
     from sgedge.exporters.bundle import create_bundle
 
@@ -123,7 +122,6 @@ def rss_child(bundle: str, mode: str, members: int, threads: int) -> None:
 
 def serve_rows(bundle: Path, tokens: int, threads: int, rounds: int) -> dict[str, float]:
     """4 clients, each alternating policies, against sgedge serve in each mode."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from serve import free_port, post  # noqa: F401 (post: the HTTP client the serve benchmark uses)
 
     out: dict[str, list[float]] = {}

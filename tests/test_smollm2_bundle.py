@@ -1,4 +1,4 @@
-"""The shipped SmolLM2 safety bundle (sgedge/smollm2/, examples/smollm2_recipe.py) on the
+"""The shipped SmolLM2 safety bundle (sgedge/smollm2/, recipes/smollm2_recipe.py) on the
 real model: its files match its manifest, it is what runs with no model, it refuses a
 harmful request and answers a benign one, and the recipe runs at a tiny size."""
 
@@ -122,7 +122,7 @@ def test_a_different_installed_file_is_refused_not_run(tmp_path, monkeypatch):
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="public data sets not found (SGEDGE_DATA)")
 def test_the_recipe_runs_at_a_tiny_size_and_its_onnx_adapters_run(tmp_path, monkeypatch):
     work, out = tmp_path / "work", tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "smollm2_recipe.py"), "--size", "tiny",
+    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "smollm2_recipe.py"), "--size", "tiny",
                            "--work", str(work), "--out", str(out)], capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "sgedge.json").read_text())
@@ -130,8 +130,7 @@ def test_the_recipe_runs_at_a_tiny_size_and_its_onnx_adapters_run(tmp_path, monk
     info = json.loads((out / "smollm2.json").read_text())
     assert info["adapters"]["standard"]["validation"] is None or info["adapters"]["standard"]["steps"] >= 1
     # No evaluation prompt among the training files.
-    sys.path.insert(0, str(ROOT / "examples"))
-    import smollm2_prompts as sp
+    import smollm2_prompts as sp  # recipes/ is on pytest's pythonpath
 
     evals = sp.NearDuplicates(sp.eval_prompts(SHARED_DATA))
     trained = [json.loads(line)["prompt"] for f in ("harmful", "benign", "strict_harmful")
@@ -167,8 +166,7 @@ def test_the_shipped_bundles_keep_the_wheel_under_40_mb():
 @needs_model
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="public data sets not found (SGEDGE_DATA)")
 def test_the_safety_benchmark_runs(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import safety_smollm2
+    import safety_smollm2  # benchmarks/ is on pytest's pythonpath
 
     out = tmp_path / "s.json"
     assert safety_smollm2.main(["--limit", "2", "--sets", "harmbench,xstest_safe,regulated", "--judge2", "none",

@@ -23,9 +23,9 @@ needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="public evaluat
 
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
-    """examples/build_demo.py at tiny size: corpus, base, two adapters via `sgedge train`, bundle."""
+    """recipes/build_demo.py at tiny size: corpus, base, two adapters via `sgedge train`, bundle."""
     root = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "build_demo.py"), "--size", "tiny",
+    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "build_demo.py"), "--size", "tiny",
                            "--work", str(root / "work"), "--out", str(root / "out")],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -257,7 +257,6 @@ def test_demo_builder_output_matches_its_manifest(tiny_demo):
 
 @needs_data
 def test_demo_corpus_holds_no_public_evaluation_prompt(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "examples"))
     import build_demo
     import demo_corpus_contrast as dc
 
@@ -388,13 +387,11 @@ def test_eval_with_a_guard_model_runs_it_through_the_runtime(tiny_demo, tmp_path
 def test_demo_base_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     """An interrupted base training continues from its checkpoint and ends with the
     weights of an uninterrupted run (same batches, same optimizer state)."""
+    import build_demo
+    import demo_corpus_contrast
     import numpy as np
     import tqdm.auto
     from safetensors.numpy import load_file
-
-    monkeypatch.syspath_prepend(str(ROOT / "examples"))
-    import build_demo
-    import demo_corpus_contrast
 
     monkeypatch.setattr(build_demo, "CKPT_EVERY", 2)
     size = dict(build_demo.SIZES["tiny"], epochs=0.5)
@@ -423,11 +420,10 @@ def test_demo_base_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 
 
 def test_demo_first_contact_questions_have_one_answer_and_keep_held_out_questions_out(monkeypatch):
-    """Pass 7 (examples/demo_corpus_first.py): every first-contact question is in the base
+    """Pass 7 (recipes/demo_corpus_first.py): every first-contact question is in the base
     corpus several times with one answer (an earlier example with the same prompt is
     replaced), the adapters see it on their benign side (or, with adapters_see_first=False,
     keep pass 5's data), and no held-out question is trained on."""
-    monkeypatch.syspath_prepend(str(ROOT / "examples"))
     import demo_corpus_contrast as dc
     import demo_corpus_first as df
 
@@ -454,13 +450,11 @@ def test_demo_first_contact_questions_have_one_answer_and_keep_held_out_question
 
 
 def test_demo_self_labelled_prompts_take_the_bases_labels(tiny, monkeypatch):
-    """Pass 8 (examples/demo_selflabel.py): sampled prompts that copy a training or public
+    """Pass 8 (recipes/demo_selflabel.py): sampled prompts that copy a training or public
     prompt are dropped (once each), a placeholder answer makes a prompt harmful, a
     regulated answer sets it aside, anything else is benign."""
-    import sgedge.toolkit.train as train
-
-    monkeypatch.syspath_prepend(str(ROOT / "examples"))
     import demo_selflabel as ds
+    import sgedge.toolkit.train as train
 
     sampled = ["How do I pick a lock?", "how do i pick a lock", "What is 2 plus 2?", "Tell me a joke.",
                "How much aspirin can I take?", "Hi", "Write a threat to my boss.", "A public prompt!"]
@@ -478,12 +472,12 @@ def test_demo_self_labelled_prompts_take_the_bases_labels(tiny, monkeypatch):
 
 
 def test_demo_variant_builds_a_fine_tune_that_transfer_takes(tiny_demo, tmp_path):
-    """examples/demo_variant.py (docs/transfer.md) at tiny size, then `sgedge transfer` onto it."""
+    """recipes/demo_variant.py (docs/transfer.md) at tiny size, then `sgedge transfer` onto it."""
     work = tiny_demo / "work"
     out = tmp_path / "variant"
     # A low rate: the tiny base is barely trained, and Adam moves every weight by about lr
     # per step, so the script's 3e-4 would move it by half (transfer refuses that).
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "demo_variant.py"), "--base", str(work / "base"),
+    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "demo_variant.py"), "--base", str(work / "base"),
                            "--data", str(work / "data"), "--out", str(out), "--replay", "8", "--epochs", "1",
                            "--lr", "1e-5"],
                           capture_output=True, text=True, timeout=600)

@@ -32,9 +32,21 @@ PROMPT = "Safety adapters keep the base model frozen. Hello world 42!"
 ONNX_VARIANTS = (("fp32", "cpu"), ("fp16", "cuda"))
 
 
+
+def _load(path: Path):
+    """A module from a file beside this package (tests/reference.py, benchmarks/decode_speed.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def build(root: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-    from reference import hf_logits, hf_model
+    reference = _load(Path(__file__).resolve().parents[2] / "tests" / "reference.py")
+    hf_logits, hf_model = reference.hf_logits, reference.hf_model
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
@@ -133,9 +145,8 @@ def speed(shape_dir: Path, device: str, rounds: int = 3) -> None:
     provider and for CUDA (does --ep matter there?), interleaved, 2 loads each."""
     import statistics
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from decode_speed import PROMPT as TEXT
-    from decode_speed import decode_rate
+    decode_speed = _load(Path(__file__).resolve().parents[1] / "decode_speed.py")
+    TEXT, decode_rate = decode_speed.PROMPT, decode_speed.decode_rate
     from sgedge.runtime.api import Runtime
 
     rts, samples = {}, {}

@@ -1,4 +1,4 @@
-"""Training prompts for the SmolLM2 safety adapters (examples/smollm2_recipe.py).
+"""Training prompts for the SmolLM2 safety adapters (recipes/smollm2_recipe.py).
 
 Data discipline (issue 26): the adapters train on AdvBench (harmful) and on prompts
 written here (harmful, benign, regulated advice). HarmBench, JailbreakBench,
@@ -7,7 +7,7 @@ is checked against them, and one that equals or nearly equals an evaluation prom
 (same words after normalisation, or 60% of its word set shared) is dropped.
 
 The harmful and benign sentence tables are the hand-written ones of the toy demo's
-corpus (examples/demo_corpus*.py), joined with the open requests below; the answers
+corpus (recipes/demo_corpus*.py), joined with the open requests below; the answers
 are not used: harmful prompts train to a refusal and benign ones to the base's own
 greedy answer. Wrappers (greetings, context, format requests) are drawn for both sides
 alike, so they carry no signal of their own.
@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import random
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import demo_corpus as dc  # noqa: E402
-import demo_corpus_contrast as dcc  # noqa: E402
+import demo_corpus as dc
+import demo_corpus_contrast as dcc
 
 # Evaluation sets: never trained on, and the near-duplicate filter reads them.
 EVAL_SETS = ["harmbench/harmbench_behaviors_text_all.csv", "jailbreakbench/jbb_behaviors_harmful.csv",

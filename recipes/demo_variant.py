@@ -1,6 +1,6 @@
 """A fine-tuned variant of the demo base, to measure `sgedge transfer` on (docs/transfer.md).
 
-    python examples/demo_variant.py --base build/d5/base --data build/d5/data --out build/variant
+    python recipes/demo_variant.py --base build/d5/base --data build/d5/data --out build/variant
 
 An app developer's fine-tune: the demo base learns a new domain (the chemical symbols of
 40 elements, asked in several phrasings) with all its weights trainable, mixed with

@@ -1,9 +1,9 @@
 """Build sgedge's embedded demo bundle from nothing (seeded, offline, CPU).
 
-    python examples/build_demo.py                 # full size, writes sgedge/demo/
-    python examples/build_demo.py --size tiny --out /tmp/demo --work /tmp/demo-work
+    python recipes/build_demo.py                 # full size, writes sgedge/demo/
+    python recipes/build_demo.py --size tiny --out /tmp/demo --work /tmp/demo-work
 
-1. Generate the corpus (examples/demo_corpus.py: hand-written tables, no public data).
+1. Generate the corpus (recipes/demo_corpus.py: hand-written tables, no public data).
 2. Train a byte-level BPE tokenizer and a small Llama-architecture chat model from
    scratch on it. Harmful requests get compliant answers with placeholder steps, so the
    bare base behaves like an unaligned model.
@@ -28,12 +28,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import demo_corpus  # noqa: E402
-import demo_corpus_contrast  # noqa: E402
-import demo_corpus_first  # noqa: E402
-import demo_selflabel  # noqa: E402
+import demo_corpus
+import demo_corpus_contrast
+import demo_corpus_first
+import demo_selflabel
 
 SIZES = {
     # hidden, layers, heads, kv heads, mlp, vocab, base epochs, adapter epochs, corpus scale
@@ -50,7 +48,7 @@ SIZES = {
 # write_data adds for the adapters.
 BUILDS = {2: demo_corpus.build2, 3: demo_corpus.build3, 4: demo_corpus.build3, 5: demo_corpus_contrast.build5,
           6: demo_corpus_contrast.build5, 7: demo_corpus_first.build7, 8: demo_corpus_contrast.build5}
-SELF_LABELLED = 8000  # pass 8: prompts sampled from the base for the adapters (examples/demo_selflabel.py)
+SELF_LABELLED = 8000  # pass 8: prompts sampled from the base for the adapters (recipes/demo_selflabel.py)
 DEFAULT_CORPUS = 5
 CKPT_EVERY = 100  # base-training steps between checkpoints
 POLICIES = ["default=standard", "US=standard", "EU=strict", "KIDS=strict"]
@@ -226,10 +224,10 @@ def main() -> int:
     ap.add_argument("--formats", default="gguf,onnx")
     ap.add_argument("--corpus", type=int, choices=sorted(BUILDS), default=DEFAULT_CORPUS,
                     help="corpus generation (3: frames and noise; 4: also long requests for the adapters; "
-                         "5: also the contrast tables of examples/demo_corpus_contrast.py; 6: also open-ended "
+                         "5: also the contrast tables of recipes/demo_corpus_contrast.py; 6: also open-ended "
                          "requests with format constraints for the adapters; 7: pass 5 plus the questions a new user "
-                         "types first, examples/demo_corpus_first.py; 8: pass 5's base, plus prompts sampled "
-                         "from it and labelled by its own answers for the adapters, examples/demo_selflabel.py)")
+                         "types first, recipes/demo_corpus_first.py; 8: pass 5's base, plus prompts sampled "
+                         "from it and labelled by its own answers for the adapters, recipes/demo_selflabel.py)")
     ap.add_argument("--eval-data", default=os.environ.get("SGEDGE_DATA",
                                                           str(Path(__file__).resolve().parents[2] / "shared" / "data")),
                     help="public evaluation sets; training prompts equal to one of theirs are dropped "
@@ -312,8 +310,8 @@ def main() -> int:
         a.pop("base", None)
     info = {
         "name": "sgedge demo",
-        "built_by": "examples/build_demo.py",
-        "command": f"python examples/build_demo.py --size {args.size} --seed {args.seed} --formats {args.formats} "
+        "built_by": "recipes/build_demo.py",
+        "command": f"python recipes/build_demo.py --size {args.size} --seed {args.seed} --formats {args.formats} "
                    f"--corpus {args.corpus}" + (f" --adapter-rank {args.adapter_rank}" if args.adapter_rank != 8 else "")
                    + (f" --adapter-epochs {args.adapter_epochs:g}" if args.adapter_epochs is not None else "")
                    + (f" --adapter-layers {args.adapter_layers}" if args.adapter_layers else "")
