@@ -14,12 +14,13 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sgedge.runtime.backend import Backend
 from sgedge.runtime.chat import render_chat
+from sgedge.runtime.options import BACKENDS, EngineOptions
 from sgedge.runtime.stop import StopScanner, check_stops
 from sgedge.runtime.types import ActiveAdapter, GenerationResult, Sampling, Timings
 
@@ -27,8 +28,6 @@ from sgedge.errors import InputError, SgedgeError
 from sgedge.manifest import adapter_scale
 
 AdapterSpec = str | Path | tuple[str | Path, float]
-BACKENDS = ("gguf", "onnx")
-MODES = ("dynamic", "fused", "pool")
 
 
 def parse_adapter_arg(spec: str) -> tuple[str, float]:
@@ -202,126 +201,141 @@ class Runtime:
         verify: str = "cached",
         no_adapter: bool = False,
         adapters: Sequence[AdapterSpec] = (),
+        allow_unbound_adapters: bool = False,
+        options: EngineOptions | None = None,
         backend: str | None = None,
         device: str = "auto",
         gpu_layers: int | None = None,
         threads: int | None = None,
         n_ctx: int = 4096,
-        allow_unbound_adapters: bool = False,
         exact: bool = False,
         mode: str = "dynamic",
         prompt_cache: bool = False,
         pool_memory: int | str | None = None,
     ) -> Runtime:
-        """Open a bundle folder (with `region`), or a model (.gguf file or ONNX folder) with
-        `adapters` (path or (path, scale)).
-
-        Bundles are verified first (manifest, signature when `trusted_key` is given or the
-        manifest requires one, adapter hashes, base hashes cached unless verify="full"),
-        every adapter is loaded, and the policy for `region` (else $SGEDGE_REGION, else the
-        manifest's default policy) is active. Anything wrong stops here, before a token.
-
-        All adapters are checked against the base before any is used; the ones given
-        here are active by default. `exact=True` trades speed for numerics (f32 KV
-        cache, no flash attention), for checks against transformers. `prompt_cache=True`
-        keeps the keys/values of the last prompt and reply (ONNX: of greedy generations):
-        a prompt that starts with them under the same adapters (a chat's next turn)
-        computes only the rest. An adapter change never reuses them. The kept part was
-        computed in other batches than a fresh run would use, so logits can move a little
-        (docs/serve.md).
-
-        `mode`: "dynamic" (adapters applied per token; any policy per call), "fused" (one
-        policy merged into a cached copy of the base: bare-base speed, no switching) or
-        "pool" (a fused copy per policy in use, each request on its policy's copy; sets
-        outside `pool_memory` bytes, e.g. "2G", run dynamically; runtime/pool.py).
-        Raises SgedgeError subclasses with clear messages.
-        """
-        t0 = time.perf_counter()
-        model = Path(model)
-        if mode not in MODES:
-            raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        if n_ctx < 0:
-            raise InputError(f"n_ctx (--ctx) must be >= 0, 0 meaning the model's trained context (got {n_ctx})")
-        if threads is not None and threads < 0:
-            raise InputError(f"threads must be >= 1, or 0 / None for the physical core count (got {threads})")
-        if gpu_layers is not None and gpu_layers < -1:
-            raise InputError(f"gpu_layers must be -1 (all), 0 or a layer count (got {gpu_layers})")
+        """Open a bundle folder (`open_bundle`: `region`, `trusted_key`, `no_adapter`) or a
+        model, a .gguf file or ONNX folder (`open_model`: `adapters`, path or (path, scale)).
+        How the engine runs is `options` (an EngineOptions), or the same names as keywords
+        here (backend, device, gpu_layers, threads, n_ctx, exact, mode, prompt_cache,
+        pool_memory, e.g. "2G"). Raises SgedgeError subclasses with clear messages."""
         from sgedge.runtime.pool import parse_size
 
-        budget = parse_size(pool_memory)
-        if budget is not None and mode != "pool":
-            raise InputError("pool_memory (--pool-memory) applies to mode='pool' (--mode pool)")
+        given = EngineOptions(backend=backend, device=device, gpu_layers=gpu_layers, threads=threads, n_ctx=n_ctx,
+                              exact=exact, mode=mode, prompt_cache=prompt_cache,
+                              pool_memory=parse_size(pool_memory))
+        if options is not None and given != EngineOptions():
+            raise InputError("give the engine's settings either as options=EngineOptions(...) or as keywords, not both")
+        opts = options or given
+        model = Path(model)
         if (model / "sgedge.json").is_file():
-            return cls._open_bundle(model, region, trusted_key=trusted_key, verify=verify, no_adapter=no_adapter,
-                                    backend=backend, device=device, gpu_layers=gpu_layers, threads=threads,
-                                    n_ctx=n_ctx, exact=exact, t0=t0, mode=mode, prompt_cache=prompt_cache,
-                                    pool_memory=budget)
+            if adapters:
+                raise InputError(f"{model} is a bundle: its adapters come from its policies (region=), not adapters=")
+            return cls.open_bundle(model, region, trusted_key=trusted_key, verify=verify, no_adapter=no_adapter,
+                                   options=opts)
         if region is not None or trusted_key is not None:
             raise InputError(f"{model} is not a bundle (no sgedge.json): region and trusted_key apply to bundles")
         if no_adapter and adapters:
             raise InputError("no_adapter and adapters contradict each other")
-        kind = backend or detect_backend(model)
+        return cls.open_model(model, adapters, allow_unbound_adapters=allow_unbound_adapters, verify=verify,
+                              options=opts)
+
+    @classmethod
+    def open_bundle(cls, bundle: str | Path, region: str | None = None, *, trusted_key: str | Path | None = None,
+                    verify: str = "cached", no_adapter: bool = False,
+                    options: EngineOptions | None = None) -> Runtime:
+        """Open a bundle folder. It is verified first (manifest, signature when `trusted_key`
+        is given or the manifest requires one, adapter hashes, base hashes cached unless
+        verify="full"), every adapter is loaded, and the policy for `region` (else
+        $SGEDGE_REGION, else the manifest's default policy) is active; `no_adapter` runs
+        the bare base where the manifest allows it. Anything wrong stops here, before a token."""
+        t0 = time.perf_counter()
+        bundle = Path(bundle)
         if verify not in ("cached", "full"):
             raise InputError(f"verify must be 'cached' or 'full' (got {verify!r})")
-        return cls._open_model(model, kind, adapters, device=device, gpu_layers=gpu_layers, threads=threads,
-                               n_ctx=n_ctx, exact=exact, allow_unbound=allow_unbound_adapters, t0=t0, mode=mode,
-                               prompt_cache=prompt_cache, verify=verify, pool_memory=budget)
+        if not (bundle / "sgedge.json").is_file():
+            raise InputError(f"{bundle} is not a bundle (no sgedge.json); a .gguf file or ONNX folder is a model "
+                             "(Runtime.open_model)")
+        return cls._open_bundle(bundle, region, options or EngineOptions(), trusted_key=trusted_key, verify=verify,
+                                no_adapter=no_adapter, t0=t0)
+
+    @classmethod
+    def open_model(cls, model: str | Path, adapters: Sequence[AdapterSpec] = (), *,
+                   allow_unbound_adapters: bool = False, verify: str = "cached",
+                   options: EngineOptions | None = None) -> Runtime:
+        """Open a model (.gguf file or ONNX folder) with `adapters` (path or (path, scale)),
+        all checked against the base before any is used and active by default.
+        `options.exact` trades speed for numerics (f32 KV cache, no flash attention), for
+        checks against transformers. `options.prompt_cache` keeps the keys/values of the
+        last prompt and reply (ONNX: of greedy generations): a prompt that starts with them
+        under the same adapters (a chat's next turn) computes only the rest; an adapter
+        change never reuses them (docs/serve.md). `options.mode`: "dynamic" (adapters
+        applied per token; any set per call), "fused" (merged into a cached copy of the
+        base: bare-base speed, no switching) or "pool" (docs/modes.md)."""
+        t0 = time.perf_counter()
+        model = Path(model)
+        opts = options or EngineOptions()
+        if verify not in ("cached", "full"):
+            raise InputError(f"verify must be 'cached' or 'full' (got {verify!r})")
+        kind = opts.backend or detect_backend(model)
+        return cls._open_model(model, kind, adapters, opts, allow_unbound=allow_unbound_adapters, t0=t0,
+                               verify=verify)
 
     @staticmethod
-    def _make_backend(model: Path, kind: str, *, device: str, gpu_layers: int | None, threads: int | None,
-                      n_ctx: int, exact: bool, prompt_cache: bool = False, verify: str = "cached") -> Backend:
+    def _make_backend(model: Path, kind: str, opts: EngineOptions, verify: str = "cached") -> Backend:
         if kind not in BACKENDS:
             raise InputError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
         if kind == "gguf":
             from sgedge.runtime.gguf_backend import GgufBackend
 
-            if device == "dml":
+            if opts.device == "dml":
                 raise InputError("--device dml applies to ONNX models; llama.cpp takes cpu, gpu or auto")
-            device = "gpu" if device == "cuda" else device
-            be: Backend = GgufBackend(model, n_ctx=n_ctx, threads=threads, device=device, gpu_layers=gpu_layers,
-                                   exact=exact, prompt_cache=prompt_cache, verify=verify)
+            device = "gpu" if opts.device == "cuda" else opts.device
+            be: Backend = GgufBackend(model, n_ctx=opts.n_ctx, threads=opts.threads, device=device,
+                                      gpu_layers=opts.gpu_layers, exact=opts.exact, prompt_cache=opts.prompt_cache,
+                                      verify=verify)
         else:
             from sgedge.runtime.onnx_backend import OnnxBackend
 
             if not model.is_dir():
                 raise InputError(f"the onnx backend needs an ONNX model folder, {model} is not one")
-            be = OnnxBackend(model, device=device, threads=threads, prompt_cache=prompt_cache)
+            be = OnnxBackend(model, device=opts.device, threads=opts.threads, prompt_cache=opts.prompt_cache)
         return be
 
     @classmethod
     def _open_fused(cls, base: Path, kind: str, loaded: dict[str, Path], active: Sequence[tuple[str, float]],
-                    cache_dir: Path, t0: float, manifest: Any = None, policy: str | None = None,
-                    **engine: Any) -> Runtime:
+                    cache_dir: Path, t0: float, opts: EngineOptions, manifest: Any = None,
+                    policy: str | None = None) -> Runtime:
         """Adapters were verified against the base by the caller; merge and run the result."""
         from sgedge.runtime.fuse import ensure_fused
 
         if not active and base.is_file():  # GGUF: the bare base has nothing to remove
-            return cls(cls._make_backend(base, kind, **engine), (), time.perf_counter() - t0, manifest, policy)
+            return cls(cls._make_backend(base, kind, opts), (), time.perf_counter() - t0, manifest, policy)
         # ONNX with no adapter: "fusing" nothing removes the empty LoRA slots, whose
         # operators cost a few percent of decode speed even when no adapter is active.
         fused = ensure_fused(base, [(loaded[n], s) for n, s in active], cache_dir)
-        rt = cls(cls._make_backend(fused.path, kind, **engine), (), time.perf_counter() - t0, manifest, policy)
+        rt = cls(cls._make_backend(fused.path, kind, opts), (), time.perf_counter() - t0, manifest, policy)
         rt._fused = tuple((n, float(s)) for n, s in active)
         rt.fused_path = fused.path
         return rt
 
     @classmethod
-    def _open_model(cls, model: Path, kind: str, adapters: Sequence[AdapterSpec], *, allow_unbound: bool,
-                    t0: float, mode: str = "dynamic", pool_memory: int | None = None, **engine: Any) -> Runtime:
+    def _open_model(cls, model: Path, kind: str, adapters: Sequence[AdapterSpec], opts: EngineOptions, *,
+                    allow_unbound: bool, t0: float, verify: str = "cached") -> Runtime:
         specs = [(Path(a[0]), adapter_scale(a[1], f"adapter {a[0]}")) if isinstance(a, tuple) else (Path(a), 1.0)
                  for a in adapters]
         for p, _ in specs:
             if not p.is_file():
                 raise InputError(f"adapter {p} does not exist")
             _check_adapter_format(p, kind, model)
-        if mode == "fused":
+        if opts.mode == "fused":
             from sgedge.runtime.fuse import default_cache_dir
 
             # Check the binding with the real backend first (fail closed), then fuse.
-            with cls._open_model(model, kind, adapters, allow_unbound=allow_unbound, t0=t0, **engine) as probe:
+            with cls._open_model(model, kind, adapters, replace(opts, mode="dynamic"), allow_unbound=allow_unbound,
+                                 t0=t0, verify=verify) as probe:
                 loaded, active = dict(probe.adapters), list(probe._default)
-            return cls._open_fused(model, kind, loaded, active, default_cache_dir(), t0, **engine)
-        be = cls._make_backend(model, kind, **engine)
+            return cls._open_fused(model, kind, loaded, active, default_cache_dir(), t0, opts)
+        be = cls._make_backend(model, kind, opts, verify)
         try:
             active = []
             for p, scale in specs:
@@ -331,40 +345,41 @@ class Runtime:
                     name, i = f"{p.stem}-{i}", i + 1
                 be.load_adapter(p, name, allow_unbound=allow_unbound)
                 active.append((name, scale))
-            if mode == "pool":
-                be = cls._pooled(be, [("default", tuple(active))], model, kind, pool_memory, engine)
+            if opts.mode == "pool":
+                be = cls._pooled(be, [("default", tuple(active))], model, kind, opts)
         except BaseException:
             be.close()
             raise
         rt = cls(be, active, time.perf_counter() - t0)
-        rt._mode = mode
+        rt._mode = opts.mode
         return rt
 
     @classmethod
     def _pooled(cls, be: Backend, candidates: Sequence[tuple[str, Any]], fuse_base: Path, kind: str,
-                budget: int | None, engine: dict[str, Any], names: Any = None, check: Any = None) -> Backend:
+                opts: EngineOptions, names: Any = None, check: Any = None) -> Backend:
         """Wrap the dynamic engine `be` in a pool and admit `candidates` (runtime/pool.py)."""
         from sgedge.runtime.fuse import default_cache_dir
         from sgedge.runtime.pool import PoolBackend, fill
 
+        member = replace(opts, mode="dynamic", pool_memory=None)  # each copy: one engine, no adapters
+
+        def admit(cands: Sequence[tuple[str, Any]], names: Any, check: Any = None) -> None:
+            fill(pool, cands, fuse_base=fuse_base, kind=kind, names=names, budget=opts.pool_memory,
+                 make_backend=lambda p: cls._make_backend(p, kind, member), cache_dir=default_cache_dir(),
+                 exact=opts.exact, check=check)
+
         pool = PoolBackend(be)
         try:
-            fill(pool, candidates, fuse_base=fuse_base, kind=kind, names=names or (lambda k: k), budget=budget,
-                 make_backend=lambda p: cls._make_backend(p, kind, **engine), cache_dir=default_cache_dir(),
-                 exact=bool(engine.get("exact")), check=check)
+            admit(candidates, names or (lambda k: k), check)
         except BaseException:
             pool.close_members()
             raise
-        pool.refill = lambda cands, names, check=None: fill(  # what reload() calls for new policies
-            pool, cands, fuse_base=fuse_base, kind=kind, names=names, budget=budget,
-            make_backend=lambda p: cls._make_backend(p, kind, **engine), cache_dir=default_cache_dir(),
-            exact=bool(engine.get("exact")), check=check)
+        pool.refill = admit  # what reload() calls for a new bundle's policies
         return pool
 
     @classmethod
-    def _open_bundle(cls, bundle: Path, region: str | None, *, trusted_key: str | Path | None, verify: str,
-                     no_adapter: bool, backend: str | None, t0: float, mode: str = "dynamic",
-                     **engine: Any) -> Runtime:
+    def _open_bundle(cls, bundle: Path, region: str | None, opts: EngineOptions, *, trusted_key: str | Path | None,
+                     verify: str, no_adapter: bool, t0: float) -> Runtime:
         import os
 
         from sgedge.bundle_verify import check_bundle_files, check_signature
@@ -375,10 +390,10 @@ class Runtime:
         manifest, data = read_manifest(bundle)
         signed_by = check_signature(bundle, manifest, data, trusted_key)
         note = None
-        if backend:
-            kind = backend
+        if opts.backend:
+            kind = opts.backend
         else:
-            kind, note = bundle_backend(list(manifest.base.formats), engine.get("device", "auto"))
+            kind, note = bundle_backend(list(manifest.base.formats), opts.device)
         if kind not in manifest.base.formats:
             raise InputError(f"bundle {bundle} has no {kind} base (it has: {', '.join(manifest.base.formats)})")
         key: str | None
@@ -398,8 +413,8 @@ class Runtime:
             members = [f.path[len(art.path) + 1:] for f in art.files] if art.files[0].path != art.path else []
             base_path = pins.engine_path(bundle / art.path, members)
             paths = {n: pins.engine_path(bundle / e.formats[kind].path) for n, e in manifest.adapters.items()}
-            rt = cls._load_bundle(base_path, kind, manifest, paths, items, key, verify=verify, mode=mode, t0=t0,
-                                  real_base=bundle / art.path, pins=pins, **engine)
+            rt = cls._load_bundle(base_path, kind, manifest, paths, items, key, opts, verify=verify, t0=t0,
+                                  real_base=bundle / art.path, pins=pins)
             pins.check_unchanged()
         except SgedgeError as e:
             pins.close()
@@ -417,10 +432,9 @@ class Runtime:
 
     @classmethod
     def _load_bundle(cls, base_path: Path, kind: str, manifest: Any, paths: dict[str, Path],
-                     items: Sequence[Any], key: str | None, *, verify: str, mode: str, t0: float,
-                     real_base: Path | None = None, pins: Any = None, pool_memory: int | None = None,
-                     **engine: Any) -> Runtime:
-        if mode == "fused":
+                     items: Sequence[Any], key: str | None, opts: EngineOptions, *, verify: str, t0: float,
+                     real_base: Path | None = None, pins: Any = None) -> Runtime:
+        if opts.mode == "fused":
             from sgedge.runtime.fuse import default_cache_dir
 
             active = [(it.adapter, it.scale) for it in items]
@@ -446,8 +460,7 @@ class Runtime:
             if kind == "onnx" and real_base is not None:
                 # onnx's loader refuses linked external data: the merge reads the folder
                 # itself, and the pins then prove it still holds the files checked.
-                rt = cls._open_fused(real_base, kind, paths, active, default_cache_dir(), t0, manifest, key,
-                                     **engine)
+                rt = cls._open_fused(real_base, kind, paths, active, default_cache_dir(), t0, opts, manifest, key)
                 if pins is not None:
                     try:
                         pins.check_unchanged(always=True)
@@ -455,22 +468,21 @@ class Runtime:
                         rt.close()
                         raise
                 return rt
-            return cls._open_fused(base_path, kind, paths, active, default_cache_dir(), t0, manifest, key,
-                                   **engine)
-        be = cls._make_backend(base_path, kind, verify=verify, **engine)
+            return cls._open_fused(base_path, kind, paths, active, default_cache_dir(), t0, opts, manifest, key)
+        be = cls._make_backend(base_path, kind, opts, verify)
         active = [(it.adapter, it.scale) for it in items]
         try:
             for name, path in paths.items():
                 be.load_adapter(path, name)
-            if mode == "pool":
+            if opts.mode == "pool":
                 be = cls._pooled(be, pool_candidates(manifest, key, active), real_base if kind == "onnx" and
-                                 real_base is not None else base_path, kind, pool_memory, engine,
+                                 real_base is not None else base_path, kind, opts,
                                  check=None if pins is None else lambda: pins.check_unchanged(always=True))
         except BaseException:
             be.close()
             raise
         rt = cls(be, active, time.perf_counter() - t0, manifest, key)
-        rt._mode = mode
+        rt._mode = opts.mode
         return rt
 
     # -- introspection ------------------------------------------------------------

@@ -20,15 +20,17 @@ from sgedge.errors import (
 
 __version__ = "0.1.0"
 # What a caller of the runtime receives: the runtime, its results, its errors.
-_LAZY = {"Runtime": "sgedge.runtime.api", "GenerationResult": "sgedge.runtime.types",
+_LAZY = {"Runtime": "sgedge.runtime.api", "EngineOptions": "sgedge.runtime.options",
+         "GenerationResult": "sgedge.runtime.types",
          "ActiveAdapter": "sgedge.runtime.types", "Timings": "sgedge.runtime.types",
          "PoolMember": "sgedge.runtime.pool", "ReloadResult": "sgedge.runtime.reload"}
-__all__ = ["ActiveAdapter", "GenerationResult", "PoolMember", "ReloadResult", "Runtime", "Timings",
+__all__ = ["ActiveAdapter", "EngineOptions", "GenerationResult", "PoolMember", "ReloadResult", "Runtime", "Timings",
            "AdapterError", "AdapterMismatchError", "BackendError", "InputError", "SgedgeError",
            "UnsupportedModelError", "__version__"]
 
 if TYPE_CHECKING:
     from sgedge.runtime.api import Runtime
+    from sgedge.runtime.options import EngineOptions
     from sgedge.runtime.pool import PoolMember
     from sgedge.runtime.reload import ReloadResult
     from sgedge.runtime.types import ActiveAdapter, GenerationResult, Timings

@@ -182,3 +182,22 @@ def test_serve_in_pool_mode_answers_each_policy_from_its_copy(bundle):
             status, body = call(srv, "POST", "/v1/completions", {"model": policy, "prompt": PROMPT, "max_tokens": 6})
             want = dyn.generate(PROMPT, raw=True, max_tokens=6, policy=policy).text
             assert status == 200 and body["choices"][0]["text"] == want
+
+
+def test_open_bundle_and_open_model_take_one_options_object(bundle, tiny):
+    from sgedge import EngineOptions
+
+    opts = EngineOptions(exact=True, mode="pool", n_ctx=256)
+    with Runtime.open_bundle(bundle, "EU", options=opts) as rt, Runtime.open(bundle, "EU", exact=True, n_ctx=256,
+                                                                             mode="pool") as kw:
+        assert rt.mode == kw.mode == "pool" and rt.policy == "EU" and rt.context_size == 256
+        assert rt.generate(PROMPT, raw=True, max_tokens=6).tokens == kw.generate(PROMPT, raw=True, max_tokens=6).tokens
+    t = tiny("llama")
+    with Runtime.open_model(t.gguf, [t.a1], options=EngineOptions(exact=True)) as rt:
+        assert [a.name for a in rt.active] == ["a1"]
+    with pytest.raises(InputError, match="either as options="):
+        Runtime.open(bundle, options=opts, threads=1)
+    with pytest.raises(InputError, match="is not a bundle"):
+        Runtime.open_bundle(t.gguf)
+    with pytest.raises(InputError, match="unknown mode"):
+        EngineOptions(mode="turbo")

@@ -30,12 +30,15 @@ def test_mypy_passes_on_the_public_api(tmp_path):
     tree.mkdir()
     for f in (ROOT / "sgedge").glob("*.py"):
         os.symlink(f, tree / f.name)
+    for sub in (ROOT / "sgedge").iterdir():  # sgedge.commands, .formats, .testing
+        if (sub / "__init__.py").is_file():
+            os.symlink(sub, tree / sub.name)
     for sub in ("runtime", "exporters", "toolkit"):
         os.symlink(ROOT / sub, tree / sub)
     proc = subprocess.run([sys.executable, "-m", "mypy", "--ignore-missing-imports", "--no-incremental",
                            "--cache-dir", os.devnull, "sgedge/__init__.py", "sgedge/runtime/api.py",
                            "sgedge/manifest.py", "sgedge/errors.py", "sgedge/runtime/backend.py",
-                           "sgedge/runtime/pool.py", "sgedge/runtime/threads.py"],
+                           "sgedge/runtime/pool.py", "sgedge/runtime/threads.py", "sgedge/runtime/options.py"],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
 
