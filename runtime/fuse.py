@@ -241,8 +241,12 @@ def fuse_onnx(base_dir: Path, adapters: Sequence[tuple[Path, float]], out_dir: P
     of every slot the adapters do not use is removed. The result has no adapter inputs."""
     import shutil
 
-    import onnx
-    from onnx import numpy_helper
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:  # the runtime extra runs ONNX models without it; merging graphs needs it
+        raise InputError("fused and pool modes on an ONNX base rewrite its graph, which needs the onnx package: "
+                         "pip install onnx (or sgedge[export]); the default dynamic mode runs without it") from None
     from sgedge.runtime.onnx_merge import float_projection, merge_update
 
     from sgedge.formats.onnx_adapter_io import compose

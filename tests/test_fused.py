@@ -197,3 +197,13 @@ def test_bundle_fuse_reports_an_onnx_folder_and_bare_fused_bundles(tiny, tmp_pat
         assert not [n.name for n in graph.node if "lora" in n.name]
     with Runtime.open(gguf_bundle, no_adapter=True, mode="fused") as bare:
         assert bare.active == [] and bare.fused_path is None
+
+
+def test_onnx_fusing_without_the_onnx_package_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    from sgedge.runtime.fuse import fuse_onnx
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as with the runtime extra alone
+    with pytest.raises(InputError, match="needs the onnx package: pip install onnx"):
+        fuse_onnx(tmp_path / "base", [], tmp_path / "out")

@@ -30,6 +30,7 @@ from sgedge.toolkit.prompts import Prompt, load, parse_file_arg, read_prompts, s
 
 from sgedge.errors import InputError
 from sgedge.manifest import read_manifest, require_bundle
+from sgedge.notes import note as say_note
 
 SLOT = "[INSERT PROMPT HERE]"
 
@@ -110,7 +111,7 @@ class EvalOptions:
 
 
 def stderr_note(msg: str) -> None:
-    print(f"sgedge: note: {msg}", file=sys.stderr)
+    say_note(msg)
 
 
 def demo_defaults(opts: EvalOptions) -> EvalOptions:

@@ -29,6 +29,7 @@ from sgedge.toolkit.prompts import Prompt
 from sgedge._fs import atomic_path, sweep_stale, temp_prefix
 from sgedge.binding import base_fingerprint
 from sgedge.errors import InputError
+from sgedge.notes import note as say_note
 
 REFUSALS = {
     "short": "I'm sorry, but I can't help with that.",
@@ -341,8 +342,8 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     if not train_ex:
         raise InputError(f"every prompt is longer than --max-len {cfg.max_len} tokens; raise it")
     if cfg.val_fraction > 0 and not val_harm and progress:
-        print(f"note: no validation split: it needs {MIN_VAL_SIDE} harmful and {MIN_VAL_SIDE} benign prompts "
-              f"(given {len(harmful)} and {len(benign)}); training runs every step", flush=True)
+        say_note(f"no validation split: it needs {MIN_VAL_SIDE} harmful and {MIN_VAL_SIDE} benign prompts "
+              f"(given {len(harmful)} and {len(benign)}); training runs every step")
 
     # 2. LoRA on the frozen base (under the runtime's activation rounding if asked).
     if cfg.quant_aware:

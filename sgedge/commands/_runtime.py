@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sgedge.errors import InputError
+from sgedge.notes import note as say_note
 
 if TYPE_CHECKING:
     from sgedge.runtime.api import Runtime
@@ -109,7 +110,7 @@ def open_runtime(args: argparse.Namespace, adapters: list[tuple[str, float]], *,
                       mode=run_mode(args), prompt_cache=prompt_cache,
                       pool_memory=getattr(args, "pool_memory", None))
     for note in rt.notes:
-        print(f"sgedge: note: {note}", file=sys.stderr)
+        say_note(note)
     region = args.region if args.region is not None else os.environ.get("SGEDGE_REGION")
     if bundle and region and not args.no_adapter and rt.policy_key(region) is None:
         # Not an error (the manifest names a default policy), but never silent.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from sgedge.errors import InputError, SgedgeError
+from sgedge.notes import note as say_note
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,7 +90,7 @@ def create(args: argparse.Namespace) -> int:
                       gguf_dtype=gguf_dtype, onnx_dtype=onnx_dtype, onnx_ep=args.onnx_ep, onnx_lora_targets=args.onnx_lora_targets,
                       adapter_dtype=args.adapter_dtype, allow_no_adapter=args.allow_no_adapter,
                       require_signature=args.require_signature,
-                      on_note=lambda note: print(f"note: {note}", file=sys.stderr))
+                      on_note=say_note)
     print(f"created bundle {args.out}: {m.base.family} base ({', '.join(m.base.formats)}), "
           f"{len(m.adapters)} adapter(s), {len(m.policies)} policies")
     return 0
@@ -101,7 +101,7 @@ def add_adapter(args: argparse.Namespace) -> int:
 
     ((name, path),) = _adapter_args([args.adapter]).items()
     e = add(args.bundle, name, path, description=args.description or "", version=args.version,
-            on_note=lambda note: print(f"note: {note}", file=sys.stderr))
+            on_note=say_note)
     print(f"bundle {args.bundle}: adapter {name!r} version {e.version} (rank {e.rank}, {', '.join(e.formats)}); "
           "sign the bundle again if it is signed")
     return 0

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sgedge.errors import InputError
+from sgedge.notes import note as say_note
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,7 +98,7 @@ def export_base(args: argparse.Namespace) -> int:
     print(f"wrote {r.path} ({r.family}, {r.dtype}, {r.n_tensors} tensors, {_mb(r.size_bytes)})")
     print(f"base fingerprint {r.fingerprint}")
     for note in r.notes:
-        print(f"note: {note}", file=sys.stderr)
+        say_note(note)
     return 0
 
 
@@ -106,7 +107,7 @@ def _binding_note(peft_dir: str, fingerprint: str) -> None:
 
     note = binding_note(peft_dir, fingerprint)
     if note:
-        print(f"note: {note}", file=sys.stderr)
+        say_note(note)
 
 
 def export_adapter(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import json
 import sys
 
 from sgedge.errors import InputError
+from sgedge.notes import note as say_note
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +70,7 @@ def transfer(args: argparse.Namespace) -> int:
           f"{report.median_drift:.2%} (most: {worst.drift:.2%}, {worst.module}); the adapter's own change is a "
           f"median {report.median_adapter:.2%}", file=sys.stderr)
     for note in report.notes:
-        print(f"note: {note}", file=sys.stderr)
+        say_note(note)
     if report.refit:
         print(f"refit on the variant: {report.refit['steps']} steps, final loss {report.refit['final_loss']}, "
               f"{report.refit['seconds']} s", file=sys.stderr)
