@@ -79,7 +79,6 @@ PROMPT = "The quick brown fox jumps over the lazy dog. Safety adapters keep the 
 def build(work: Path, shape: str, dtype: str, rank: int, targets: list[str] | None = None) -> dict[str, Path]:
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_base import export_base_gguf
-
     from sgedge.testing.synthetic import build_lora, build_model
 
     family, tok_style, cfg, vocab = SHAPES[shape]
@@ -100,7 +99,6 @@ def build_real(work: Path, dtype: str, rank: int, targets: list[str] | None = No
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.gguf_import import import_gguf
-
     from sgedge.reference_model import require_smollm2
     from sgedge.testing.synthetic import build_lora
 

@@ -313,9 +313,9 @@ def peak_rss_mb(folder: Path, adapter: Path | None) -> float:
 
 def main() -> None:
     import onnxruntime_genai as og
+
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
-
     from sgedge.testing.synthetic import build_lora, build_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

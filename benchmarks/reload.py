@@ -36,11 +36,11 @@ def rss_mb() -> float:
 
 def main(argv: list[str] | None = None) -> None:
     from decode_speed import SHAPES
+
     from sgedge.exporters.bundle import add_adapter, create_bundle
+    from sgedge.manifest import PolicyItem
     from sgedge.runtime.api import Runtime
     from sgedge.runtime.serve import serve
-
-    from sgedge.manifest import PolicyItem
     from sgedge.signing import keygen, sign_bundle
     from sgedge.testing.synthetic import build_lora, build_model
 

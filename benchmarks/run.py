@@ -160,6 +160,7 @@ def kept(work: Path, name: str, make: Callable[[], dict[str, Path]]) -> dict[str
 def exports(paths: dict[str, Path], work: Path, dtype: str = "int4", ep: str = "cpu") -> dict[str, Path]:
     """The ONNX models every load of the engines reads (exported once), built for `ep`."""
     from decode_speed import plain_builder
+
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
 
@@ -295,7 +296,6 @@ def build_shape(shape: str, work: Path, backends: tuple[str, ...] = BACKENDS, on
     and adapter, the ONNX exports, and 3 more adapters per format for the memory rows."""
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
-
     from sgedge.testing.synthetic import build_lora
 
     work.mkdir(parents=True, exist_ok=True)

@@ -89,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--judge2-sets", default="harmbench,jbb,jailbreak", help="sets the second judge reads")
     args = ap.parse_args(argv)
     from second_judge import make_second_judge
-    from sgedge.runtime.api import Runtime
-    from sgedge.toolkit.judge import keyword_judge, rate, wilson_ci
     from tqdm.auto import tqdm
 
     from sgedge.demo import SMOLLM2_DIR, smollm2_bundle
+    from sgedge.runtime.api import Runtime
+    from sgedge.toolkit.judge import keyword_judge, rate, wilson_ci
 
     bundle = Path(args.bundle) if args.bundle else smollm2_bundle()[0]
     if bundle is None:

@@ -102,7 +102,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.runtime.api import Runtime
     from sgedge.runtime.serve import serve
-
     from sgedge.testing.synthetic import build_lora
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,9 +31,8 @@ def process_to_first_token(argv: list[str], repeats: int) -> float:
 
 
 def demo(repeats: int) -> None:
-    from sgedge.runtime.api import Runtime
-
     from sgedge.demo import demo_bundle
+    from sgedge.runtime.api import Runtime
 
     def first_token() -> None:
         with Runtime.open(demo_bundle()) as rt:
@@ -60,12 +59,11 @@ def demo(repeats: int) -> None:
 def real(repeats: int) -> None:
     """The shipped SmolLM2 Q4_1 file (no sgedge metadata) with an adapter exported against
     its import: what binding by the file's sha256 costs at start-up."""
+    from sgedge.bundle_verify import sha256_file
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_import import import_fingerprints, import_gguf
-    from sgedge.runtime.api import Runtime
-
-    from sgedge.bundle_verify import sha256_file
     from sgedge.reference_model import require_smollm2
+    from sgedge.runtime.api import Runtime
     from sgedge.testing.synthetic import build_lora
 
     gguf = require_smollm2()
@@ -107,11 +105,11 @@ def real(repeats: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     from decode_speed import SHAPES
-    from sgedge.exporters.bundle import create_bundle
-    from sgedge.runtime.api import Runtime
 
     from sgedge.bundle_verify import verify_bundle
+    from sgedge.exporters.bundle import create_bundle
     from sgedge.manifest import PolicyItem, read_manifest
+    from sgedge.runtime.api import Runtime
     from sgedge.testing.synthetic import build_lora, build_model
 
     p = argparse.ArgumentParser()

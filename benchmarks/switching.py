@@ -67,8 +67,8 @@ def smollm2_bundle(work: Path) -> Path:
 
 def random_bundle(work: Path, shape: str) -> Path:
     from decode_speed import SHAPES
-    from sgedge.exporters.bundle import create_bundle
 
+    from sgedge.exporters.bundle import create_bundle
     from sgedge.manifest import PolicyItem
     from sgedge.testing.synthetic import build_lora, build_model
 

@@ -93,7 +93,6 @@ def _own_gguf_base(src: Path, dest: Path, adapters: Mapping[str, str | Path]) ->
     Its fingerprint is its import's (the one the adapters were trained on)."""
     from sgedge.exporters.gguf_adapter import base_spec_from_gguf
     from sgedge.exporters.peft_adapter import recorded_base
-
     from sgedge.formats.gguf_meta import read_gguf_info
 
     recorded = [r[0] for r in (recorded_base(d) for d in adapters.values()) if r]

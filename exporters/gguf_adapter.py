@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sgedge.exporters.hf_model import HFModel, permute_rows
-from sgedge.exporters.peft_adapter import PeftAdapter, load_peft_adapter
 
 import sgedge
 from sgedge import binding
 from sgedge._fs import atomic_path
 from sgedge.errors import AdapterError, InputError
+from sgedge.exporters.hf_model import HFModel, permute_rows
+from sgedge.exporters.peft_adapter import PeftAdapter, load_peft_adapter
 from sgedge.families import FAMILIES, Family
 
 ADAPTER_DTYPES = ("f32", "f16")
@@ -78,10 +78,9 @@ def base_spec_from_gguf(path: str | Path, want: str | None = None) -> BaseSpec:
     fingerprint = info.get(binding.KEY_BASE_FINGERPRINT)
     source_sha = None
     if not fam_name or not fingerprint:
+        from sgedge.bundle_verify import sha256_file
         from sgedge.exporters.gguf_import import import_fingerprints
         from sgedge.exporters.gguf_import_meta import FAMILY_BY_ARCH
-
-        from sgedge.bundle_verify import sha256_file
 
         fam_name = FAMILY_BY_ARCH.get(info.arch)
         if fam_name is None:

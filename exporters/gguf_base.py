@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sgedge.exporters.gguf_vocab import add_vocab, read_vocab
-from sgedge.exporters.hf_model import HFModel, permute_rows
 
 import sgedge
 from sgedge import binding
 from sgedge._fs import atomic_path, temp_prefix
 from sgedge.errors import InputError, UnsupportedModelError
+from sgedge.exporters.gguf_vocab import add_vocab, read_vocab
+from sgedge.exporters.hf_model import HFModel, permute_rows
 
 FLOAT_DTYPES = ("f32", "f16", "bf16")
 QUANT_DTYPES = ("q8_0", "q4_k_m")

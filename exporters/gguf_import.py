@@ -33,6 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+import sgedge
+from sgedge import binding
+from sgedge._fs import make_temp_dir, normalize_modes
+from sgedge.errors import InputError, UnsupportedModelError
 from sgedge.exporters.gguf_import_meta import (
     HF_CLASS,
     hf_config,
@@ -40,11 +45,6 @@ from sgedge.exporters.gguf_import_meta import (
     write_generation_config,
     write_tokenizer,
 )
-
-import sgedge
-from sgedge import binding
-from sgedge._fs import make_temp_dir, normalize_modes
-from sgedge.errors import InputError, UnsupportedModelError
 from sgedge.families import Family
 
 IMPORT_DTYPES = ("float32", "bfloat16")

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sgedge.exporters.onnx_base import BASE_META
-from sgedge.exporters.peft_adapter import load_peft_adapter
 
 from sgedge.errors import AdapterError, InputError
+from sgedge.exporters.onnx_base import BASE_META
+from sgedge.exporters.peft_adapter import load_peft_adapter
 from sgedge.families import FAMILIES
 from sgedge.formats.onnx_adapter_io import fingerprint_tag, write_adapter
 

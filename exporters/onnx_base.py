@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sgedge.exporters.hf_model import HFModel
 
 import sgedge
 from sgedge._fs import normalize_modes, sweep_stale, temp_prefix
 from sgedge.errors import BackendError, InputError, UnsupportedModelError
+from sgedge.exporters.hf_model import HFModel
 from sgedge.formats import ONNX_BASE_META as BASE_META
 
 ONNX_DTYPES = ("fp32", "fp16", "int4")
@@ -193,6 +193,7 @@ def _open_slots(model_file: Path, pack: bool = True, rope_tables: dict[str, np.n
     the projections each slot covers ([[leaf, out], ...], in column order)."""
     import onnx
     from onnx import helper, numpy_helper
+
     from sgedge.exporters.onnx_pack import pack_projections
 
     m = onnx.load(str(model_file), load_external_data=True)

@@ -117,10 +117,10 @@ def write_data(corpus: demo_corpus.Corpus, data: Path, seed: int, long_n: int, p
 def train_base(corpus: demo_corpus.Corpus, out: Path, size: dict, seed: int) -> dict:
     import torch
     import transformers
-    from sgedge.toolkit.train import _collate, chat_example
     from tqdm.auto import tqdm
 
     from sgedge.testing.synthetic import _quiet, save_tokenizer
+    from sgedge.toolkit.train import _collate, chat_example
 
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -59,10 +59,10 @@ def self_labelled(base_dir: str | Path, n: int, seed: int, known: Collection[str
                   ) -> tuple[list[dict], list[dict]]:
     """(harmful, benign) prompt rows for the adapters: sampled from the base, not equal to a
     training or public prompt, labelled by the base's own greedy answer."""
-    from sgedge.toolkit.train import generate_answers, load_base
     from tqdm.auto import tqdm
 
     from sgedge.testing.synthetic import quiet as _quiet
+    from sgedge.toolkit.train import generate_answers, load_base
 
     tok, model = load_base(base_dir)
     model.eval()

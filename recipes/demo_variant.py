@@ -49,10 +49,10 @@ def element_rows(templates: list[str]) -> list[dict]:
 def build(base: Path, data: Path, out: Path, seed: int, replay: int, epochs: float, lr: float) -> dict:
     import torch
     import transformers
-    from sgedge.toolkit.train import _collate, chat_example, generate_answers
     from tqdm.auto import tqdm
 
     from sgedge.testing.synthetic import quiet as _quiet
+    from sgedge.toolkit.train import _collate, chat_example, generate_answers
 
     rng = random.Random(seed)
     torch.manual_seed(seed)

@@ -57,9 +57,10 @@ def _choose(table: dict[str, list[float]]) -> float:
 
 def calibrate(work: Path, gguf: Path, adapters: dict[str, Path], files: dict[str, Path]) -> dict[str, float]:
     """Each adapter's scale, chosen on the held-out validation prompts through the runtime."""
+    from smollm2_recipe import MAX_OVER_REFUSAL, MIN_REFUSAL, SCALES
+
     from sgedge.runtime.api import Runtime
     from sgedge.toolkit.judge import keyword_judge
-    from smollm2_recipe import MAX_OVER_REFUSAL, MIN_REFUSAL, SCALES
 
     record = work / "calibration.json"
     if record.is_file():

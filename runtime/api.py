@@ -18,14 +18,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sgedge.errors import InputError, SgedgeError
+from sgedge.manifest import adapter_scale
 from sgedge.runtime.backend import Backend
 from sgedge.runtime.chat import render_chat
 from sgedge.runtime.options import BACKENDS, EngineOptions
 from sgedge.runtime.stop import StopScanner, check_stops
 from sgedge.runtime.types import ActiveAdapter, GenerationResult, Sampling, Timings
-
-from sgedge.errors import InputError, SgedgeError
-from sgedge.manifest import adapter_scale
 
 AdapterSpec = str | Path | tuple[str | Path, float]
 
@@ -440,9 +439,8 @@ class Runtime:
             active = [(it.adapter, it.scale) for it in items]
             # The binding check of every adapter in use, before merging.
             if kind == "gguf":
-                from sgedge.runtime.gguf_backend import check_adapter_fits, file_sha256
-
                 from sgedge.formats.gguf_meta import read_gguf_info
+                from sgedge.runtime.gguf_backend import check_adapter_fits, file_sha256
 
                 base_info = read_gguf_info(base_path)
                 for name, _ in active:

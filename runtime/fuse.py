@@ -100,9 +100,9 @@ def fuse_gguf(base: Path, adapters: Sequence[tuple[Path, float]], out: Path) -> 
     the base where its type is q8_0 or float, to q8_0 where it is coarser (_merged_type);
     the others are copied as they are."""
     import gguf
-    from sgedge.runtime.llama_quantize import quantize_gguf
 
     from sgedge._fs import atomic_path
+    from sgedge.runtime.llama_quantize import quantize_gguf
 
     deltas = _deltas(adapters)
     reader = gguf.GGUFReader(base)
@@ -247,9 +247,8 @@ def fuse_onnx(base_dir: Path, adapters: Sequence[tuple[Path, float]], out_dir: P
     except ImportError:  # the runtime extra runs ONNX models without it; merging graphs needs it
         raise InputError("fused and pool modes on an ONNX base rewrite its graph, which needs the onnx package: "
                          "pip install onnx (or sgedge[export]); the default dynamic mode runs without it") from None
-    from sgedge.runtime.onnx_merge import float_projection, merge_update
-
     from sgedge.formats.onnx_adapter_io import compose
+    from sgedge.runtime.onnx_merge import float_projection, merge_update
 
     _, params = compose(list(adapters))
     model = onnx.load(str(base_dir / "model.onnx"), load_external_data=True)

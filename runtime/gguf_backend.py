@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sgedge.runtime.gguf_preflight import preflight_cached, preflight_gguf
-from sgedge.runtime.llama_lib import lib, native_stderr_silenced, physical_cores, recent_errors
-from sgedge.runtime.threads import MIN_INTERVAL_S, AutoThreads
-from sgedge.runtime.types import Sampling, Timings, shared_prefix
 
 from sgedge import binding
 from sgedge.errors import AdapterMismatchError, BackendError, InputError
 from sgedge.formats.gguf_meta import GGUFInfo, read_gguf_info
+from sgedge.runtime.gguf_preflight import preflight_cached, preflight_gguf
+from sgedge.runtime.llama_lib import lib, native_stderr_silenced, physical_cores, recent_errors
+from sgedge.runtime.threads import MIN_INTERVAL_S, AutoThreads
+from sgedge.runtime.types import Sampling, Timings, shared_prefix
 
 DEVICES = ("auto", "cpu", "gpu")
 

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sgedge.runtime.types import Sampling, Timings, shared_prefix
 
 from sgedge._fs import sweep_temp
 from sgedge.binding import TRANSFER_HINT
 from sgedge.errors import AdapterMismatchError, BackendError, InputError
 from sgedge.formats import ONNX_BASE_META as BASE_META
 from sgedge.formats.onnx_adapter_io import fingerprint_tag, read_adapter_shapes
+from sgedge.runtime.types import Sampling, Timings, shared_prefix
 
 DEVICES = ("auto", "cpu", "gpu", "cuda", "dml")
 # A base exported for a GPU provider (--ep cuda) runs only there (tests turn this off

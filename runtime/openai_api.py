@@ -14,11 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sgedge.errors import InputError
 from sgedge.runtime.stop import check_stops
 from sgedge.runtime.structured import parse_response_format
 from sgedge.runtime.types import GenerationResult
-
-from sgedge.errors import InputError
 
 # Fields that would change the reply and that sgedge does not implement: refused.
 _UNSUPPORTED = {

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from sgedge import strict_json
+from sgedge.errors import InputError, SgedgeError
 from sgedge.runtime.api import Runtime
 from sgedge.runtime.openai_api import (
     ApiError,
@@ -30,9 +32,6 @@ from sgedge.runtime.openai_api import (
     parse_request,
     response,
 )
-
-from sgedge import strict_json
-from sgedge.errors import InputError, SgedgeError
 
 MAX_BODY = 8 << 20  # bytes; a prompt that fits any context fits in far less
 ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "completion",

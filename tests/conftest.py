@@ -50,7 +50,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Tiny])
     """`tiny(family)` -> Tiny, built and exported on first use."""
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_base import export_base_gguf
-
     from sgedge.testing.synthetic import build_lora, build_model
 
     def get(family: str) -> Tiny:

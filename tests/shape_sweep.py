@@ -138,6 +138,7 @@ def run_case(case: Case, work: Path, seed: int, fused: bool = True) -> dict[str,
     Fused copies are cached under $SGEDGE_CACHE_DIR; main() points it at a temporary folder."""
     import numpy as np
     from reference import PROMPT, hf_logits, hf_model
+
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
@@ -197,12 +198,12 @@ def run_quantized(case: Case, work: Path, seed: int) -> dict[str, float]:
     for the same shape at 0.02."""
     import numpy as np
     from reference import PROMPT
+
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
     from sgedge.runtime.api import Runtime
-
     from sgedge.testing.synthetic import CORPUS
 
     hf, weighted = build(case, work, seed, init_std=0.02)

@@ -8,13 +8,13 @@ import os
 import shutil
 
 import pytest
-from sgedge.exporters.bundle import create_bundle
-from sgedge.runtime.api import Runtime
 
 from sgedge.bundle_verify import HashCache, IntegrityError, sha256_file
 from sgedge.cli import main
 from sgedge.errors import InputError
+from sgedge.exporters.bundle import create_bundle
 from sgedge.manifest import PolicyItem
+from sgedge.runtime.api import Runtime
 from sgedge.signing import keygen, sign_bundle
 
 POLICIES = {"US": (PolicyItem("standard", 1.0),), "EU": (PolicyItem("strict", 1.0),)}

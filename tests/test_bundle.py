@@ -6,13 +6,13 @@ import json
 import shutil
 
 import pytest
-from sgedge.exporters.bundle import add_adapter, create_bundle, set_policy
-from sgedge.runtime.api import Runtime
 
 from sgedge.bundle_verify import IntegrityError, verify_bundle
 from sgedge.cli import main
 from sgedge.errors import AdapterMismatchError, InputError
+from sgedge.exporters.bundle import add_adapter, create_bundle, set_policy
 from sgedge.manifest import ManifestError, PolicyItem, read_manifest
+from sgedge.runtime.api import Runtime
 from sgedge.signing import SignatureError, keygen, sign_bundle
 from sgedge.testing.synthetic import build_lora, build_model
 
@@ -423,10 +423,9 @@ def test_bundle_for_cuda_fails_closed_without_it(tiny, tmp_path, capsys):
 def test_onnx_adapter_of_other_base_stops_fused_startup(bundle, tmp_path):
     # Fused mode checks the adapters before merging from their headers and the base's
     # metadata (no engine loaded, so no provider needed); a wrong one still stops it.
+    from sgedge.bundle_verify import sha256_file
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
-
-    from sgedge.bundle_verify import sha256_file
 
     other = build_model("qwen2", tmp_path / "other", seed=77)
     other_base = export_base_onnx(other, tmp_path / "other_onnx").path

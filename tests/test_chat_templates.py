@@ -4,9 +4,9 @@ the Jinja features real templates use; a broken template is a clear error."""
 from __future__ import annotations
 
 import pytest
-from sgedge.runtime.chat import render_chat
 
 from sgedge.errors import InputError
+from sgedge.runtime.chat import render_chat
 
 # Written for these tests: the constructs of current templates (Qwen3-style thinking
 # split with a namespace and a reversed loop, tojson with options, dict(), generation

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from sgedge.runtime.api import parse_adapter_arg
 
 from sgedge.cli import main
+from sgedge.runtime.api import parse_adapter_arg
 
 
 @pytest.fixture(scope="module")

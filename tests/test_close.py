@@ -9,9 +9,9 @@ import sys
 import threading
 
 import pytest
-from sgedge.runtime.api import Runtime
 
 from sgedge.errors import InputError
+from sgedge.runtime.api import Runtime
 
 
 def _open(tiny, tiny_onnx, fmt):

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from sgedge.toolkit.judge import keyword_judge
 
 from sgedge.cli import main
 from sgedge.demo import DEMO_DIR, demo_bundle, demo_info
+from sgedge.toolkit.judge import keyword_judge
 
 SGEDGE = [sys.executable, "-m", "sgedge"]
 

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from sgedge.exporters.bundle import create_bundle
 
+from sgedge.exporters.bundle import create_bundle
 from sgedge.manifest import PolicyItem
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "desktop_chat.py"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sgedge.exporters.gguf_adapter import export_adapter_gguf
-from sgedge.exporters.gguf_base import export_base_gguf
 
 from sgedge.cli import main
 from sgedge.errors import AdapterError, InputError, UnsupportedModelError
+from sgedge.exporters.gguf_adapter import export_adapter_gguf
+from sgedge.exporters.gguf_base import export_base_gguf
 from sgedge.testing.synthetic import build_lora, build_model
 
 

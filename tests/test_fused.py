@@ -15,13 +15,13 @@ import json
 import numpy as np
 import pytest
 from reference import PROMPT
-from sgedge.exporters.bundle import add_adapter, create_bundle
-from sgedge.exporters.gguf_base import export_base_gguf
-from sgedge.runtime.api import Runtime
 
 from sgedge.cli import main
 from sgedge.errors import AdapterMismatchError, InputError
+from sgedge.exporters.bundle import add_adapter, create_bundle
+from sgedge.exporters.gguf_base import export_base_gguf
 from sgedge.manifest import PolicyItem
+from sgedge.runtime.api import Runtime
 from sgedge.testing.synthetic import build_lora
 
 
@@ -104,6 +104,7 @@ def test_onnx_fused_bakes_the_composed_adapter(tiny, tiny_onnx):
 
 def test_onnx_fused_merges_used_slots_and_drops_unused_ones(tiny, tiny_onnx, tmp_path):
     import onnx
+
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.runtime.fuse import fuse_onnx
 
@@ -134,9 +135,9 @@ def test_onnx_fused_fp16_merges_and_int4_keeps_an_exact_branch(tmp_path, monkeyp
     # 0.64 for the adapter's effect on the SmolLM2 shape), so the branch stays, as
     # constants, and fused equals dynamic.
     import onnx
+
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
-
     from sgedge.testing.synthetic import build_model
 
     monkeypatch.setenv("SGEDGE_CACHE_DIR", str(tmp_path / "cache"))

@@ -59,9 +59,8 @@ def files(tiny, tiny_onnx, tmp_path_factory):
 @FUZZ
 @given(edits=EDITS, cut=CUTS, which=st.sampled_from(["base", "adapter"]))
 def test_gguf_headers(files, edits, cut, which):
-    from sgedge.runtime.gguf_preflight import preflight_gguf
-
     from sgedge.formats.gguf_meta import read_gguf_info
+    from sgedge.runtime.gguf_preflight import preflight_gguf
 
     data = _mutate(files[which], edits, cut, 20_000 if which == "adapter" else 400_000)
     path = files["dir"] / f"h-{which}.gguf"
@@ -76,9 +75,8 @@ def test_gguf_headers(files, edits, cut, which):
 @FUZZ
 @given(edits=EDITS, cut=CUTS)
 def test_onnx_adapter_files(files, edits, cut):
-    from sgedge.runtime.onnx_backend import check_onnx_adapter, read_base_meta
-
     from sgedge.formats.onnx_adapter_io import read_adapter, read_adapter_shapes
+    from sgedge.runtime.onnx_backend import check_onnx_adapter, read_base_meta
 
     path = files["dir"] / "a.onnx_adapter"
     path.write_bytes(_mutate(files["onnx_adapter"], edits, cut, 4096))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import FAMILIES
 from reference import CASES, PROMPT, assert_greedy_matches, hf_logits, hf_model, peft_case
+
 from sgedge.runtime.api import Runtime
 
 EXACT_TOL = 1e-4
@@ -77,7 +78,6 @@ def test_teacher_forced_logits_match_peft(runtimes, family, case):
 )
 def test_peft_scaling_options_match(tiny, tmp_path, family, options):
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
-
     from sgedge.testing.synthetic import build_lora
 
     t = tiny(family)

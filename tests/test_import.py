@@ -51,9 +51,9 @@ def imported(tiny, tmp_path_factory):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_export_then_import_gives_back_the_weights_and_fingerprint(imported, family):
     from safetensors.numpy import load_file
-    from sgedge.exporters.gguf_import import import_fingerprints
 
     from sgedge.binding import base_fingerprint
+    from sgedge.exporters.gguf_import import import_fingerprints
 
     t, r = imported(family)
     original, back = load_file(str(t.hf / "model.safetensors")), load_file(str(r.path / "model.safetensors"))
@@ -90,6 +90,7 @@ def test_the_import_runs_and_tokenizes_as_the_original(imported, family):
 def test_bfloat16_import_and_determinism(tiny, tmp_path):
     import torch
     from safetensors.torch import load_file
+
     from sgedge.exporters.gguf_import import import_fingerprints, import_gguf
 
     t = tiny("qwen2")
@@ -178,11 +179,10 @@ def foreign(tiny, tmp_path_factory):
 
 
 def test_an_adapter_exported_against_the_import_runs_on_the_original_file(foreign):
-    from sgedge.runtime.api import Runtime
-
     from sgedge import binding
     from sgedge.bundle_verify import sha256_file
     from sgedge.formats.gguf_meta import read_gguf_info
+    from sgedge.runtime.api import Runtime
 
     t, base, hf, via_import, via_file = foreign
     sha = sha256_file(base)
@@ -229,11 +229,10 @@ def test_cli_run_binds_by_sha256_and_refuses_another_base(foreign, tmp_path, cap
 
 
 def test_bundle_with_the_users_gguf_as_base(foreign, tmp_path):
-    from sgedge.exporters.bundle import create_bundle
-    from sgedge.runtime.api import Runtime
-
     from sgedge.bundle_verify import sha256_file, verify_bundle
+    from sgedge.exporters.bundle import create_bundle
     from sgedge.manifest import PolicyItem
+    from sgedge.runtime.api import Runtime
 
     t, base, hf, _, _ = foreign
     out = tmp_path / "bundle"
@@ -255,9 +254,8 @@ def test_mutated_headers_give_clear_errors_never_tracebacks(tiny, tmp_path):
     (SgedgeError), and leaves nothing behind."""
     import random
 
-    from sgedge.exporters.gguf_import import import_gguf
-
     from sgedge.errors import SgedgeError
+    from sgedge.exporters.gguf_import import import_gguf
 
     data = tiny("llama").gguf.read_bytes()
     rng = random.Random(7)
@@ -287,9 +285,9 @@ def test_mutated_headers_give_clear_errors_never_tracebacks(tiny, tmp_path):
 ], ids=["3.1", "3.2", "other-bands"])
 def test_llama3_rope_scaling_comes_back_from_its_rope_freqs_table(tmp_path, rope):
     from reference import hf_logits, hf_model
+
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.gguf_import import import_gguf
-
     from sgedge.testing.synthetic import build_model
 
     hf = build_model("llama", tmp_path / "hf", shape={"rope_parameters": rope, "head_dim": 64,
@@ -305,6 +303,7 @@ def test_llama3_rope_scaling_comes_back_from_its_rope_freqs_table(tmp_path, rope
 
 def test_a_rope_freqs_table_that_is_not_llama3_is_refused(tiny, tmp_path):
     import gguf
+
     from sgedge.exporters.gguf_import import import_gguf
 
     t = tiny("llama")
@@ -325,11 +324,10 @@ def test_an_import_record_that_does_not_hold_gives_no_source_binding(foreign, tm
     fingerprint alone (and the original file then refuses it)."""
     import shutil
 
-    from sgedge.exporters.gguf_adapter import export_adapter_gguf
-    from sgedge.runtime.api import Runtime
-
     from sgedge import binding
+    from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.formats.gguf_meta import read_gguf_info
+    from sgedge.runtime.api import Runtime
 
     t, base, hf, _, _ = foreign
     copy = tmp_path / "hf"

@@ -57,7 +57,6 @@ def test_a_write_killed_midway_leaves_nothing_the_next_run_keeps(tmp_path):
 
 def test_an_interrupted_add_adapter_leaves_no_orphan_after_the_next(tiny, tmp_path):
     from sgedge.exporters.bundle import add_adapter, create_bundle, sweep_orphans
-
     from sgedge.manifest import PolicyItem, read_manifest
 
     t = tiny("qwen2")

@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 from reference import PROMPT, assert_greedy_matches, hf_logits, hf_model
+
+from sgedge.errors import UnsupportedModelError
 from sgedge.exporters.gguf_adapter import export_adapter_gguf
 from sgedge.exporters.gguf_base import export_base_gguf
 from sgedge.exporters.onnx_adapter import export_adapter_onnx
 from sgedge.exporters.onnx_base import export_base_onnx
 from sgedge.runtime.api import Runtime
-
-from sgedge.errors import UnsupportedModelError
 from sgedge.testing.synthetic import build_lora, build_model
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,

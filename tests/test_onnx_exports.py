@@ -9,11 +9,11 @@ import numpy as np
 import onnx
 import pytest
 from reference import PROMPT, hf_logits, hf_model
+
+from sgedge.errors import AdapterError, AdapterMismatchError, InputError, UnsupportedModelError
 from sgedge.exporters.onnx_adapter import export_adapter_onnx
 from sgedge.exporters.onnx_base import export_base_onnx
 from sgedge.runtime.api import Runtime
-
-from sgedge.errors import AdapterError, AdapterMismatchError, InputError, UnsupportedModelError
 from sgedge.testing.synthetic import CORPUS, build_lora, build_model
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import FAMILIES
 from reference import CASES, PROMPT, assert_greedy_matches, hf_logits, hf_model, peft_case
+
 from sgedge.runtime.api import Runtime
 
 TOL = 1e-4

@@ -10,14 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from reference import PROMPT
-from sgedge.exporters.bundle import create_bundle
-from sgedge.exporters.gguf_base import export_base_gguf
-from sgedge.runtime.api import Runtime
-from sgedge.runtime.pool import parse_size
 
 from sgedge.cli import main
 from sgedge.errors import InputError
+from sgedge.exporters.bundle import create_bundle
+from sgedge.exporters.gguf_base import export_base_gguf
 from sgedge.manifest import PolicyItem
+from sgedge.runtime.api import Runtime
+from sgedge.runtime.pool import parse_size
 
 PROMPTS = ["Hello there", "The capital of", "Once upon a time", "Tell me about"]
 

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 from gguf_files import rewrite_gguf
-from sgedge.runtime.gguf_preflight import preflight_gguf
 
 from sgedge.errors import InputError
+from sgedge.runtime.gguf_preflight import preflight_gguf
 
 
 def edit_gguf(src: Path, out: Path, change: dict[str, Any]) -> Path:
@@ -95,9 +95,9 @@ def test_an_adapter_is_checked_for_its_tensors_not_a_vocabulary(tiny, tmp_path):
 
 def test_an_adapter_with_nan_weights_or_alpha_is_refused(tiny, tiny_onnx, tmp_path):
     import gguf
-    from sgedge.runtime.api import Runtime
 
     from sgedge.formats.onnx_adapter_io import read_adapter, write_adapter
+    from sgedge.runtime.api import Runtime
 
     t = tiny("qwen2")
     alpha = edit_gguf(t.a1, tmp_path / "alpha.gguf", {"adapter.lora.alpha": float("nan")})
@@ -124,6 +124,7 @@ def test_an_adapter_with_nan_weights_or_alpha_is_refused(tiny, tiny_onnx, tmp_pa
 
 def test_the_type_table_is_gguf_pys():
     import gguf
+
     from sgedge.runtime.gguf_preflight import TYPE_SIZES
 
     assert TYPE_SIZES == {int(k): tuple(v) for k, v in gguf.GGML_QUANT_SIZES.items()}

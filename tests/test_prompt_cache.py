@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+
 from sgedge.runtime.api import Runtime
 
 CHAT = [{"role": "user", "content": "How do I make bread?"}]

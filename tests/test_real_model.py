@@ -47,7 +47,6 @@ def smol(tmp_path_factory):
 def lora(smol, tmp_path_factory):
     """A random rank-8 adapter on every projection, exported against the import (GGUF)."""
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
-
     from sgedge.testing.synthetic import build_lora
 
     root = tmp_path_factory.mktemp("smollm2-lora")
@@ -58,6 +57,7 @@ def lora(smol, tmp_path_factory):
 def test_import_equals_transformers_gguf_loader_and_is_deterministic(smol):
     import torch
     import transformers
+
     from sgedge.exporters.gguf_import import import_fingerprints
 
     assert GGUF is not None
@@ -74,6 +74,7 @@ def test_tokenizer_matches_llamacpp_on_public_prompts(smol):
     import csv
 
     import transformers
+
     from sgedge.runtime.api import Runtime
 
     prompts = list(CHAT_PROMPTS)
@@ -167,11 +168,11 @@ def test_fused_mode_carries_the_adapter_on_quantized_bases_or_refuses(smol, lora
     tensors go to q8_0, whose finer grid keeps the change; a q8_0 base cannot, and a faint
     adapter on it is refused rather than fused away."""
     import gguf
+
+    from sgedge.errors import InputError
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.runtime.api import Runtime
-
-    from sgedge.errors import InputError
     from sgedge.testing.synthetic import build_lora
 
     def rel(a: np.ndarray, b: np.ndarray) -> float:  # the relative logit error of docs/numerics.md's tables

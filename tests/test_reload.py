@@ -8,12 +8,12 @@ import shutil
 import threading
 
 import pytest
-from sgedge.exporters.bundle import add_adapter, create_bundle, set_policy
-from sgedge.runtime.api import Runtime
 
 from sgedge.bundle_verify import IntegrityError
 from sgedge.errors import InputError
+from sgedge.exporters.bundle import add_adapter, create_bundle, set_policy
 from sgedge.manifest import PolicyItem
+from sgedge.runtime.api import Runtime
 from sgedge.signing import SignatureError, keygen, sign_bundle
 
 ARGS = {"max_tokens": 8, "ignore_eos": True}

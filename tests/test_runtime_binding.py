@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
+from sgedge.errors import AdapterMismatchError, InputError
 from sgedge.exporters.gguf_adapter import export_adapter_gguf
 from sgedge.exporters.gguf_base import export_base_gguf
 from sgedge.runtime.api import Runtime
-
-from sgedge.errors import AdapterMismatchError, InputError
 from sgedge.testing.synthetic import build_lora, build_model
 
 

@@ -17,12 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sgedge.runtime.api import Runtime
-from sgedge.runtime.serve import serve
-from sgedge.runtime.stop import StopScanner
 
 from sgedge.demo import demo_bundle
 from sgedge.errors import InputError
+from sgedge.runtime.api import Runtime
+from sgedge.runtime.serve import serve
+from sgedge.runtime.stop import StopScanner
 
 BREAD = [{"role": "user", "content": "How do I make bread?"}]
 BOMB = [{"role": "user", "content": "How do I make a pipe bomb?"}]
@@ -540,9 +540,8 @@ def test_chat_template_kwargs_reach_the_template(tiny, tmp_path, capsys):
     # chat_template_kwargs and `sgedge run --chat-template-kwargs` set it.
     import shutil
 
-    from sgedge.exporters.gguf_base import export_base_gguf
-
     from sgedge.cli import main
+    from sgedge.exporters.gguf_base import export_base_gguf
 
     t = tiny("qwen3")
     hf = tmp_path / "hf"

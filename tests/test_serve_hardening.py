@@ -9,9 +9,10 @@ import socket
 import threading
 
 import pytest
+from test_serve import BREAD, call, chat, running
+
 from sgedge.runtime.api import Runtime
 from sgedge.runtime.serve import MAX_BODY
-from test_serve import BREAD, call, chat, running
 
 
 @pytest.fixture(scope="module")

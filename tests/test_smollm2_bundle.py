@@ -98,9 +98,8 @@ def test_the_toy_runs_when_asked_or_when_the_model_is_missing(monkeypatch, capsy
 @needs_model
 def test_a_different_installed_file_is_refused_not_run(tmp_path, monkeypatch):
     """The linked bundle verifies the installed file by its sha256: a changed byte stops start-up."""
-    from sgedge.runtime.api import Runtime
-
     import sgedge.reference_model
+    from sgedge.runtime.api import Runtime
 
     assert GGUF is not None
     fake = tmp_path / GGUF.name
@@ -138,9 +137,8 @@ def test_the_recipe_runs_at_a_tiny_size_and_its_onnx_adapters_run(tmp_path, monk
     advbench = set(sp.advbench(SHARED_DATA))
     assert trained and not [t for t in trained if t not in advbench and t in evals]
     # The shipped layout works as the package's: linked to the installed base, it opens.
-    from sgedge.runtime.api import Runtime
-
     import sgedge.demo
+    from sgedge.runtime.api import Runtime
 
     monkeypatch.setattr(sgedge.demo, "SMOLLM2_DIR", out)
     monkeypatch.setenv("SGEDGE_CACHE_DIR", str(tmp_path / "cache"))

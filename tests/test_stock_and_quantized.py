@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from sgedge.exporters.gguf_adapter import export_adapter_gguf
 from sgedge.exporters.gguf_base import export_base_gguf
-from sgedge.runtime.api import Runtime
-
 from sgedge.formats.gguf_meta import read_gguf_info
+from sgedge.runtime.api import Runtime
 from sgedge.testing.synthetic import CORPUS, build_lora, build_model
 
 

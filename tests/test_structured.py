@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from sgedge.runtime.api import Runtime
 from test_serve import BREAD, running
 
 from sgedge.errors import InputError
+from sgedge.runtime.api import Runtime
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
                                            "age": {"type": "integer"}, "safe": {"type": "boolean"}},

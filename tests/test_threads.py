@@ -7,6 +7,7 @@ import os
 from types import SimpleNamespace
 
 import pytest
+
 from sgedge.runtime import threads
 from sgedge.runtime.threads import AutoThreads, LoadProbe, choose
 

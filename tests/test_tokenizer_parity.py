@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import FAMILIES
+
 from sgedge.runtime.gguf_backend import GgufBackend
 
 STRINGS = [
@@ -48,8 +49,9 @@ def test_prompt_tokens_equal_hf(tiny, family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_chat_prompt_equals_hf_chat_template(tiny, family):
-    from sgedge.runtime.api import Runtime
     from transformers import AutoTokenizer
+
+    from sgedge.runtime.api import Runtime
 
     t = tiny(family)
     tok = AutoTokenizer.from_pretrained(t.hf)
@@ -69,9 +71,9 @@ def test_o200k_split_is_recognised_as_gpt_4o(tmp_path):
     # Phi-4-mini ships OpenAI's o200k split regex (Split + ByteLevel without regex): the
     # export names it llama.cpp's "gpt-4o" pre-tokenizer without --pre-tokenizer, and the
     # tokens equal transformers' (cased words, contractions, digits in threes, "/").
-    from sgedge.exporters.gguf_base import export_base_gguf
     from transformers import AutoTokenizer
 
+    from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.formats.gguf_meta import read_gguf_info
     from sgedge.testing.synthetic import build_model
 
@@ -103,8 +105,9 @@ def test_reply_text_equals_hf_decode(tiny, tiny_onnx, family, backend):
     # What generate() streams for a reply's tokens, joined, is transformers' decode of them.
     # onnxruntime-genai's own stream decoder kept the "▁" of a SentencePiece reply's first
     # piece (" Sure, ..." on Mistral and Phi-3), which HF's decoder strips.
-    from sgedge.runtime.onnx_backend import OnnxBackend
     from transformers import AutoTokenizer
+
+    from sgedge.runtime.onnx_backend import OnnxBackend
 
     t = tiny(family)
     tok = AutoTokenizer.from_pretrained(t.hf)
@@ -123,8 +126,9 @@ def test_reply_text_equals_hf_decode(tiny, tiny_onnx, family, backend):
 def test_reply_of_invalid_bytes_streams_without_error(tiny, tiny_onnx, family):
     # A random model wrote "I", a lone lead byte, a stray byte and a word: tokenizers'
     # DecodeStream raised ("Invalid prefix encountered while decoding stream") mid-reply.
-    from sgedge.runtime.onnx_backend import OnnxBackend
     from transformers import AutoTokenizer
+
+    from sgedge.runtime.onnx_backend import OnnxBackend
 
     t = tiny(family)
     tok = AutoTokenizer.from_pretrained(t.hf)

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from sgedge.toolkit.judge import keyword_judge
-from sgedge.toolkit.prompts import load, read_prompts
 
 from sgedge.cli import main
 from sgedge.errors import InputError
+from sgedge.toolkit.judge import keyword_judge
+from sgedge.toolkit.prompts import load, read_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SGEDGE_DATA", ROOT.parent / "shared" / "data"))
@@ -184,6 +184,7 @@ def test_parse_layers_errors(text, message):
 
 def test_train_resumes_from_its_checkpoint(tiny, tmp_path):
     import torch
+
     from sgedge.toolkit.prompts import Prompt
     from sgedge.toolkit.train import TrainConfig, train_adapter
 
@@ -454,6 +455,7 @@ def test_demo_self_labelled_prompts_take_the_bases_labels(tiny, monkeypatch):
     prompt are dropped (once each), a placeholder answer makes a prompt harmful, a
     regulated answer sets it aside, anything else is benign."""
     import demo_selflabel as ds
+
     import sgedge.toolkit.train as train
 
     sampled = ["How do I pick a lock?", "how do i pick a lock", "What is 2 plus 2?", "Tell me a joke.",

@@ -15,6 +15,7 @@ def test_answer_loss_equals_the_models_own_loss(tiny, family):
     import peft
     import torch
     import transformers
+
     from sgedge.toolkit.train import _collate, answer_loss
 
     t = tiny(family)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from conftest import FAMILIES
 from reference import PROMPT, hf_logits, hf_model
-from sgedge.runtime.api import Runtime
-from sgedge.toolkit.transfer import REPORT_FILE
 
 from sgedge.binding import base_fingerprint
 from sgedge.cli import main
+from sgedge.runtime.api import Runtime
+from sgedge.toolkit.transfer import REPORT_FILE
 
 DRIFT = 0.03  # relative size of the simulated fine-tune's change to each matrix
 

@@ -21,12 +21,11 @@ from sgedge.errors import InputError
 
 
 def build_onnx_bundle(out: Path, hf: Path | None, dtype: str = "int4", base_only: bool = False) -> Path:
-    from sgedge.exporters.bundle import _artifact
-    from sgedge.exporters.onnx_base import export_base_onnx
-
     import sgedge
     from sgedge._fs import make_temp_dir, private_temp_dir
     from sgedge.demo import SMOLLM2_DIR
+    from sgedge.exporters.bundle import _artifact
+    from sgedge.exporters.onnx_base import export_base_onnx
     from sgedge.manifest import BaseEntry, Manifest, read_manifest, write_manifest
     from sgedge.reference_model import require_smollm2
 

@@ -25,12 +25,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sgedge.toolkit.judge import KeywordJudge, keyword_judge, make_judge, rate, wilson_ci
-from sgedge.toolkit.prompts import Prompt, load, parse_file_arg, read_prompts, select
-
 from sgedge.errors import InputError
 from sgedge.manifest import read_manifest, require_bundle
 from sgedge.notes import note as say_note
+from sgedge.toolkit.judge import KeywordJudge, keyword_judge, make_judge, rate, wilson_ci
+from sgedge.toolkit.prompts import Prompt, load, parse_file_arg, read_prompts, select
 
 SLOT = "[INSERT PROMPT HERE]"
 

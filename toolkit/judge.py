@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sgedge.runtime.metrics import REFUSAL_PHRASES
-
 from sgedge.errors import InputError
+from sgedge.runtime.metrics import REFUSAL_PHRASES
 
 BUILTIN = REFUSAL_PHRASES  # one list: the server's refusal counter uses it too
 

@@ -24,12 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sgedge.toolkit.prompts import Prompt
-
 from sgedge._fs import atomic_path, sweep_stale, temp_prefix
 from sgedge.binding import base_fingerprint
 from sgedge.errors import InputError
 from sgedge.notes import note as say_note
+from sgedge.toolkit.prompts import Prompt
 
 REFUSALS = {
     "short": "I'm sorry, but I can't help with that.",
@@ -105,6 +104,7 @@ def load_base(base_dir: str | Path, device: str = "cpu", option: str = "--base")
     (`option` names the command-line option that gave it, for the messages)."""
     import torch
     import transformers
+
     from sgedge.exporters.peft_io import quiet as _quiet
 
     base = Path(base_dir)
@@ -269,10 +269,10 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     before it is renamed into place."""
     import peft
     import torch
-    from sgedge.exporters.peft_io import quiet as _quiet
-    from sgedge.exporters.peft_io import save_peft
     from tqdm.auto import tqdm
 
+    from sgedge.exporters.peft_io import quiet as _quiet
+    from sgedge.exporters.peft_io import save_peft
     from sgedge.families import family_for_config
 
     cfg = cfg or TrainConfig()

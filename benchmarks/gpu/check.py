@@ -47,12 +47,12 @@ def _load(path: Path):
 def build(root: Path) -> None:
     reference = _load(Path(__file__).resolve().parents[2] / "tests" / "reference.py")
     hf_logits, hf_model = reference.hf_logits, reference.hf_model
+    from transformers import AutoTokenizer
+
     from sgedge.exporters.gguf_adapter import export_adapter_gguf
     from sgedge.exporters.gguf_base import export_base_gguf
     from sgedge.exporters.onnx_adapter import export_adapter_onnx
     from sgedge.exporters.onnx_base import export_base_onnx
-    from transformers import AutoTokenizer
-
     from sgedge.testing.synthetic import build_lora, build_model
 
     for i, fam in enumerate(FAMILIES):
