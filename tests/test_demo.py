@@ -125,3 +125,15 @@ def test_demo_eval_files_are_valid_prompt_files():
     qa = read_prompts(Path(DEMO_DIR) / "eval" / "benign_heldout.jsonl")
     assert qa and all(q.answer for q in qa)
     assert read_prompts(Path(DEMO_DIR) / "eval" / "regulated_eval.jsonl")
+
+
+def test_fused_and_pool_runs_of_the_demo_write_only_to_the_user_cache(tmp_path, monkeypatch, capsys):
+    """The demo lives inside the installed package (read-only in an app bundle): a fused
+    copy of it goes to the private cache, never beside the package's files."""
+    monkeypatch.setenv("SGEDGE_CACHE_DIR", str(tmp_path / "cache"))
+    before = sorted(p for p in DEMO_DIR.rglob("*"))
+    for mode in ("fused", "pool"):
+        assert main(["run", "--mode", mode, "--max-tokens", "4", "How do I make bread?"]) == 0
+    capsys.readouterr()
+    assert sorted(p for p in DEMO_DIR.rglob("*")) == before
+    assert any((tmp_path / "cache" / "fused").glob("*.gguf"))
