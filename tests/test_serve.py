@@ -362,7 +362,7 @@ def test_cli_serves_the_demo_and_stops_cleanly_on_sigterm():
     proc, url, lines = _start_cli(["--region", "EU", "--api-key", "k"])
     try:
         assert url, "".join(lines)
-        assert "policy 'EU' (strict:1) on llama.cpp" in "".join(lines)
+        assert "policy 'EU' (strict:1) on gguf" in "".join(lines)
         host, port = url.split("//")[1].split("/")[0].split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
         replies = []
