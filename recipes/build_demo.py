@@ -119,7 +119,8 @@ def train_base(corpus: demo_corpus.Corpus, out: Path, size: dict, seed: int) -> 
     import transformers
     from tqdm.auto import tqdm
 
-    from sgedge.testing.synthetic import quiet as _quiet, save_tokenizer
+    from sgedge.testing.synthetic import quiet as _quiet
+    from sgedge.testing.synthetic import save_tokenizer
     from sgedge.toolkit.train import _collate, chat_example
 
     tmp = out.with_name(out.name + ".partial")
