@@ -119,7 +119,9 @@ def ship(work: Path, gguf: Path, hf: Path, adapters: dict[str, Path], files: dic
         "data": data,
         "adapters": {name: _summary(path) for name, path in adapters.items()},
         "policies": policies,
-        "calibration": json.loads((work / "calibration.json").read_text()),
+        # "chosen" is what the manifest ships (a calibration record kept from an earlier run may
+        # hold an older rule's choice).
+        "calibration": {**json.loads((work / "calibration.json").read_text()), "chosen": scales},
         "refusals": {"standard": sp.STANDARD_REFUSAL, "strict": sp.STRICT_REFUSAL},
     }
     (tmp / "smollm2.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -39,6 +39,7 @@ def test_shipped_files_match_their_manifest():
     assert {p["adapter"] for p in m["policies"]["EU"]} == {"strict"}
     assert sorted(p.name for p in (SMOLLM2_DIR / "onnx").iterdir()) == ["standard.onnx_adapter", "strict.onnx_adapter"]
     info = json.loads((SMOLLM2_DIR / "smollm2.json").read_text())
+    assert {p["adapter"]: p["scale"] for ps in m["policies"].values() for p in ps} == info["calibration"]["chosen"]
     # Trained on AdvBench and the recipe's own prompts only.
     assert info["data"]["trained_on"] == ["advbench/harmful_behaviors.csv"]
     assert {Path(f).parts[0] for f in info["data"]["evaluation_only"]} == {
@@ -127,7 +128,9 @@ def test_the_recipe_runs_at_a_tiny_size_and_its_onnx_adapters_run(tmp_path, monk
     m = json.loads((out / "sgedge.json").read_text())
     assert set(m["adapters"]) == {"standard", "strict"}
     info = json.loads((out / "smollm2.json").read_text())
-    assert info["adapters"]["standard"]["validation"] is None or info["adapters"]["standard"]["steps"] >= 1
+    assert info["adapters"]["standard"]["steps"] >= 1 and info["adapters"]["standard"]["validation"]["history"]
+    shipped = {p["adapter"]: p["scale"] for ps in m["policies"].values() for p in ps}
+    assert shipped == info["calibration"]["chosen"]  # the manifest ships the scales calibration chose
     # No evaluation prompt among the training files.
     import smollm2_prompts as sp  # recipes/ is on pytest's pythonpath
 
