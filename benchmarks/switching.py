@@ -121,15 +121,18 @@ def rss_child(bundle: str, mode: str, members: int, threads: int) -> None:
 
 
 def serve_rows(bundle: Path, tokens: int, threads: int, rounds: int) -> dict[str, float]:
-    """4 clients, each alternating policies, against sgedge serve in each mode."""
+    """4 clients against sgedge serve: alternating policies A|B in pool and dynamic mode; the
+    bare base (--no-adapter) and policy A fused (--mode fused) with the server's default."""
     from serve import free_port, post  # noqa: F401 (post: the HTTP client the serve benchmark uses)
 
     out: dict[str, list[float]] = {}
     procs = {}
-    for mode in ("dynamic", "pool"):
+    modes = {"dynamic": ["--mode", "dynamic"], "pool": ["--mode", "pool"], "bare": ["--no-adapter"],
+             "fused": ["--mode", "fused"]}
+    for mode, flags in modes.items():
         port = free_port()
         procs[mode] = (port, subprocess.Popen(
-            [sys.executable, "-m", "sgedge", "serve", "--bundle", str(bundle), "--mode", mode, "--port", str(port),
+            [sys.executable, "-m", "sgedge", "serve", "--bundle", str(bundle), *flags, "--port", str(port),
              "--threads", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     try:
         import http.client
@@ -146,28 +149,38 @@ def serve_rows(bundle: Path, tokens: int, threads: int, rounds: int) -> dict[str
             else:
                 raise SystemExit(f"sgedge serve did not start: {proc.stderr.read().decode()[-2000:]}")
 
-        def client(port: int, k: int, n_req: int, total: list[int]) -> None:
+        errors: list[str] = []
+
+        def client(mode: str, port: int, k: int, n_req: int, total: list[int]) -> None:
             for i in range(n_req):
-                policy = "AB"[(i + k) % 2]
+                req = {"max_tokens": tokens, "temperature": 0, "ignore_eos": True,
+                       "messages": [{"role": "user", "content": PROMPTS[(i + k) % len(PROMPTS)]}]}
+                if mode in ("dynamic", "pool"):
+                    req["model"] = "AB"[(i + k) % 2]
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-                c.request("POST", "/v1/chat/completions", json.dumps({
-                    "model": policy, "max_tokens": tokens, "temperature": 0, "ignore_eos": True,
-                    "messages": [{"role": "user", "content": PROMPTS[(i + k) % len(PROMPTS)]}]}),
-                    {"Content-Type": "application/json"})
-                body = json.loads(c.getresponse().read())
+                c.request("POST", "/v1/chat/completions", json.dumps(req), {"Content-Type": "application/json"})
+                resp = c.getresponse()
+                body = json.loads(resp.read())
+                if resp.status != 200:
+                    errors.append(f"sgedge serve ({mode}) answered {resp.status}: {body}")
+                    return
                 total[0] += int(body["usage"]["completion_tokens"])
 
         for _ in range(rounds):
             for mode in random.sample(list(procs), len(procs)):
                 port = procs[mode][0]
                 total = [0]
-                ts = [threading.Thread(target=client, args=(port, k, 4, total)) for k in range(4)]
+                ts = [threading.Thread(target=client, args=(mode, port, k, 4, total)) for k in range(4)]
                 t0 = time.perf_counter()
                 for t in ts:
                     t.start()
                 for t in ts:
                     t.join()
-                out.setdefault(f"serve {mode}, 4 clients A|B: tokens/s", []).append(total[0] / (time.perf_counter() - t0))
+                if errors:
+                    raise SystemExit(errors[0])
+                what = "A|B" if mode in ("dynamic", "pool") else "bare" if mode == "bare" else "A"
+                out.setdefault(f"serve {mode}, 4 clients {what}: tokens/s", []).append(
+                    total[0] / (time.perf_counter() - t0))
     finally:
         for _, proc in procs.values():
             proc.terminate()
@@ -259,8 +272,10 @@ def main(argv: list[str] | None = None) -> dict:
         if args.serve:
             results.update({k: round(v, 1) for k, v in serve_rows(bundle, args.tokens, args.threads,
                                                                   max(1, args.rounds // 2)).items()})
-            results["serve pool / dynamic"] = round(results["serve pool, 4 clients A|B: tokens/s"]
-                                                    / results["serve dynamic, 4 clients A|B: tokens/s"], 3)
+            pool_rate = results["serve pool, 4 clients A|B: tokens/s"]
+            for other in ("dynamic, 4 clients A|B", "bare, 4 clients bare", "fused, 4 clients A"):
+                results[f"serve pool / {other.split(',')[0]}"] = round(
+                    pool_rate / results[f"serve {other}: tokens/s"], 3)
         if args.rss:
             for mode, members in (("dynamic", 0), ("pool", 1), ("pool", 2), ("pool", 4)):
                 out = subprocess.run([sys.executable, __file__, "--rss-child", str(bundle), mode, str(members),

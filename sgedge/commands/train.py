@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--patience", type=int, default=4,
                    help="validation checks without improvement before training stops early")
     t.add_argument("--quant-aware", choices=["q8"], help="train under llama.cpp's 8-bit rounding of the "
-                   "activations that meet quantized weights (for adapters that will run on a Q4/Q5/Q8 GGUF base)")
+                   "activations that meet quantized weights (experimental: no measured gain on SmolLM2's Q4_1 file, "
+                   "docs/safety.md)")
     t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     t.set_defaults(handler=train)
