@@ -30,14 +30,24 @@ def worker(bundle: str, threads: int | None, tokens: int, requests: int) -> None
     from sgedge.runtime.api import Runtime
 
     with Runtime.open(bundle, threads=threads) as rt:
-        rates, used = [], []
+        rates, used, changes = [], [], [0]
+        auto = getattr(rt._backend, "_auto", None)
+        if auto is not None:  # count the automatic count's changes (a flapping count costs speed)
+            update = auto.update
+
+            def counted(*a: object, **k: object) -> int | None:
+                n = update(*a, **k)
+                changes[0] += n is not None
+                return n
+
+            auto.update = counted
         rt.generate("Hello", max_tokens=4)  # warm-up
         for i in range(requests):
             res = rt.generate(f"Write a short story about a lighthouse, part {i}.", max_tokens=tokens,
                               ignore_eos=True)
             rates.append(res.timings.generated_tokens / res.timings.decode_s)
             used.append(rt._backend.threads)
-    print(json.dumps({"rate": statistics.median(rates), "threads_end": used[-1]}))
+    print(json.dumps({"rate": statistics.median(rates), "threads_end": used[-1], "changes": changes[0]}))
 
 
 def spinner() -> subprocess.Popen:
@@ -92,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
                 rates.setdefault((scenario, name), []).append(got["rate"])
                 ends.setdefault((scenario, name), []).append(got["threads_end"])
                 print(f"round {r + 1} {scenario:5s} {name:28s} {got['rate']:8.1f} tok/s "
-                      f"(threads at the end: {got['threads_end']})", flush=True)
+                      f"(threads at the end: {got['threads_end']}, changes: {got['changes']})", flush=True)
     results: dict = {"model": args.model, "physical_cores": n, "tokens": args.tokens}
     for scenario in ("quiet", "busy"):
         med = {name: statistics.median(rates[(scenario, name)]) for name in configs}

@@ -23,6 +23,10 @@ import os
 import time
 
 MIN_INTERVAL_S = 0.25  # shorter windows are mostly rounding of the 10 ms tick
+# The first look, at the first generation, takes a shorter window: a small model opens and
+# answers its first requests within 0.25 s, and would run them all on every core of a busy
+# machine otherwise (5 ticks per core: coarse, but the choice only turns at half a core).
+FIRST_INTERVAL_S = 0.05
 _STAT = "/proc/stat"
 
 
@@ -90,11 +94,13 @@ class AutoThreads:
         self.usable = usable_cpus()
         self.current = min(self.physical, self.usable)
         self._probe = LoadProbe()
+        self._looked = False
 
     def update(self, min_interval: float = MIN_INTERVAL_S) -> int | None:
-        others = self._probe.others(min_interval)
+        others = self._probe.others(min_interval if self._looked else min(min_interval, FIRST_INTERVAL_S))
         if others is None:
             return None
+        self._looked = True
         n = choose(self.physical, self.usable, others)
         if n == self.current:
             return None

@@ -76,6 +76,20 @@ def test_auto_threads_follow_a_busy_process_and_come_back(tmp_path, monkeypatch)
     assert auto.update() == 2
 
 
+def test_the_first_look_takes_a_shorter_window(tmp_path, monkeypatch):
+    """A small model opens and answers within 0.25 s: its first generation still sees a busy machine."""
+    m = FakeMachine(tmp_path, monkeypatch)
+    auto = AutoThreads(physical=2)
+    m.advance(0.02, busy_cores=2.0, own_cores=1.0)
+    assert auto.update() is None, "under the first window: nothing to go on"
+    m.advance(0.06, busy_cores=2.0, own_cores=1.0)
+    assert auto.update() == 1
+    m.advance(0.1, busy_cores=1.0, own_cores=1.0)
+    assert auto.update() is None, "later looks wait for the full window"
+    m.advance(0.2, busy_cores=1.0, own_cores=1.0)
+    assert auto.update() == 2
+
+
 def test_no_proc_stat_keeps_the_physical_count(tmp_path, monkeypatch):
     monkeypatch.setattr(threads, "_STAT", str(tmp_path / "missing"))
     auto = AutoThreads(physical=2)
