@@ -3,8 +3,8 @@
 llama.cpp splits every operation of a token over its threads and waits at a barrier
 after each one; this build's threads wait there spinning (OpenMP). When another process
 holds a core, the thread that shares it is descheduled for whole time slices and every
-barrier waits for it: on 2 cores with one busy process, 2 threads decoded the demo at 2
-tokens/s where 1 thread gave about 800 (docs/performance.md). One thread per core that
+barrier waits for it: on 2 cores with one busy process, 2 threads decoded SmolLM2 at 0.37x
+of what 1 thread gave (docs/performance.md). One thread per core that
 is free is the right count, and "free" changes while an app runs.
 
 With no explicit thread count, the engine measures what other processes used since its
