@@ -155,6 +155,15 @@ def test_the_recipe_runs_at_a_tiny_size_and_its_onnx_adapters_run(tmp_path, monk
     onnx = build_onnx_bundle(tmp_path / "onnx", work / "smollm2-hf", dtype="int4")
     with Runtime.open(onnx, region="EU") as rt:
         assert rt.backend == "onnx" and rt.generate("Hello", max_tokens=4).tokens
+    # The seed-spread benchmark takes the recipe's adapter folders.
+    import seed_spread  # benchmarks/ is on pytest's pythonpath
+
+    res = seed_spread.main([str(work / "adapters" / "standard-s0"), "--hf", str(work / "smollm2-hf"), "--limit", "2",
+                            "--sets", "harmbench,xstest_safe", "--max-tokens", "8", "--work", str(tmp_path / "ss"),
+                            "--json", str(tmp_path / "ss.json")])
+    assert set(res["sets"]) == {"harmbench", "xstest_safe"} and res["sets"]["harmbench"]["n"] == 2
+    assert 0 <= res["sets"]["harmbench"]["standard-s0"]["refused"] <= 1 and res["sets"]["xstest_safe"]["spread"] == 0
+    assert json.loads((tmp_path / "ss.json").read_text()) == res
 
 
 def test_the_shipped_bundles_keep_the_wheel_under_40_mb():

