@@ -113,17 +113,30 @@ class Terminal:
         os.close(slave)
         self.seen = b""
 
-    def read_until(self, marker: bytes, timeout: float = 120) -> None:
+    def pump(self, marker: bytes | None = None, timeout: float = 0.5) -> None:
+        """Read what it writes for `timeout` seconds, or until `marker` shows."""
         import os
         import select
 
         end = time.time() + timeout
-        while marker not in self.seen and time.time() < end:
-            if select.select([self.master], [], [], 0.5)[0]:
+        while (marker is None or marker not in self.seen) and time.time() < end:
+            if select.select([self.master], [], [], min(0.5, max(0.0, end - time.time())))[0]:
                 try:
                     self.seen += os.read(self.master, 4096)
                 except OSError:
                     break
+
+    def read_until(self, marker: bytes, timeout: float = 120) -> None:
+        self.pump(marker, timeout)
+        assert marker in self.seen, f"waited {timeout} s for {marker!r}; the terminal showed: {self.seen[-2000:]!r}"
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.pump(timeout=0.5)
+            raise AssertionError(f"sgedge chat still running after {timeout} s; "
+                                 f"the terminal showed: {self.seen[-2000:]!r}") from None
 
     def write(self, data: bytes) -> None:
         import os
@@ -148,9 +161,9 @@ def test_at_a_terminal_it_prompts_and_leaves_on_ctrl_d():
         term.read_until(b"Mix flour")
         end = time.time() + 60
         while not term.seen.rstrip().endswith(b">") and time.time() < end:  # the next prompt
-            term.read_until(b"\x00", timeout=0.5)
+            term.pump(timeout=0.5)
         term.write(b"\x04")  # Ctrl-D at the prompt
-        assert term.proc.wait(timeout=60) == 0
+        assert term.wait() == 0
     finally:
         term.close()
     assert b"Mix flour" in term.seen
@@ -177,11 +190,16 @@ def test_at_a_terminal_two_ctrl_c_at_the_prompt_leave():
     term = Terminal()
     try:
         term.read_until(b"Ctrl-D to leave\r\n> ")
+        # A ^C written within a millisecond of "> " appearing was sometimes lost (2 runs in 6
+        # here; sgedge installs no signal handler: it is between Python's readline and the
+        # terminal, which readline is still setting up). A person is slower; so is the test.
+        time.sleep(0.3)
         term.write(b"\x03")  # Ctrl-C at the prompt: a hint, the session goes on
         term.read_until(b"Ctrl-C again (or Ctrl-D) to leave\r\n> ")
         assert term.proc.poll() is None
+        time.sleep(0.3)
         term.write(b"\x03")
-        assert term.proc.wait(timeout=60) == 0
+        assert term.wait() == 0
     finally:
         term.close()
     assert b"Traceback" not in term.seen and b"interrupted" not in term.seen
