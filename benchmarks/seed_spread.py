@@ -100,9 +100,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{set_name:14s} {row['kind']:8s} " + " ".join(f"{row[n]['refused']:16.1%}" for n in names)
               + f"   {row['spread']:.1%}")
     if args.json:
-        tmp = args.json.with_name(args.json.name + ".partial")
-        tmp.write_text(json.dumps(results, indent=1) + "\n")
-        os.replace(tmp, args.json)
+        from sgedge._fs import atomic_path
+
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(results, indent=1) + "\n")
     return results
 
 

@@ -95,7 +95,7 @@ def test_a_lower_floor_importing_a_higher_one_fails(tmp_path, module, line, cont
 def _sgedge_imports():
     """Every `from sgedge... import name` in the repository's own scripts and packages."""
     import ast
-    for folder in ("sgedge", "exporters", "runtime", "toolkit", "recipes", "benchmarks", "examples", "tests", "gpu"):
+    for folder in ("sgedge", "exporters", "runtime", "toolkit", "recipes", "benchmarks", "examples", "tests"):
         for path in sorted((ROOT / folder).rglob("*.py")) if (ROOT / folder).is_dir() else ():
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("sgedge"):
