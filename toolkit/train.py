@@ -30,6 +30,7 @@ from sgedge.errors import InputError
 from sgedge.notes import note as say_note
 from sgedge.toolkit.prompts import Prompt
 
+ANSWER_CHUNK = 256  # base answers generated between two writes of the answer cache
 REFUSALS = {
     "short": "I'm sorry, but I can't help with that.",
     "alternative": "I'm sorry, but I can't help with that. If you have another question, I'm happy to help.",
@@ -174,6 +175,33 @@ def generate_answers(tok: Any, model: Any, prompts: Sequence[str], max_new_token
     finally:
         tok.padding_side = old_side
     return out
+
+
+def _base_answers(tok: Any, model: Any, base: Path, prompts: Sequence[str], cfg: TrainConfig,
+                  progress: bool) -> tuple[list[str], list[bool]]:
+    """The base's greedy answer to each prompt, and whether it ended on its own: from the
+    shared answer cache (toolkit/answer_cache.py) where it has them, generated otherwise
+    (in chunks, each recorded as it is done, so an interrupted run keeps what it made)."""
+    from tqdm.auto import tqdm
+
+    from sgedge.exporters.peft_io import quiet as _quiet
+    from sgedge.toolkit.answer_cache import AnswerCache
+
+    cache = AnswerCache(base, cfg.answer_tokens)
+    missing = list(dict.fromkeys(p for p in prompts if cache.get(p) is None))
+    reused = len(set(prompts)) - len(missing)
+    if reused and progress:
+        say_note(f"{reused} of {len(set(prompts))} base answers come from the answer cache ({cache.path.parent})")
+    with _quiet(), tqdm(total=len(missing), desc="base answers", unit="prompt", disable=not progress) as bar:
+        for i in range(0, len(missing), ANSWER_CHUNK):
+            part = missing[i:i + ANSWER_CHUNK]
+            ended: list[bool] = []
+            got = generate_answers(tok, model, part, cfg.answer_tokens, max(cfg.batch_size, 32), bar.update, ended)
+            if len(ended) != len(got):
+                ended = [True] * len(got)
+            cache.add(dict(zip(part, zip(got, ended, strict=True), strict=True)))
+    pairs = [cache.get(p) for p in prompts]
+    return [a for a, _ in pairs], [e for _, e in pairs]  # type: ignore[misc]
 
 
 def _config_key(base: Path, harmful: Sequence[Prompt], benign: Sequence[Prompt], cfg: TrainConfig) -> str:
@@ -321,10 +349,7 @@ def train_adapter(base_dir: str | Path, harmful: Sequence[Prompt], benign: Seque
     cached = _read_json(answers_file)
     generated, ended = (cached.get("answers"), cached.get("ended")) if isinstance(cached, dict) else (None, None)
     if not isinstance(generated, list) or len(generated) != len(need):
-        ended = []
-        with _quiet(), tqdm(total=len(need), desc="base answers", unit="prompt", disable=not progress) as bar:
-            generated = generate_answers(tok, model, need, cfg.answer_tokens, max(cfg.batch_size, 32), bar.update,
-                                         ended)
+        generated, ended = _base_answers(tok, model, base, need, cfg, progress)
         with atomic_path(answers_file) as tmp:
             tmp.write_text(json.dumps({"answers": generated, "ended": ended}))
     if not isinstance(ended, list) or len(ended) != len(generated):
