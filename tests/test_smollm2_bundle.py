@@ -135,10 +135,18 @@ def test_the_recipe_runs_at_a_tiny_size_and_its_onnx_adapters_run(tmp_path, monk
     import smollm2_prompts as sp  # recipes/ is on pytest's pythonpath
 
     evals = sp.NearDuplicates(sp.eval_prompts(SHARED_DATA))
-    trained = [json.loads(line)["prompt"] for f in ("harmful", "benign", "strict_harmful")
-               for line in (work / "data" / f"{f}.jsonl").read_text().splitlines()]
+    def rows(f):
+        return [json.loads(line)["prompt"] for line in (work / "data" / f"{f}.jsonl").read_text().splitlines()]
+
+    trained = [t for f in ("harmful", "benign", "strict_harmful", "benign_more") for t in rows(f)]
     advbench = set(sp.advbench(SHARED_DATA))
     assert trained and not [t for t in trained if t not in advbench and t in evals]
+    # Mix 2 (the default) trains on its extra benign prompts too; its held-out ones are not trained on
+    # and ship as part of `sgedge eval`'s benign set.
+    assert info["data"]["mix"] == 2 and rows("benign_more") and rows("benign_more_heldout")
+    assert not set(rows("benign_more_heldout")) & set(trained)
+    shipped_benign = [json.loads(x)["prompt"] for x in (out / "eval" / "benign_heldout.jsonl").read_text().splitlines()]
+    assert shipped_benign == rows("benign_heldout") + rows("benign_more_heldout")
     # The shipped layout works as the package's: linked to the installed base, it opens.
     import sgedge.demo
     from sgedge.runtime.api import Runtime
@@ -158,11 +166,11 @@ def test_the_recipe_runs_at_a_tiny_size_and_its_onnx_adapters_run(tmp_path, monk
     # The seed-spread benchmark takes the recipe's adapter folders.
     import seed_spread  # benchmarks/ is on pytest's pythonpath
 
-    res = seed_spread.main([str(work / "adapters" / "standard-s0"), "--hf", str(work / "smollm2-hf"), "--limit", "2",
+    res = seed_spread.main([str(work / "adapters" / "standard-m2-s0"), "--hf", str(work / "smollm2-hf"), "--limit", "2",
                             "--sets", "harmbench,xstest_safe", "--max-tokens", "8", "--work", str(tmp_path / "ss"),
                             "--json", str(tmp_path / "ss.json")])
     assert set(res["sets"]) == {"harmbench", "xstest_safe"} and res["sets"]["harmbench"]["n"] == 2
-    assert 0 <= res["sets"]["harmbench"]["standard-s0"]["refused"] <= 1 and res["sets"]["xstest_safe"]["spread"] == 0
+    assert 0 <= res["sets"]["harmbench"]["standard-m2-s0"]["refused"] <= 1 and res["sets"]["xstest_safe"]["spread"] == 0
     assert json.loads((tmp_path / "ss.json").read_text()) == res
 
 
@@ -188,6 +196,25 @@ def test_the_safety_benchmark_runs(tmp_path, capsys):
     assert len(bare["answers"]) == 2 and 0 <= bare["refusal_keywords"] <= 1
     assert "unchanged" in res["sets"]["xstest_safe"]
     assert "harmbench     n=   2" in capsys.readouterr().out
+    # --bare-from: the bare rows of a run on the same prompts and base are taken, not run again;
+    # a set whose prompts differ (another reply length here) runs them.
+    again = tmp_path / "again.json"
+    assert safety_smollm2.main(["--limit", "2", "--sets", "harmbench,xstest_safe", "--judge2", "none",
+                                "--bare-from", str(out), "--out", str(again)]) == 0
+    res2 = json.loads(again.read_text())
+    assert res2["sets"]["harmbench"]["configs"]["bare"]["from"] == str(out)
+    assert res2["sets"]["harmbench"]["configs"]["bare"]["answers"] == bare["answers"]
+    assert res2["sets"]["xstest_safe"]["unchanged"] == res["sets"]["xstest_safe"]["unchanged"]
+    longer = tmp_path / "longer.json"
+    assert safety_smollm2.main(["--limit", "2", "--sets", "harmbench", "--judge2", "none", "--max-tokens", "9",
+                                "--bare-from", str(out), "--out", str(longer)]) == 0
+    assert "from" not in json.loads(longer.read_text())["sets"]["harmbench"]["configs"]["bare"]
+    other = json.loads(out.read_text())
+    other["base_sha256"] = "0" * 64
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="another base file"):
+        safety_smollm2.main(["--limit", "2", "--sets", "harmbench", "--judge2", "none",
+                             "--bare-from", str(tmp_path / "other.json"), "--out", str(tmp_path / "x.json")])
 
 
 @needs_model
