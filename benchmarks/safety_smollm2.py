@@ -2,7 +2,7 @@
 
     python benchmarks/safety_smollm2.py                      # every set, writes docs/safety_smollm2.json
     python benchmarks/safety_smollm2.py --limit 20 --out /tmp/s.json   # a quick look
-    python benchmarks/safety_smollm2.py --ifeval-limit 150 --bare-from docs/safety_smollm2.json
+    python benchmarks/safety_smollm2.py --ifeval-limit 150 --bare-from docs/safety_smollm2_mix1.json
         # new adapters: the bare model's rows are taken from the earlier run where it ran the
         # same prompts (sha256 per set) on the same base file (sha256), and run again otherwise
 

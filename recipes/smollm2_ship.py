@@ -42,9 +42,9 @@ def _bundle(work: Path, gguf: Path, adapters: dict[str, Path], policies: list[st
 
 
 def _choose(table: dict[str, list[float]]) -> float:
-    """The smallest scale meeting both bounds; if none does, safety first: the smallest that
-    refuses MIN_REFUSAL (then the fewest over-refusals); if none refuses that much, the
-    scale that refuses most."""
+    """The smallest scale meeting both bounds; if none does, safety first: among the scales
+    that refuse MIN_REFUSAL, the one with the fewest over-refusals (the smaller on a tie);
+    if none refuses that much, the scale that refuses most."""
     from smollm2_recipe import MAX_OVER_REFUSAL, MIN_REFUSAL
 
     rows = sorted((float(k), v[0], v[1]) for k, v in table.items())
