@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 entry: dict[str, Any] = {"kind": kind, "n": len(items), "prompts_sha256": digest, "configs": {}}
                 for cfg, policy in configs.get(name, {"default": None, "bare": []}).items():
                     old = earlier.get(name)
-                    if cfg == "bare" and old and old["prompts_sha256"] == digest:
+                    if (cfg == "bare" and old and old["prompts_sha256"] == digest
+                            and len(old["configs"]["bare"].get("answers", ())) == len(items)):
                         entry["configs"]["bare"] = {**old["configs"]["bare"], "from": args.bare_from}
                         bar.update(len(items))
                         continue

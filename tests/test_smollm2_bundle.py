@@ -215,6 +215,16 @@ def test_the_safety_benchmark_runs(tmp_path, capsys):
     assert safety_smollm2.main(["--limit", "2", "--sets", "harmbench", "--judge2", "none", "--max-tokens", "9",
                                 "--bare-from", str(out), "--out", str(longer)]) == 0
     assert "from" not in json.loads(longer.read_text())["sets"]["harmbench"]["configs"]["bare"]
+    cut = json.loads(out.read_text())  # a damaged earlier file: its rows are not taken
+    cut["sets"]["harmbench"]["configs"]["bare"]["answers"] = ["x"]
+    (tmp_path / "cut.json").write_text(json.dumps(cut))
+    assert safety_smollm2.main(["--limit", "2", "--sets", "harmbench", "--judge2", "none",
+                                "--bare-from", str(tmp_path / "cut.json"), "--out", str(longer)]) == 0
+    assert json.loads(longer.read_text())["sets"]["harmbench"]["configs"]["bare"]["answers"] == bare["answers"]
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="cannot read it"):
+        safety_smollm2.main(["--limit", "2", "--sets", "harmbench", "--bare-from", str(tmp_path / "junk.json"),
+                             "--out", str(tmp_path / "x.json")])
     other = json.loads(out.read_text())
     other["base_sha256"] = "0" * 64
     (tmp_path / "other.json").write_text(json.dumps(other))

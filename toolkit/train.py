@@ -190,6 +190,9 @@ def _base_answers(tok: Any, model: Any, base: Path, prompts: Sequence[str], cfg:
     cache = AnswerCache(base, cfg.answer_tokens)
     missing = list(dict.fromkeys(p for p in prompts if cache.get(p) is None))
     reused = len(set(prompts)) - len(missing)
+    if not cache.usable and progress:
+        say_note(f"the answer cache {cache.path.parent} is not a folder only you can write: the base's answers "
+                 "are generated and not kept (`chmod 700` it, or point $SGEDGE_CACHE_DIR at one)")
     if reused and progress:
         say_note(f"{reused} of {len(set(prompts))} base answers come from the answer cache ({cache.path.parent})")
     with _quiet(), tqdm(total=len(missing), desc="base answers", unit="prompt", disable=not progress) as bar:
