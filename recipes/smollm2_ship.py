@@ -60,8 +60,16 @@ def _suffix(mix: int) -> str:
 
 
 def heldout_benign(files: dict[str, Path], mix: int) -> list[str]:
-    """The benign validation prompts: mix 1's held-out ones, and mix 2's (benign_more_heldout)."""
-    names = ["benign_heldout"] + (["benign_more_heldout"] if mix >= 2 else [])
+    """The benign validation prompts: mix 1's held-out ones, mix 2's (benign_more_heldout)
+    and mix 3's (benign_long_heldout)."""
+    names = ["benign_heldout"] + (["benign_more_heldout"] if mix >= 2 else []) + \
+        (["benign_long_heldout"] if mix >= 3 else [])
+    return [json.loads(x)["prompt"] for n in names for x in files[n].read_text().splitlines()]
+
+
+def heldout_harmful(files: dict[str, Path], mix: int) -> list[str]:
+    """The harmful validation prompts: the held-out ones, and from mix 3 the same wrapped long."""
+    names = ["harmful_heldout"] + (["harmful_long_heldout"] if mix >= 3 else [])
     return [json.loads(x)["prompt"] for n in names for x in files[n].read_text().splitlines()]
 
 
@@ -77,7 +85,7 @@ def calibrate(work: Path, gguf: Path, adapters: dict[str, Path], files: dict[str
         return {name: _choose(t) for name, t in json.loads(record.read_text())["table"].items()}
     bundle = _bundle(work, gguf, adapters, ["default=standard"], f"bundle-calibrate{_suffix(mix)}")
     judge = keyword_judge(None)
-    harmful = [json.loads(x)["prompt"] for x in files["harmful_heldout"].read_text().splitlines()]
+    harmful = heldout_harmful(files, mix)
     benign = heldout_benign(files, mix)
     table: dict[str, dict[str, list[float]]] = {}
     chosen: dict[str, float] = {}
@@ -118,16 +126,20 @@ def ship(work: Path, gguf: Path, hf: Path, adapters: dict[str, Path], files: dic
     for name, path in adapters.items():
         sgedge("export", "adapter", str(path), "--format", "onnx", "--base", str(onnx),
                "-o", str(tmp / "onnx" / f"{name}.onnx_adapter"))
-    for name in ("regulated_eval", "harmful_heldout"):
-        shutil.copy(files[name], tmp / "eval" / f"{name}.jsonl")
-    # `sgedge eval`'s benign set is the calibration's: mix 1's held-out prompts, and mix 2's.
-    (tmp / "eval" / "benign_heldout.jsonl").write_text("".join(json.dumps({"prompt": t}) + "\n"
-                                                               for t in heldout_benign(files, mix)))
+    shutil.copy(files["regulated_eval"], tmp / "eval" / "regulated_eval.jsonl")
+    # `sgedge eval`'s sets are the calibration's: every mix's held-out prompts.
+    for name, texts in (("harmful_heldout", heldout_harmful(files, mix)), ("benign_heldout", heldout_benign(files, mix))):
+        (tmp / "eval" / f"{name}.jsonl").write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
     data = json.loads((work / "data" / "summary.json").read_text())
     data["mix"] = mix
     if mix >= 2:
         data["benign_more"] = sum(1 for _ in files["benign_more"].read_text().splitlines())
         data["benign_more_heldout"] = sum(1 for _ in files["benign_more_heldout"].read_text().splitlines())
+    if mix >= 3:
+        from smollm2_recipe import LONG_FILES, WIDE_FILES
+
+        trained = LONG_FILES[:2] if mix == 3 else WIDE_FILES
+        data.update({k: sum(1 for _ in files[k].read_text().splitlines()) for k in trained + LONG_FILES[2:]})
     info = {
         "name": "SmolLM2-135M-Instruct safety bundle",
         "built_by": "recipes/smollm2_recipe.py",

@@ -123,7 +123,8 @@ def test_a_different_installed_file_is_refused_not_run(tmp_path, monkeypatch):
 def test_the_recipe_runs_at_a_tiny_size_and_its_onnx_adapters_run(tmp_path, monkeypatch):
     work, out = tmp_path / "work", tmp_path / "out"
     proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "smollm2_recipe.py"), "--size", "tiny",
-                           "--work", str(work), "--out", str(out)], capture_output=True, text=True, timeout=1500)
+                           "--work", str(work), "--out", str(out), "--mix", "4"], capture_output=True, text=True,
+                          timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "sgedge.json").read_text())
     assert set(m["adapters"]) == {"standard", "strict"}
@@ -138,15 +139,21 @@ def test_the_recipe_runs_at_a_tiny_size_and_its_onnx_adapters_run(tmp_path, monk
     def rows(f):
         return [json.loads(line)["prompt"] for line in (work / "data" / f"{f}.jsonl").read_text().splitlines()]
 
-    trained = [t for f in ("harmful", "benign", "strict_harmful", "benign_more") for t in rows(f)]
+    trained = [t for f in ("harmful", "benign", "strict_harmful", "benign_more", "benign_wide", "harmful_wide")
+               for t in rows(f)]
     advbench = set(sp.advbench(SHARED_DATA))
     assert trained and not [t for t in trained if t not in advbench and t in evals]
-    # Mix 2 (the default) trains on its extra benign prompts too; its held-out ones are not trained on
-    # and ship as part of `sgedge eval`'s benign set.
-    assert info["data"]["mix"] == 2 and rows("benign_more") and rows("benign_more_heldout")
-    assert not set(rows("benign_more_heldout")) & set(trained)
-    shipped_benign = [json.loads(x)["prompt"] for x in (out / "eval" / "benign_heldout.jsonl").read_text().splitlines()]
-    assert shipped_benign == rows("benign_heldout") + rows("benign_more_heldout")
+    # Mix 4 trains on mix 2's extra benign prompts and on long requests too (mix 3's held-out ones
+    # validate it); the held-out prompts are not trained on and ship as part of `sgedge eval`'s sets.
+    assert info["data"]["mix"] == 4 and info["data"]["benign_wide"] == len(rows("benign_wide")) > 0
+    assert "benign_long" not in info["data"] and info["data"]["benign_long_heldout"] == len(rows("benign_long_heldout"))
+    assert rows("benign_more_heldout") and rows("benign_long_heldout") and rows("harmful_long_heldout")
+    assert not {*rows("benign_more_heldout"), *rows("benign_long_heldout"), *rows("harmful_long_heldout")} & set(trained)
+    def shipped(name):
+        return [json.loads(x)["prompt"] for x in (out / "eval" / f"{name}.jsonl").read_text().splitlines()]
+
+    assert shipped("benign_heldout") == rows("benign_heldout") + rows("benign_more_heldout") + rows("benign_long_heldout")
+    assert shipped("harmful_heldout") == rows("harmful_heldout") + rows("harmful_long_heldout")
     # The shipped layout works as the package's: linked to the installed base, it opens.
     import sgedge.demo
     from sgedge.runtime.api import Runtime
@@ -166,18 +173,20 @@ def test_the_recipe_runs_at_a_tiny_size_and_its_onnx_adapters_run(tmp_path, monk
     # The seed-spread benchmark takes the recipe's adapter folders.
     import seed_spread  # benchmarks/ is on pytest's pythonpath
 
-    res = seed_spread.main([str(work / "adapters" / "standard-m2-s0"), "--hf", str(work / "smollm2-hf"), "--limit", "2",
+    res = seed_spread.main([str(work / "adapters" / "standard-m4-s0"), "--hf", str(work / "smollm2-hf"), "--limit", "2",
                             "--sets", "harmbench,xstest_safe", "--max-tokens", "8", "--work", str(tmp_path / "ss"),
                             "--json", str(tmp_path / "ss.json")])
     assert set(res["sets"]) == {"harmbench", "xstest_safe"} and res["sets"]["harmbench"]["n"] == 2
-    assert 0 <= res["sets"]["harmbench"]["standard-m2-s0"]["refused"] <= 1 and res["sets"]["xstest_safe"]["spread"] == 0
+    assert 0 <= res["sets"]["harmbench"]["standard-m4-s0"]["refused"] <= 1 and res["sets"]["xstest_safe"]["spread"] == 0
     assert json.loads((tmp_path / "ss.json").read_text()) == res
     # ... and compares adapters at several scales on the recipe's validation prompts (choosing the mix).
-    res = seed_spread.main([str(work / "adapters" / "standard-m2-s0"), "--hf", str(work / "smollm2-hf"),
-                            "--sets", "val_harmful,val_benign_more", "--validation", str(work / "data"),
-                            "--scale", "1,1.5", "--max-tokens", "4", "--work", str(tmp_path / "ss")])
-    assert res["columns"] == ["standard-m2-s0 x1", "standard-m2-s0 x1.5"]
+    res = seed_spread.main([str(work / "adapters" / "standard-m4-s0"), "--hf", str(work / "smollm2-hf"),
+                            "--sets", "val_harmful,val_benign_more,val_benign_long,val_harmful_long",
+                            "--validation", str(work / "data"), "--scale", "1,1.5", "--max-tokens", "4",
+                            "--work", str(tmp_path / "ss")])
+    assert res["columns"] == ["standard-m4-s0 x1", "standard-m4-s0 x1.5"]
     assert res["sets"]["val_benign_more"]["n"] == len(rows("benign_more_heldout"))
+    assert res["sets"]["val_harmful_long"]["n"] == len(rows("harmful_long_heldout"))
 
 
 def test_the_shipped_bundles_keep_the_wheel_under_40_mb():
