@@ -73,6 +73,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def prompts_of(path: Path) -> list[str]:
+    """The prompts of one of the recipe's .jsonl files."""
+    return [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
+
+
 def stage_import(work: Path, gguf: Path) -> Path:
     hf = work / "smollm2-hf"
     if not (hf / "sgedge_import.json").is_file():
@@ -109,8 +114,8 @@ def stage_more(work: Path, files: dict[str, Path], seed: int, scale: float) -> d
     """Mix 2's extra benign prompts (smollm2_prompts.build_more), beside mix 1's files, which stay as they are."""
     more = {"benign_more": work / "data" / "benign_more.jsonl", "benign_more_heldout": work / "data" / "benign_more_heldout.jsonl"}
     if not all(f.is_file() for f in more.values()):
-        taken = [json.loads(line)["prompt"] for k in ("harmful", "benign", "standard_benign", "harmful_heldout",
-                                                      "benign_heldout") for line in files[k].read_text().splitlines()]
+        taken = [t for k in ("harmful", "benign", "standard_benign", "harmful_heldout", "benign_heldout")
+                 for t in prompts_of(files[k])]
         m = sp.build_more(DATA, taken, seed=seed, scale=scale)
         write_jsonl(more["benign_more"], [{"prompt": t} for t in m.benign])
         write_jsonl(more["benign_more_heldout"], [{"prompt": t} for t in m.heldout])
@@ -125,10 +130,8 @@ def stage_long(work: Path, files: dict[str, Path], seed: int, scale: float) -> d
     """Mix 3's long requests (smollm2_prompts.build_long), beside mix 2's files, which stay as they are."""
     long = {k: work / "data" / f"{k}.jsonl" for k in LONG_FILES}
     if not all(f.is_file() for f in long.values()):
-        def rows(k: str) -> list[str]:
-            return [json.loads(line)["prompt"] for line in files[k].read_text().splitlines()]
-
-        m = sp.build_long(DATA, rows("harmful"), rows("harmful_heldout"), seed=seed, scale=scale)
+        m = sp.build_long(DATA, prompts_of(files["harmful"]), prompts_of(files["harmful_heldout"]), seed=seed,
+                          scale=scale)
         for k, texts in zip(LONG_FILES, (m.benign, m.harmful, m.benign_heldout, m.harmful_heldout), strict=True):
             write_jsonl(long[k], [{"prompt": t} for t in texts])
         log(f"mix 3: {len(m.benign)} long benign and {len(m.harmful)} long harmful prompts, "
@@ -143,10 +146,8 @@ def stage_wide(work: Path, files: dict[str, Path], seed: int, scale: float) -> d
     """Mix 4's long training requests (smollm2_prompts.build_long_wide); validation stays mix 3's."""
     wide = {k: work / "data" / f"{k}.jsonl" for k in WIDE_FILES}
     if not all(f.is_file() for f in wide.values()):
-        def rows(k: str) -> list[str]:
-            return [json.loads(line)["prompt"] for line in files[k].read_text().splitlines()]
-
-        m = sp.build_long_wide(DATA, rows("harmful"), rows("harmful_heldout"), seed=seed, scale=scale)
+        m = sp.build_long_wide(DATA, prompts_of(files["harmful"]), prompts_of(files["harmful_heldout"]), seed=seed,
+                               scale=scale)
         for k, texts in zip(WIDE_FILES, (m.benign, m.harmful), strict=True):
             write_jsonl(wide[k], [{"prompt": t} for t in texts])
         log(f"mix 4: {len(m.benign)} long benign and {len(m.harmful)} long harmful prompts in wider forms "
