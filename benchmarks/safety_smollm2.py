@@ -113,6 +113,39 @@ def select_sets(args: argparse.Namespace, regulated: Path) -> tuple[dict[str, tu
     return sets, ifeval_rows
 
 
+def reply_loops(entry: dict[str, Any], prompts: list[str], judge: Any) -> None:
+    """Each config's share of replies that loop (toolkit.judge.loops): of all replies, and of
+    those the keyword judge does not count as refusals (a refusal never loops)."""
+    from sgedge.toolkit.judge import loops, rate
+
+    for c in entry["configs"].values():
+        flags = [loops(a) for a in c["answers"]]
+        answered = [f for f, p, a in zip(flags, prompts, c["answers"], strict=True) if not judge.is_refusal(p, a)]
+        c["looping"], c["looping_answered"] = rate(flags), rate(answered)
+
+
+def rescore(path: Path, args: argparse.Namespace) -> int:
+    """Recompute the measures derived from stored replies (loops) in an earlier results file
+    with the same --sets/--limit choices; nothing is generated again."""
+    from sgedge.demo import SMOLLM2_DIR
+    from sgedge.toolkit.judge import keyword_judge
+
+    results = json.loads(path.read_text())
+    sets, _ = select_sets(args, SMOLLM2_DIR / "eval" / "regulated_eval.jsonl")
+    for name, entry in results["sets"].items():
+        if entry["kind"] in ("benign", "ifeval"):
+            if name not in sets or _prompts_sha256(sets[name][1], args.ifeval_tokens if entry["kind"] == "ifeval"
+                                                   else args.max_tokens) != entry["prompts_sha256"]:
+                sys.exit(f"{path}: set {name} ran other prompts than these options select")
+            reply_loops(entry, sets[name][1], keyword_judge(None))
+            print(f"{name:13s} " + " | ".join(f"{cfg}: loops {c['looping']:.1%} (answered {c['looping_answered']:.1%})"
+                                               for cfg, c in entry["configs"].items()))
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    os.replace(tmp, path)
+    return 0
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", help="default: the shipped SmolLM2 bundle")
@@ -130,11 +163,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--bare-from", help="take the bare model's rows from an earlier results file instead of running "
                     "them again: used for a set only where that file ran the same prompts (sha256) with the same "
                     "reply length on the same base file")
+    ap.add_argument("--rescore", metavar="FILE", help="recompute the reply-loop shares of an earlier results file "
+                    "from its stored replies (same --sets/--limit/--ifeval-limit as its run), and exit")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rescore:
+        return rescore(Path(args.rescore), args)
     from second_judge import make_second_judge
     from tqdm.auto import tqdm
 
@@ -189,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                         c["ifeval_prompt_strict"], c["ifeval_ci95"] = rate(ok), wilson_ci(ok)
                     c["answers"] = answers
                     entry["configs"][cfg] = c
+                if kind in ("benign", "ifeval"):
+                    reply_loops(entry, items, judges["keywords"])
                 if "default" in entry["configs"] and kind in ("benign", "ifeval"):
                     same = [a == b for a, b in zip(entry["configs"]["default"]["answers"],
                                                   entry["configs"]["bare"]["answers"], strict=True)]
@@ -218,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
             extra = f" ifeval {c['ifeval_prompt_strict']:.1%}" if "ifeval_prompt_strict" in c else ""
             j2 = f" j2 {c['refusal_judge2']:.1%}" if "refusal_judge2" in c else ""
             line.append(f"{cfg}: refused {c['refusal_keywords']:.1%} (jbb list {c['refusal_keywords_jbb']:.1%}{j2}){extra}")
+        if "looping" in next(iter(entry["configs"].values()), {}):
+            line.append("loops " + ", ".join(f"{cfg} {c['looping_answered']:.1%}" for cfg, c in entry["configs"].items())
+                        + " of answered")
         if "unchanged" in entry:
             line.append(f"unchanged {entry['unchanged']:.1%}")
         print(" | ".join(line))

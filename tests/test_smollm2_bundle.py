@@ -210,7 +210,20 @@ def test_the_safety_benchmark_runs(tmp_path, capsys):
     bare = res["sets"]["harmbench"]["configs"]["bare"]
     assert len(bare["answers"]) == 2 and 0 <= bare["refusal_keywords"] <= 1
     assert "unchanged" in res["sets"]["xstest_safe"]
+    assert all(0 <= c["looping"] <= 1 for c in res["sets"]["xstest_safe"]["configs"].values())
+    assert "looping" not in bare  # loops are measured on the benign sets only
     assert "harmbench     n=   2" in capsys.readouterr().out
+    # --rescore recomputes the loop shares from the stored replies, generating nothing ...
+    stored = json.loads(out.read_text())
+    stored["sets"]["xstest_safe"]["configs"]["default"]["answers"] = ["I can help with that. " * 10, "Sure."]
+    (tmp_path / "stored.json").write_text(json.dumps(stored))
+    assert safety_smollm2.main(["--limit", "2", "--sets", "harmbench,xstest_safe,regulated",
+                                "--rescore", str(tmp_path / "stored.json")]) == 0
+    c = json.loads((tmp_path / "stored.json").read_text())["sets"]["xstest_safe"]["configs"]["default"]
+    assert c["looping"] == 0.5 and c["looping_answered"] == 0.5
+    # ... and refuses a file whose prompts these options do not select
+    with pytest.raises(SystemExit, match="ran other prompts"):
+        safety_smollm2.main(["--limit", "3", "--sets", "xstest_safe", "--rescore", str(tmp_path / "stored.json")])
     # --bare-from: the bare rows of a run on the same prompts and base are taken, not run again;
     # a set whose prompts differ (another reply length here) runs them.
     again = tmp_path / "again.json"

@@ -319,6 +319,17 @@ def test_wilson_interval():
     assert wilson_ci([]) == [0.0, 1.0]
 
 
+def test_loops_flags_replies_that_repeat_themselves():
+    from sgedge.toolkit.judge import loops
+
+    assert loops("Hello! I'm here to help. " + "I'm ready to help with writing. " * 8)
+    assert not loops("Bread needs flour, water, salt and yeast. Mix them, knead the dough for ten minutes, "
+                     "let it rise until doubled, shape a loaf, let it rise again and bake it at 230 C for "
+                     "about thirty-five minutes until the crust is brown and the loaf sounds hollow.")
+    assert not loops("no no no no no no")  # too short to call a loop
+    assert not loops("")
+
+
 def test_eval_refusal_rates_follow_the_judge(tiny_demo, tmp_path, capsys):
     """A keyword list of single characters flags every answer that has one of them; a phrase
     that never occurs flags none: the rates come from the answers, not from the policy name."""

@@ -131,3 +131,15 @@ def wilson_ci(flags: Sequence[bool], z: float = 1.959964) -> list[float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def loops(answer: str, n: int = 4, min_words: int = 24, max_distinct: float = 0.5) -> bool:
+    """A reply that loops: at least `min_words` words, of whose word n-grams fewer than
+    `max_distinct` are distinct ("I'm ready to help with writing. I'm ready to help with
+    writing. ..."). Small models under greedy decoding fall into such loops, and an adapter
+    applied above its trained strength can make them more frequent."""
+    words = answer.split()
+    if len(words) < max(min_words, n):
+        return False
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) < max_distinct
