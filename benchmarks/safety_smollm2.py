@@ -130,16 +130,23 @@ def rescore(path: Path, args: argparse.Namespace) -> int:
     from sgedge.demo import SMOLLM2_DIR
     from sgedge.toolkit.judge import keyword_judge
 
-    results = json.loads(path.read_text())
+    try:
+        results = json.loads(path.read_text())
+        stored = {k: v for k, v in results["sets"].items() if v["kind"] in ("benign", "ifeval")}
+        for v in stored.values():
+            if not all(isinstance(a, str) for c in v["configs"].values() for a in c["answers"]):
+                raise TypeError("a reply that is not text")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        sys.exit(f"--rescore {path}: cannot read it as a results file of this benchmark ({type(e).__name__}: {e})")
     sets, _ = select_sets(args, SMOLLM2_DIR / "eval" / "regulated_eval.jsonl")
-    for name, entry in results["sets"].items():
-        if entry["kind"] in ("benign", "ifeval"):
-            if name not in sets or _prompts_sha256(sets[name][1], args.ifeval_tokens if entry["kind"] == "ifeval"
-                                                   else args.max_tokens) != entry["prompts_sha256"]:
-                sys.exit(f"{path}: set {name} ran other prompts than these options select")
-            reply_loops(entry, sets[name][1], keyword_judge(None))
-            print(f"{name:13s} " + " | ".join(f"{cfg}: loops {c['looping']:.1%} (answered {c['looping_answered']:.1%})"
-                                               for cfg, c in entry["configs"].items()))
+    for name, entry in stored.items():
+        if name not in sets or _prompts_sha256(sets[name][1], args.ifeval_tokens if entry["kind"] == "ifeval"
+                                               else args.max_tokens) != entry.get("prompts_sha256") or \
+                any(len(c["answers"]) != len(sets[name][1]) for c in entry["configs"].values()):
+            sys.exit(f"{path}: set {name} ran other prompts than these options select")
+        reply_loops(entry, sets[name][1], keyword_judge(None))
+        print(f"{name:13s} " + " | ".join(f"{cfg}: loops {c['looping']:.1%} (answered {c['looping_answered']:.1%})"
+                                           for cfg, c in entry["configs"].items()))
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(json.dumps(results, indent=1) + "\n")
     os.replace(tmp, path)

@@ -224,6 +224,19 @@ def test_the_safety_benchmark_runs(tmp_path, capsys):
     # ... and refuses a file whose prompts these options do not select
     with pytest.raises(SystemExit, match="ran other prompts"):
         safety_smollm2.main(["--limit", "3", "--sets", "xstest_safe", "--rescore", str(tmp_path / "stored.json")])
+    # ... or a file that is not one of its results files (nothing written over it)
+    for name, text in (("junk", "{not json"), ("shape", '{"sets": {"xstest_safe": {"kind": "benign"}}}'),
+                       ("replies", json.dumps({"sets": {"xstest_safe": {**stored["sets"]["xstest_safe"], "configs": {
+                           "default": {"answers": [1, None]}}}}}))):
+        (tmp_path / f"{name}.json").write_text(text)
+        with pytest.raises(SystemExit, match="cannot read it"):
+            safety_smollm2.main(["--rescore", str(tmp_path / f"{name}.json")])
+        assert (tmp_path / f"{name}.json").read_text() == text
+    short = json.loads((tmp_path / "stored.json").read_text())
+    short["sets"]["xstest_safe"]["configs"]["default"]["answers"] = ["Sure."]  # fewer replies than prompts
+    (tmp_path / "short.json").write_text(json.dumps(short))
+    with pytest.raises(SystemExit, match="ran other prompts"):
+        safety_smollm2.main(["--limit", "2", "--sets", "xstest_safe", "--rescore", str(tmp_path / "short.json")])
     # --bare-from: the bare rows of a run on the same prompts and base are taken, not run again;
     # a set whose prompts differ (another reply length here) runs them.
     again = tmp_path / "again.json"
