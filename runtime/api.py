@@ -638,6 +638,7 @@ class Runtime:
         stop: str | Sequence[str] | None = None,
         template_kwargs: Mapping[str, Any] | None = None,
         response_format: Mapping[str, Any] | None = None,
+        repeat_penalty: float = 1.0,
     ) -> GenerationResult:
         """Generate a reply with the runtime's active adapters, or per call: `policy="EU"`
         (a bundle policy), `policy=[]` (bare base, if the bundle allows it), or
@@ -645,11 +646,13 @@ class Runtime:
         `stop`: strings that end the reply where it first contains one (left out of it).
         `template_kwargs`: more chat template variables (e.g. {"enable_thinking": False}).
         `response_format`: OpenAI's ({"type": "json_object"}, or "json_schema" with a schema):
-        every token is constrained to it (runtime/structured.py)."""
+        every token is constrained to it (runtime/structured.py).
+        `repeat_penalty`: > 1 makes every token already in the prompt or the reply less likely
+        (Hugging Face's repetition_penalty, on both backends); 1 = off."""
         from sgedge.runtime.structured import parse_response_format
 
         sampling = Sampling(max_tokens, temperature, top_p, top_k, seed, ignore_eos,
-                            parse_response_format(response_format))
+                            parse_response_format(response_format), repeat_penalty)
         scanner = StopScanner(check_stops(stop))
         self._resolve(adapters, policy)  # a wrong choice fails here; it is resolved again in the engine's turn
         ids = self.encode_prompt(prompt, raw=raw, template_kwargs=template_kwargs)

@@ -390,9 +390,17 @@ class GgufBackend:
             llama.llama_batch_free(batch)
         return out
 
-    def _sampler(self, s: Sampling) -> Any:
+    def _sampler(self, s: Sampling, prompt: Sequence[int]) -> Any:
         llama = self._llama
         chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+        if s.repeat_penalty != 1.0:
+            # Over the whole sequence, as ONNX Runtime GenAI and Hugging Face apply it: a window
+            # as long as prompt and reply, primed with the prompt (accepted here, before the
+            # chain owns it, so that a grammar sampler never sees the prompt's tokens).
+            pen = llama.llama_sampler_init_penalties(self.n_vocab, len(prompt) + s.max_tokens, s.repeat_penalty, 0.0, 0.0)
+            for tok in prompt:
+                llama.llama_sampler_accept(pen, tok)
+            llama.llama_sampler_chain_add(chain, pen)
         if s.response_format is not None:
             from sgedge.runtime.structured import gbnf
 
@@ -427,7 +435,7 @@ class GgufBackend:
         if self._auto is not None:
             self._retune()
         cached = self._reuse(prompt)
-        chain = self._sampler(sampling)
+        chain = self._sampler(sampling, prompt)
         text = self.text_stream()
         n, t1 = 0, 0.0
         try:

@@ -107,6 +107,7 @@ class _Live:
     adapter: str | None  # the og adapter (possibly composed) it ran with
     tokens: list[int]  # what its keys/values hold
     max_length: int
+    repeat_penalty: float = 1.0  # a search option: fixed when the generator is made
 
 
 class OnnxBackend:
@@ -298,6 +299,8 @@ class OnnxBackend:
             if sampling.temperature > 0:
                 opts.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
                             top_k=sampling.top_k or 0, random_seed=sampling.seed)
+            if sampling.repeat_penalty != 1.0:
+                opts["repetition_penalty"] = sampling.repeat_penalty
             if sampling.ignore_eos:
                 opts["min_length"] = max_length
         params.set_search_options(**opts)
@@ -354,7 +357,8 @@ class OnnxBackend:
         # Sampling keeps its RNG state, guidance its grammar state: neither generator is reused.
         greedy = sampling.temperature <= 0 and not sampling.ignore_eos and sampling.response_format is None
         live, self._live = self._live, None
-        if greedy and live is not None and live.adapter == self._active_name and need <= live.max_length:
+        if (greedy and live is not None and live.adapter == self._active_name and need <= live.max_length
+                and live.repeat_penalty == sampling.repeat_penalty):
             # One prompt token is always computed: its logits pick the first reply token.
             keep = shared_prefix(live.tokens, prompt, len(prompt) - 1) if self.prompt_cache else 0
             live.gen.rewind_to(keep)
@@ -405,7 +409,8 @@ class OnnxBackend:
             if ok and sampling.temperature <= 0 and not sampling.ignore_eos and sampling.response_format is None:
                 # Each step computes the token sampled by the step before: the last sampled
                 # token (the reply's last, or the end token) has no keys/values yet.
-                self._live = _Live(gen, self._active_name, [*prompt, *reply[:max(steps - 1, 0)]], max_length)
+                self._live = _Live(gen, self._active_name, [*prompt, *reply[:max(steps - 1, 0)]], max_length,
+                                   sampling.repeat_penalty)
 
     def close(self) -> None:
         self._live = None  # its generator goes before the model and adapters it runs on

@@ -17,7 +17,7 @@ from typing import Any
 from sgedge.errors import InputError
 from sgedge.runtime.stop import check_stops
 from sgedge.runtime.structured import parse_response_format
-from sgedge.runtime.types import GenerationResult
+from sgedge.runtime.types import MAX_REPEAT_PENALTY, GenerationResult
 
 # Fields that would change the reply and that sgedge does not implement: refused.
 _UNSUPPORTED = {
@@ -27,7 +27,7 @@ _UNSUPPORTED = {
     "audio": "audio output", "prediction": "predicted outputs",
 }
 # Sampling extensions other servers take (llama.cpp's): accepted at their neutral value only.
-_NEUTRAL = {"frequency_penalty": 0.0, "presence_penalty": 0.0, "repeat_penalty": 1.0, "min_p": 0.0,
+_NEUTRAL = {"frequency_penalty": 0.0, "presence_penalty": 0.0, "min_p": 0.0,
             "typical_p": 1.0, "tfs_z": 1.0, "mirostat": 0, "mirostat_mode": 0}
 _ROLES = ("system", "developer", "user", "assistant")
 
@@ -190,9 +190,13 @@ def parse_request(kind: str, body: Any, *, header_policy: str | None = None) -> 
         "top_p": _number(body, "top_p", float, 1.0, 0, 1),
         "top_k": _number(body, "top_k", int, 0, 0, 1 << 31),
         "seed": _number(body, "seed", int, 0, -(1 << 63), (1 << 64) - 1),
+        # llama.cpp server's extension (Hugging Face's repetition_penalty): 1 = off.
+        "repeat_penalty": _number(body, "repeat_penalty", float, 1.0, 0, MAX_REPEAT_PENALTY),
         # llama.cpp server's extension: generate max_tokens whatever the model says (benchmarks).
         "ignore_eos": _flag(body, "ignore_eos"),
     }
+    if sampling["repeat_penalty"] <= 0:
+        raise ApiError(400, "'repeat_penalty' must be above 0 (1 = off)", "repeat_penalty")
     try:
         stop = check_stops(body.get("stop"))
     except InputError as e:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+MAX_REPEAT_PENALTY = 10.0
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -18,6 +20,10 @@ class Sampling:
     # Structured output: ("json_object", "") or ("json_schema", the schema as JSON text);
     # the engine constrains every token to it (llama.cpp grammar, ONNX Runtime guidance).
     response_format: tuple[str, str] | None = None
+    # Divides the positive logits (multiplies the negative) of every token already in the
+    # prompt or the reply, as Hugging Face's repetition_penalty: 1 = off. Both engines apply
+    # it over the whole sequence (llama.cpp's penalties sampler, ONNX Runtime GenAI's option).
+    repeat_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         import math
@@ -38,6 +44,8 @@ class Sampling:
             raise InputError(f"top_p must be in (0, 1] (got {self.top_p!r})")
         if not whole(self.top_k) or not 0 <= self.top_k <= 1 << 31:
             raise InputError(f"top_k must be a whole number >= 0 (got {self.top_k!r})")
+        if not number(self.repeat_penalty) or not 0 < self.repeat_penalty <= MAX_REPEAT_PENALTY:
+            raise InputError(f"repeat_penalty must be in (0, {MAX_REPEAT_PENALTY:g}] (1 = off; got {self.repeat_penalty!r})")
         if not whole(self.seed):
             raise InputError(f"seed must be a whole number (got {self.seed!r})")
 

@@ -170,6 +170,16 @@ def test_stop_scanner_matches_cutting_the_whole_text(seed):
     assert "".join(shown) == text[:first] and scanner.stopped == (first < len(text))
 
 
+def test_repeat_penalty_reaches_the_engine(demo, demo_server):
+    plain = demo.generate(BREAD, max_tokens=48).text
+    for penalty in (1.5, 3.0):
+        want = demo.generate(BREAD, max_tokens=48, repeat_penalty=penalty).text
+        got = chat(demo_server, BREAD, max_tokens=48, repeat_penalty=penalty)["choices"][0]["message"]["content"]
+        assert got == want, penalty
+    assert want != plain  # 3.0 changes the reply: the request's value was applied, not dropped
+    assert chat(demo_server, BREAD, max_tokens=48, repeat_penalty=1)["choices"][0]["message"]["content"] == plain
+
+
 def test_the_prompt_length_default_and_context_errors(demo, demo_server):
     # No max_tokens: the server's default (512), cut to the room the prompt leaves.
     n = demo.context_size
@@ -193,7 +203,10 @@ def test_the_prompt_length_default_and_context_errors(demo, demo_server):
     ({"messages": BREAD, "tools": [{"type": "function"}]}, 400, "'tools' is not supported"),
     ({"messages": BREAD, "logprobs": True}, 400, "'logprobs' is not supported"),
     ({"messages": BREAD, "presence_penalty": 0.5}, 400, "'presence_penalty' is not supported"),
-    ({"messages": BREAD, "repeat_penalty": 1.1}, 400, "'repeat_penalty' is not supported by sgedge serve (leave it out, or at 1)"),
+    ({"messages": BREAD, "min_p": 0.1}, 400, "'min_p' is not supported by sgedge serve (leave it out, or at 0)"),
+    ({"messages": BREAD, "repeat_penalty": 0}, 400, "'repeat_penalty' must be above 0 (1 = off)"),
+    ({"messages": BREAD, "repeat_penalty": "high"}, 400, "'repeat_penalty' must be a number from 0 to 10"),
+    ({"messages": BREAD, "repeat_penalty": 11}, 400, "'repeat_penalty' must be a number from 0 to 10"),
     ({"messages": BREAD, "response_format": {"type": "xml"}}, 400, "response_format type 'xml' is not supported"),
     ({"messages": BREAD, "temperature": -1}, 400, "'temperature' must be a number from 0 to 2 (got -1)"),
     ({"messages": BREAD, "max_tokens": "many"}, 400, "'max_tokens' must be an integer"),

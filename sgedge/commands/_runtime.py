@@ -130,8 +130,21 @@ def run_mode(args: argparse.Namespace) -> str:
     return mode or "dynamic"
 
 
+def sampling_flags(p: argparse.ArgumentParser) -> None:
+    """The sampling options of `run` and `chat`."""
+    p.add_argument("--temperature", type=float, help="0 = greedy (default; 0.2 for the SmolLM2 bundle run "
+                   "with no model, as its model card advises)")
+    p.add_argument("--top-p", type=float, help="sample from the smallest set of tokens whose probability reaches P "
+                   "(default 1 = off; 0.9 for the SmolLM2 bundle run with no model)")
+    p.add_argument("--top-k", type=int, help="sample from the K most likely tokens (default 0 = off)")
+    p.add_argument("--repeat-penalty", type=float, metavar="P",
+                   help="make every token already in the prompt or reply less likely: its logit divided by P "
+                   "(multiplied if negative), Hugging Face's repetition_penalty (default 1 = off)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+
 def sampling_args(args: argparse.Namespace, defaults_of: Opened) -> dict[str, float]:
-    """--temperature / --top-p / --top-k as given; those left out take the defaults of the
-    bundle that runs with no model (SmolLM2's: 0.2 / 0.9), else greedy."""
-    defaults = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, **defaults_of.sampling}
+    """--temperature / --top-p / --top-k / --repeat-penalty as given; those left out take the
+    defaults of the bundle that runs with no model (SmolLM2's: 0.2 / 0.9), else greedy."""
+    defaults = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "repeat_penalty": 1.0, **defaults_of.sampling}
     return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}

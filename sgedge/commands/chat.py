@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from sgedge.commands._runtime import runtime_args
+from sgedge.commands._runtime import runtime_args, sampling_flags
 
 HELP = """commands:
   /policy NAME   switch to a bundle policy (the conversation goes on under it)
@@ -186,10 +186,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="send the conversation so far with each line (default: yes; no for the embedded demo, "
                    "which learnt single questions)")
     c.add_argument("--max-tokens", type=int, default=256, help="reply length limit per turn")
-    c.add_argument("--temperature", type=float, help="0 = greedy (default; 0.2 for the SmolLM2 bundle run "
-                   "with no model, as its model card advises)")
-    c.add_argument("--top-p", type=float, help="sample from the smallest set of tokens whose probability reaches P "
-                   "(default 1 = off; 0.9 for the SmolLM2 bundle run with no model)")
-    c.add_argument("--top-k", type=int, help="sample from the K most likely tokens (default 0 = off)")
-    c.add_argument("--seed", type=int, default=0, help="sampling seed")
+    sampling_flags(c)
     c.set_defaults(handler=chat)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from sgedge.commands._runtime import open_runtime, read_prompt, runtime_args, sampling_args
+from sgedge.commands._runtime import open_runtime, read_prompt, runtime_args, sampling_args, sampling_flags
 from sgedge.errors import InputError
 
 
@@ -16,12 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     runtime_args(r, "")
     r.add_argument("--raw", action="store_true", help="plain completion, no chat template")
     r.add_argument("--max-tokens", type=int, default=256, help="reply length limit in tokens")
-    r.add_argument("--temperature", type=float, help="0 = greedy (default; 0.2 for the SmolLM2 bundle run "
-                   "with no model, as its model card advises)")
-    r.add_argument("--top-p", type=float, help="sample from the smallest set of tokens whose probability reaches P "
-                   "(default 1 = off; 0.9 for the SmolLM2 bundle run with no model)")
-    r.add_argument("--top-k", type=int, help="sample from the K most likely tokens (default 0 = off)")
-    r.add_argument("--seed", type=int, default=0, help="sampling seed")
+    sampling_flags(r)
     r.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the reply where it first contains TEXT (left out; repeatable)")
     r.add_argument("--chat-template-kwargs", metavar="JSON",
