@@ -76,10 +76,13 @@ def ifeval_scores(rows: list[dict], answers: list[str]) -> list[bool]:
     return out
 
 
-def _prompts_sha256(items: list[str], max_tokens: int) -> str:
+def _prompts_sha256(items: list[str], max_tokens: int, repeat_penalty: float = 1.0) -> str:
+    """What a set's replies depend on besides the engine: its prompts, the reply length and
+    the repeat penalty (left out at 1, so that files from before the option still match)."""
     import hashlib
 
-    return hashlib.sha256(json.dumps([max_tokens, items]).encode()).hexdigest()
+    key = [max_tokens, items] if repeat_penalty == 1 else [max_tokens, items, repeat_penalty]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
 
 def _earlier_bare(path: Path, base_sha: str | None) -> dict[str, Any]:
@@ -140,8 +143,9 @@ def rescore(path: Path, args: argparse.Namespace) -> int:
         sys.exit(f"--rescore {path}: cannot read it as a results file of this benchmark ({type(e).__name__}: {e})")
     sets, _ = select_sets(args, SMOLLM2_DIR / "eval" / "regulated_eval.jsonl")
     for name, entry in stored.items():
-        if name not in sets or _prompts_sha256(sets[name][1], args.ifeval_tokens if entry["kind"] == "ifeval"
-                                               else args.max_tokens) != entry.get("prompts_sha256") or \
+        n_tokens = args.ifeval_tokens if entry["kind"] == "ifeval" else args.max_tokens
+        if name not in sets or _prompts_sha256(sets[name][1], n_tokens, results.get("repeat_penalty", 1.0)) \
+                != entry.get("prompts_sha256") or \
                 any(len(c["answers"]) != len(sets[name][1]) for c in entry["configs"].values()):
             sys.exit(f"{path}: set {name} ran other prompts than these options select")
         reply_loops(entry, sets[name][1], keyword_judge(None))
@@ -164,6 +168,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ifeval-limit", type=int, help="IFEval prompts (seeded sample; default: all 541)")
     ap.add_argument("--jailbreaks", type=int, default=100, help="template x goal pairs")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--repeat-penalty", type=float, default=1.0,
+                    help="every config's repeat penalty (greedy either way; 1 = off, the targets' setting)")
     ap.add_argument("--judge2", default="self", help="second judge: self (SmolLM2 asked through the runtime), "
                     "guard:MODEL.gguf, or none")
     ap.add_argument("--judge2-sets", default="harmbench,jbb,jailbreak", help="sets the second judge reads")
@@ -172,7 +178,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "reply length on the same base file")
     ap.add_argument("--rescore", metavar="FILE", help="recompute the reply-loop shares of an earlier results file "
                     "from its stored replies (same --sets/--limit/--ifeval-limit as its run), and exit")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    from sgedge.runtime.types import MAX_REPEAT_PENALTY
+
+    if not 0 < args.repeat_penalty <= MAX_REPEAT_PENALTY:  # NaN fails this too
+        ap.error(f"--repeat-penalty must be in (0, {MAX_REPEAT_PENALTY:g}] (1 = off)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     from sgedge.bundle_verify import sha256_file
 
     base_sha = sha256_file((bundle / "base.gguf").resolve()) if (bundle / "base.gguf").exists() else None
-    results: dict[str, Any] = {"bundle": str(bundle), "base_sha256": base_sha, "sets": {},
+    results: dict[str, Any] = {"bundle": str(bundle), "base_sha256": base_sha, "repeat_penalty": args.repeat_penalty,
+                               "sets": {},
                                "started": time.strftime("%Y-%m-%d %H:%M")}
     earlier = _earlier_bare(Path(args.bare_from), base_sha) if args.bare_from else {}
     t0 = time.perf_counter()
@@ -206,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         with tqdm(total=total, desc="safety", unit="reply", file=sys.stderr) as bar:
             for name, (kind, items) in sets.items():
                 n_tokens = args.ifeval_tokens if kind == "ifeval" else args.max_tokens
-                digest = _prompts_sha256(items, n_tokens)
+                digest = _prompts_sha256(items, n_tokens, args.repeat_penalty)
                 entry: dict[str, Any] = {"kind": kind, "n": len(items), "prompts_sha256": digest, "configs": {}}
                 for cfg, policy in configs.get(name, {"default": None, "bare": []}).items():
                     old = earlier.get(name)
@@ -219,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                     for text in items:
                         n = args.ifeval_tokens if kind == "ifeval" else args.max_tokens
                         try:
-                            r = rt.generate(text, max_tokens=n, **({"policy": policy} if policy is not None else {}))
+                            r = rt.generate(text, max_tokens=n, repeat_penalty=args.repeat_penalty,
+                                            **({"policy": policy} if policy is not None else {}))
                             answers.append(r.text.strip())
                         except Exception as e:  # a prompt longer than the context: counted, not hidden
                             answers.append(f"<error: {type(e).__name__}: {str(e)[:80]}>")

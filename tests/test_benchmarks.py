@@ -153,3 +153,22 @@ def test_onnx_slot_experiments_keep_the_slotted_graphs_tokens(bench, tiny, tiny_
     assert tokens(tmp_path / "if-slot", tmp_path / "a1-flag.onnx_adapter") == with_adapter
     m.micro(n=3, rounds=1)
     assert "µs per slot" in capsys.readouterr().out
+
+
+def test_the_repeat_penalty_sweep_refuses_bad_input_before_any_work(bench, tmp_path):
+    rp = bench("repeat_penalty")
+    with pytest.raises(SystemExit, match="take numbers separated by commas"):
+        rp.main(["--penalties", "1,high", "--validation", str(tmp_path)])
+    for bad in ("0", "1,11", "-1"):
+        with pytest.raises(SystemExit, match=r"penalties must be in \(0, 10\]"):
+            rp.main(["--penalties", bad, "--validation", str(tmp_path)])
+    with pytest.raises(SystemExit, match="cannot read the prompts of .*harmful_heldout.jsonl"):
+        rp.main(["--validation", str(tmp_path / "nowhere")])
+    for junk in (b"not json\n", b'{"text": "no prompt key"}\n', b"\xff\xfe\x00", b'[1, 2]\n'):
+        (tmp_path / "harmful_heldout.jsonl").write_bytes(junk)
+        with pytest.raises(SystemExit, match="cannot read the prompts of"):
+            rp.main(["--validation", str(tmp_path)])
+    for empty in (b"", b'{"prompt": ""}\n', b'{"prompt": 3}\n'):
+        (tmp_path / "harmful_heldout.jsonl").write_bytes(empty)
+        with pytest.raises(SystemExit, match="holds no prompts"):
+            rp.main(["--validation", str(tmp_path)])

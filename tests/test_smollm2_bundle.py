@@ -187,6 +187,17 @@ def test_the_recipe_runs_at_a_tiny_size_and_its_onnx_adapters_run(tmp_path, monk
     assert res["columns"] == ["standard-m4-s0 x1", "standard-m4-s0 x1.5"]
     assert res["sets"]["val_benign_more"]["n"] == len(rows("benign_more_heldout"))
     assert res["sets"]["val_harmful_long"]["n"] == len(rows("harmful_long_heldout"))
+    # ... and the repetition-penalty sweep runs on the same validation prompts, on a bundle.
+    import repeat_penalty
+
+    res = repeat_penalty.main(["--validation", str(work / "data"), "--bundle", str(path), "--limit", "2",
+                               "--penalties", "1,1.5", "--max-tokens", "6", "--json", str(tmp_path / "rp.json")])
+    assert list(res["configs"]) == ["default x1", "default x1.5", "bare x1"]
+    entry = res["configs"]["default x1.5"]
+    assert entry["repeat_penalty"] == 1.5 and set(entry["sets"]) == set(repeat_penalty.SETS)
+    assert all(len(s["replies"]) == s["n"] == 2 for s in entry["sets"].values())
+    assert 0 <= entry["benign_refused_pooled"] <= 1 and 0 <= entry["looping_pooled"] <= 1
+    assert json.loads((tmp_path / "rp.json").read_text()) == res
 
 
 def test_the_shipped_bundles_keep_the_wheel_under_40_mb():
@@ -266,6 +277,19 @@ def test_the_safety_benchmark_runs(tmp_path, capsys):
     with pytest.raises(SystemExit, match="another base file"):
         safety_smollm2.main(["--limit", "2", "--sets", "harmbench", "--judge2", "none",
                              "--bare-from", str(tmp_path / "other.json"), "--out", str(tmp_path / "x.json")])
+    # --repeat-penalty: every config runs with it, it is recorded, and rows of a run without it are not taken.
+    pen = tmp_path / "pen.json"
+    assert safety_smollm2.main(["--limit", "2", "--sets", "xstest_safe", "--judge2", "none", "--repeat-penalty", "1.3",
+                                "--bare-from", str(out), "--out", str(pen)]) == 0
+    res3 = json.loads(pen.read_text())
+    assert res3["repeat_penalty"] == 1.3 and "from" not in res3["sets"]["xstest_safe"]["configs"]["bare"]
+    assert not any(a.startswith("<error") for c in res3["sets"]["xstest_safe"]["configs"].values() for a in c["answers"])
+    assert safety_smollm2.main(["--limit", "2", "--sets", "xstest_safe", "--rescore", str(pen)]) == 0
+    for bad in ("0", "nan", "11"):
+        with pytest.raises(SystemExit):
+            safety_smollm2.main(["--limit", "2", "--sets", "xstest_safe", "--repeat-penalty", bad,
+                                 "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()
 
 
 @needs_model
