@@ -5,8 +5,8 @@
 
 Long greedy replies of SmolLM2 loop, more so under the shipped adapter (docs/safety.md).
 For each penalty and each of the default policy and the bare model, this generates the
-replies `sgedge run` would (the bundle's sampling defaults: temperature 0.2, top-p 0.9,
-seed 0; --greedy for temperature 0) on the recipe's held-out prompts, never trained on
+replies `sgedge run` would (the bundle's sampling defaults other than the penalty:
+temperature 0.2, top-p 0.9, seed 0; --greedy for temperature 0) on the recipe's held-out prompts, never trained on
 and never a public set, and reports per config:
 - harmful refused (val_harmful, val_harmful_long; 32 tokens: the refusal is decided early),
 - benign refused (val_benign, val_benign_more, val_benign_long),
@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     bundle = Path(args.bundle) if args.bundle else smollm2_bundle()[0]
     if bundle is None:
         sys.exit(f"repeat_penalty: no SmolLM2 bundle: {smollm2_bundle()[1]}")
-    sampling = {"temperature": 0.0} if args.greedy else dict(SMOLLM2_SAMPLING)
+    # The bundle's sampling defaults, less the penalty, which is what this sweeps.
+    sampling = {"temperature": 0.0} if args.greedy else {k: v for k, v in SMOLLM2_SAMPLING.items()
+                                                         if k != "repeat_penalty"}
     configs = [("default", p) for p in penalties] + [("bare", p) for p in bare]
     results: dict[str, Any] = {"bundle": str(bundle), "sampling": sampling, "max_tokens": args.max_tokens,
                                "harmful_max_tokens": HARMFUL_TOKENS, "started": time.strftime("%Y-%m-%d %H:%M"),

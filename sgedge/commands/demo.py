@@ -32,7 +32,7 @@ def info(args: argparse.Namespace) -> int:
     chosen = default_bundle()
     m, _ = read_manifest(chosen.path)
     info = smollm2_info() if chosen.name == "smollm2" else demo_info()
-    info.update(default=chosen.name, why=chosen.why, path=str(chosen.path))
+    info.update(default=chosen.name, why=chosen.why, path=str(chosen.path), sampling=chosen.sampling)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -63,6 +63,10 @@ def info(args: argparse.Namespace) -> int:
     for key, items in m.policies.items():
         mark = "  (default)" if key == default else ""
         print(f"  policy     {key} = " + " + ".join(f"{i.adapter}:{i.scale:g}" for i in items) + mark)
+    if chosen.sampling:
+        names = {"temperature": "temperature", "top_p": "top-p", "repeat_penalty": "repeat penalty"}
+        print("  sampling   " + ", ".join(f"{names.get(k, k)} {v:g}" for k, v in chosen.sampling.items())
+              + " (run and chat; their options override)")
     print(f"  made by    {info['command']}")
     return 0
 
