@@ -157,6 +157,13 @@ def rescore(path: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def write_results(out: Path, results: dict[str, Any], t0: float) -> None:
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    os.replace(tmp, out)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", help="default: the shipped SmolLM2 bundle")
@@ -202,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"no SmolLM2 bundle: {smollm2_bundle()[1]}")
     regulated = (Path(args.bundle) if args.bundle else SMOLLM2_DIR) / "eval" / "regulated_eval.jsonl"
     sets, ifeval_rows = select_sets(args, regulated)
+    if "ifeval" in sets:  # the checkers' imports, before any reply is generated
+        try:
+            import ifeval_offline  # noqa: F401
+            from lm_eval.tasks.ifeval.utils import test_instruction_following_strict  # noqa: F401
+        except ImportError as e:
+            sys.exit(f"IFEval's checkers cannot be imported ({e}); pip install -e '.[bench]'")
     judges = {"keywords": keyword_judge(None),
               "keywords_jbb": keyword_judge(f"{DATA}/refusal_keywords/refusal_keywords.json:refusal_direction_jailbreakbench")}
     from sgedge.bundle_verify import sha256_file
@@ -253,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   entry["configs"]["bare"]["answers"], strict=True)]
                     entry["unchanged"] = rate(same)
                 results["sets"][name] = entry
+                write_results(Path(args.out), results, t0)  # after each set: an interrupted run keeps them
         if args.judge2 != "none":
             judge2 = make_second_judge(args.judge2, rt, args.threads)
             for name, entry in tqdm(results["sets"].items(), desc="second judge", file=sys.stderr):
@@ -266,11 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                                         strict=True)])
                     c["judge2"] = judge2.describe()["judge"]
             results["judge2"] = judge2.describe()
-    results["seconds"] = round(time.perf_counter() - t0, 1)
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".partial")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    os.replace(tmp, out)
+    write_results(out, results, t0)
     for name, entry in results["sets"].items():
         line = [f"{name:13s} n={entry['n']:4d}"]
         for cfg, c in entry["configs"].items():
