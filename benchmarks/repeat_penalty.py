@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
         bare = [float(x) for x in args.bare_penalties.split(",")] if args.bare_penalties else []
     except ValueError:
         sys.exit("repeat_penalty: --penalties and --bare-penalties take numbers separated by commas")
+    if args.limit is not None and args.limit < 1:
+        sys.exit("repeat_penalty: --limit takes a whole number of at least 1")
     if not penalties or not all(0 < x <= MAX_REPEAT_PENALTY for x in [*penalties, *bare]):
         sys.exit(f"repeat_penalty: penalties must be in (0, {MAX_REPEAT_PENALTY:g}]")
     sets = {name: (kind, read_prompts(args.validation / file)[:args.limit]) for name, (kind, file) in SETS.items()}

@@ -39,8 +39,8 @@ class DefaultBundle:
     path: Path
     name: str  # "smollm2" or "toy"
     why: str
-    # Sampling `run` and `chat` use unless told otherwise: SmolLM2's model card's (greedy
-    # decoding loops on it, "L'Etoile, la Cite, la Femme, la Femme, ..."), greedy for the toy.
+    # Sampling `run` and `chat` use unless told otherwise: SMOLLM2_SAMPLING (greedy decoding
+    # loops on it, "L'Etoile, la Cite, la Femme, la Femme, ..."), greedy for the toy.
     sampling: dict[str, float] = field(default_factory=dict)
 
 

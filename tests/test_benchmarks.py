@@ -162,6 +162,8 @@ def test_the_repeat_penalty_sweep_refuses_bad_input_before_any_work(bench, tmp_p
     for bad in ("0", "1,11", "-1"):
         with pytest.raises(SystemExit, match=r"penalties must be in \(0, 10\]"):
             rp.main(["--penalties", bad, "--validation", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--limit takes a whole number of at least 1"):
+        rp.main(["--limit", "0", "--validation", str(tmp_path)])
     with pytest.raises(SystemExit, match="cannot read the prompts of .*harmful_heldout.jsonl"):
         rp.main(["--validation", str(tmp_path / "nowhere")])
     for junk in (b"not json\n", b'{"text": "no prompt key"}\n', b"\xff\xfe\x00", b'[1, 2]\n'):

@@ -145,6 +145,6 @@ def sampling_flags(p: argparse.ArgumentParser) -> None:
 
 def sampling_args(args: argparse.Namespace, defaults_of: Opened) -> dict[str, float]:
     """--temperature / --top-p / --top-k / --repeat-penalty as given; those left out take the
-    defaults of the bundle that runs with no model (SmolLM2's: 0.2 / 0.9), else greedy."""
+    defaults of the bundle that runs with no model (SmolLM2's: 0.2 / 0.9 / penalty 1.15), else greedy."""
     defaults = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "repeat_penalty": 1.0, **defaults_of.sampling}
     return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
